@@ -1,0 +1,37 @@
+"""Atomic file output: a file is either absent, as it was, or complete; never half-written."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `path`; when the block succeeds, rename it over `path`.
+
+    `suffix` is kept at the end of the temporary name for writers that choose the format by extension. An
+    existing `path` raises FileExistsError unless `overwrite` is set; on any error the temporary file is removed
+    and `path` is left untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (pass overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    temporary = path.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Write a text file (UTF-8, LF line endings) atomically; see `atomic_output`."""
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="\n")
+    return Path(path)
