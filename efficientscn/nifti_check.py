@@ -1,0 +1,89 @@
+"""Detect NIfTI files whose voxel data is cut short, which ITK's NIfTI reader silently fills with zeros.
+
+A truncated download or an interrupted copy of a `.nii.gz` otherwise reads as a CT whose lower slices are 0 HU.
+The check reads only the header, plus the gzip trailer; the whole stream is decompressed only when the trailer
+does not confirm the expected length (multi-member gzip files, or a genuinely short file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from efficientscn.errors import InputError
+
+_NIFTI1_HEADER_BYTES = 348
+_NIFTI2_HEADER_BYTES = 540
+
+
+def _expected_nifti_bytes(header: bytes, path: Path) -> int:
+    """Offset of the voxel data plus its size, from a NIfTI-1 or NIfTI-2 header (either byte order)."""
+    for order in "<>":
+        (sizeof_hdr,) = struct.unpack_from(order + "i", header, 0)
+        if sizeof_hdr == _NIFTI1_HEADER_BYTES and len(header) >= _NIFTI1_HEADER_BYTES:
+            dims = struct.unpack_from(order + "8h", header, 40)
+            (bitpix,) = struct.unpack_from(order + "h", header, 72)
+            (vox_offset,) = struct.unpack_from(order + "f", header, 108)
+            offset = max(int(vox_offset), _NIFTI1_HEADER_BYTES)
+            break
+        if sizeof_hdr == _NIFTI2_HEADER_BYTES and len(header) >= _NIFTI2_HEADER_BYTES:
+            (bitpix,) = struct.unpack_from(order + "h", header, 14)
+            dims = struct.unpack_from(order + "8q", header, 16)
+            (vox_offset,) = struct.unpack_from(order + "q", header, 168)
+            offset = max(int(vox_offset), _NIFTI2_HEADER_BYTES)
+            break
+    else:
+        raise InputError(f"{path}: not a NIfTI file (header size field is neither 348 nor 540)")
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
+        raise InputError(f"{path}: corrupt NIfTI header (dim[0]={ndim}, bitpix={bitpix})")
+    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    return offset + voxels * (bitpix // 8)
+
+
+def _decompressed_length(path: Path) -> int:
+    """Length of a gzip file's full decompressed stream; InputError if the stream ends early or is corrupt."""
+    length = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 24):
+                length += len(chunk)
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{path}: truncated or corrupt gzip data ({error})") from error
+    return length
+
+
+def check_nifti_complete(path: str | Path) -> None:
+    """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises."""
+    path = Path(path)
+    with path.open("rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; some tools write plain NIfTI under .nii.gz
+    try:
+        if compressed:
+            with gzip.open(path, "rb") as stream:
+                header = stream.read(_NIFTI2_HEADER_BYTES)
+        else:
+            with path.open("rb") as stream:
+                header = stream.read(_NIFTI2_HEADER_BYTES)
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{path}: truncated or corrupt file ({error})") from error
+    if len(header) < _NIFTI1_HEADER_BYTES:
+        raise InputError(f"{path}: truncated NIfTI file ({len(header)} header bytes)")
+    expected = _expected_nifti_bytes(header, path)
+    if not compressed:
+        actual = path.stat().st_size
+    else:
+        with path.open("rb") as raw:
+            raw.seek(-4, 2)
+            (trailer_length,) = struct.unpack("<I", raw.read(4))  # gzip ISIZE: stream length modulo 2**32
+        if trailer_length == expected % 2**32:
+            return
+        actual = _decompressed_length(path)
+    if actual < expected:
+        raise InputError(
+            f"{path}: truncated NIfTI file: {actual} bytes of image data where the header needs {expected}"
+        )

@@ -1,0 +1,113 @@
+"""Grid mapping, valid network sizes, shrink factors, bounding boxes and the spacing fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import shared_case
+
+from efficientscn.geometry import (
+    FLARE21_MEAN_SPACING_XYZ,
+    Grid,
+    bounding_box_index,
+    is_orthonormal,
+    physical_bounding_box,
+    shrink_factors,
+    spacing_with_fallback,
+    valid_size,
+    valid_sizes_per_axis,
+)
+from efficientscn.io import grid_of, read_label
+
+LOCALIZATION_XY = (32, 48, 64, 80)
+LOCALIZATION_Z = tuple(range(32, 257, 16))
+
+
+def test_index_to_physical_matches_simpleitk_on_an_oblique_grid() -> None:
+    label = read_label(shared_case("ts_example_ct_sm_oblique").label)
+    grid = grid_of(label)
+    rng = np.random.default_rng(0)
+    indices = rng.uniform(0, 40, size=(20, 3))
+    expected = np.array([label.TransformContinuousIndexToPhysicalPoint(tuple(i)) for i in indices])
+    assert grid.index_to_physical(indices) == pytest.approx(expected, abs=1e-9)
+    assert grid.physical_to_index(expected) == pytest.approx(indices, abs=1e-9)
+
+
+def test_valid_size_is_the_smallest_strictly_greater() -> None:
+    assert valid_size(31, LOCALIZATION_XY) == 32
+    assert valid_size(32, LOCALIZATION_XY) == 48  # an exact fit moves on (upstream quirk 1, kept)
+    assert valid_size(47.5, LOCALIZATION_XY) == 48
+    assert valid_size(80, LOCALIZATION_XY) == 80  # nothing greater: the largest
+    assert valid_size(500, LOCALIZATION_Z) == 256
+    assert valid_sizes_per_axis((10, 40, 100), (LOCALIZATION_XY, LOCALIZATION_XY, LOCALIZATION_Z)) == (32, 48, 112)
+    with pytest.raises(ValueError):
+        valid_sizes_per_axis((10, 40), (LOCALIZATION_XY,))
+
+
+def test_shrink_factor_halves_only_axes_finer_than_half_the_target() -> None:
+    assert shrink_factors((0.8, 0.8, 2.5), 6.0) == (2, 2, 2)
+    assert shrink_factors((3.0, 2.99, 5.0), 6.0) == (1, 2, 1)  # 6/3 = 2 is not > 2
+
+
+def test_bounding_box_index_is_inclusive_and_none_when_empty() -> None:
+    mask = np.zeros((5, 6, 7), bool)
+    mask[1, 2, 3] = mask[3, 4, 3] = True
+    start, end = bounding_box_index(mask)
+    assert start.tolist() == [1, 2, 3] and end.tolist() == [3, 4, 3]
+    assert bounding_box_index(np.zeros((5, 6, 7), bool)) is None
+
+
+@pytest.mark.parametrize("case_id", ["ts_example_ct_sm", "ts_example_ct_sm_lpi", "ts_example_ct_sm_asl"])
+def test_physical_box_is_the_extreme_organ_voxel_centres(case_id: str) -> None:
+    label = read_label(shared_case(case_id).label)
+    mask = sitk.GetArrayViewFromImage(label) > 0
+    index_xyz = np.argwhere(mask)[:, ::-1]
+    centres = grid_of(label).index_to_physical(index_xyz)
+    low, high = physical_bounding_box(mask, grid_of(label))
+    assert low == pytest.approx(centres.min(axis=0), abs=1e-6)
+    assert high == pytest.approx(centres.max(axis=0), abs=1e-6)
+
+
+def test_physical_box_does_not_depend_on_the_orientation_of_the_grid() -> None:
+    boxes = []
+    for case_id in ("ts_example_ct_sm", "ts_example_ct_sm_lpi", "ts_example_ct_sm_asl"):
+        label = read_label(shared_case(case_id).label)
+        boxes.append(np.concatenate(physical_bounding_box(sitk.GetArrayViewFromImage(label) > 0, grid_of(label))))
+    assert boxes[1] == pytest.approx(boxes[0], abs=1e-3)
+    assert boxes[2] == pytest.approx(boxes[0], abs=1e-3)
+
+
+def test_physical_box_encloses_every_organ_voxel_on_an_oblique_grid() -> None:
+    label = read_label(shared_case("ts_example_ct_sm_oblique").label)
+    mask = sitk.GetArrayViewFromImage(label) > 0
+    centres = grid_of(label).index_to_physical(np.argwhere(mask)[:, ::-1])
+    low, high = physical_bounding_box(mask, grid_of(label))
+    assert np.all(centres >= low - 1e-6) and np.all(centres <= high + 1e-6)
+
+
+def test_spacing_of_exactly_one_mm_falls_back_to_the_flare21_mean(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert spacing_with_fallback((1.0, 1.0, 1.0), "scan.nii.gz") == FLARE21_MEAN_SPACING_XYZ
+    assert "scan.nii.gz" in caplog.text and "1,1,1" in caplog.text
+    caplog.clear()
+    assert spacing_with_fallback((1.0, 1.0, 1.25), "scan.nii.gz") == (1.0, 1.0, 1.25)
+    assert not caplog.text
+
+
+def test_grid_differences_name_what_differs() -> None:
+    grid = Grid((10, 10, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert grid.differences(grid) == []
+    moved = Grid((10, 10, 5), (1.0, 1.0, 2.0), (0.0, 0.5, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    flipped = Grid((10, 10, 6), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert [d.split()[0] for d in grid.differences(moved)] == ["origin"]
+    assert [d.split()[0] for d in grid.differences(flipped)] == ["size", "direction"]
+
+
+def test_orthonormal_accepts_rotations_and_reflections_only() -> None:
+    assert is_orthonormal((0, 0, 1, -1, 0, 0, 0, 1, 0))
+    assert is_orthonormal((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert not is_orthonormal((1, 0, 0, 0.5, 1, 0, 0, 0, 1))
+    assert not is_orthonormal((2, 0, 0, 0, 1, 0, 0, 0, 1))

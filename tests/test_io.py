@@ -1,0 +1,362 @@
+"""Reading CTs and labels, canonical orientation and back, atomic writing, and the errors for bad input."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import SharedCase, shared_case
+
+from efficientscn.errors import InputError
+from efficientscn.geometry import physical_bounding_box
+from efficientscn.io import (
+    case_id,
+    grid_of,
+    read_ct,
+    read_label,
+    to_canonical,
+    write_image_atomic,
+    write_label,
+)
+
+
+def _image(array: np.ndarray, spacing=(1.5, 1.0, 2.5), origin=(10.0, -20.0, 30.0), direction=None) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real cases
+
+
+def test_every_shared_case_reads_as_int16_with_its_geometry(any_shared_case: SharedCase) -> None:
+    ct = read_ct(any_shared_case.image)
+    meta = any_shared_case.meta
+    assert ct.GetPixelID() == sitk.sitkInt16
+    assert list(ct.GetSize()) == meta["size_xyz"]
+    assert ct.GetSpacing() == pytest.approx(meta["spacing_mm"], abs=1e-3)
+    assert ct.GetOrigin() == pytest.approx(meta["origin"], abs=1e-2)
+    assert ct.GetDirection() == pytest.approx(meta["direction"], abs=1e-3)
+    values = sitk.GetArrayViewFromImage(ct)
+    assert values.min() == meta["intensity_min"] and values.max() == meta["intensity_max"]
+
+
+def test_every_shared_label_reads_as_uint8_on_its_image_grid(any_shared_case: SharedCase) -> None:
+    label = read_label(any_shared_case.label)
+    assert label.GetPixelID() == sitk.sitkUInt8
+    assert not grid_of(label).differences(grid_of(read_ct(any_shared_case.image)))
+    counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=5)
+    expected = [any_shared_case.meta["organs"][name]["voxels"] for name in ("liver", "kidney", "spleen", "pancreas")]
+    assert counts[1:].tolist() == expected
+
+
+def test_label_through_canonical_space_is_written_back_on_the_input_grid(
+    any_shared_case: SharedCase, tmp_path: Path
+) -> None:
+    original = read_label(any_shared_case.label)
+    canonical, reorientation = to_canonical(original)
+    written = write_label(reorientation.to_original_image(sitk.GetArrayFromImage(canonical)), tmp_path / "x.nii.gz")
+    reread = sitk.ReadImage(str(written))
+    assert reread.GetPixelID() == sitk.sitkUInt8
+    assert reread.GetSize() == original.GetSize()
+    assert reread.GetSpacing() == pytest.approx(original.GetSpacing(), abs=1e-6)
+    assert reread.GetOrigin() == pytest.approx(original.GetOrigin(), abs=1e-4)
+    assert reread.GetDirection() == pytest.approx(original.GetDirection(), abs=1e-6)
+    assert np.array_equal(sitk.GetArrayFromImage(reread), sitk.GetArrayFromImage(original))
+
+
+def test_canonical_image_keeps_every_voxel_at_its_physical_place(any_shared_case: SharedCase) -> None:
+    ct, label = read_ct(any_shared_case.image), read_label(any_shared_case.label)
+    canonical_ct, reorientation = to_canonical(ct)
+    canonical_label, _ = to_canonical(label)
+    # The organs occupy the same physical box before and after reorientation ...
+    original_box = physical_bounding_box(sitk.GetArrayViewFromImage(label) > 0, grid_of(label))
+    canonical_box = physical_bounding_box(sitk.GetArrayViewFromImage(canonical_label) > 0, grid_of(canonical_label))
+    assert canonical_box[0] == pytest.approx(original_box[0], abs=1e-3)
+    assert canonical_box[1] == pytest.approx(original_box[1], abs=1e-3)
+    # ... CT and label stay aligned (same HU inside the liver) ...
+    liver_hu = np.median(sitk.GetArrayViewFromImage(ct)[sitk.GetArrayViewFromImage(label) == 1])
+    canonical_liver_hu = np.median(
+        sitk.GetArrayViewFromImage(canonical_ct)[sitk.GetArrayViewFromImage(canonical_label) == 1]
+    )
+    assert canonical_liver_hu == liver_hu
+    # ... and the NumPy view of the reorientation is exactly what SimpleITK's filter produced.
+    assert np.array_equal(
+        reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct)), sitk.GetArrayViewFromImage(canonical_ct)
+    )
+
+
+def test_canonical_axes_point_left_posterior_superior(any_shared_case: SharedCase) -> None:
+    canonical, _ = to_canonical(read_ct(any_shared_case.image))
+    direction = np.asarray(canonical.GetDirection()).reshape(3, 3)
+    assert np.all(np.diag(direction) > 0.9), direction  # index axis i runs along +x, +y, +z (L, P, S)
+    if "oblique" not in any_shared_case.id:
+        assert direction == pytest.approx(np.eye(3))
+
+
+def test_dicom_folder_reads_like_its_nifti_copy() -> None:
+    case = shared_case("ts_example_ct_dicom")
+    dicom = read_ct(case.image)
+    nifti = read_ct(case.image.parent / "example_ct_dicom_as_nifti.nii.gz")
+    assert not grid_of(dicom).differences(grid_of(nifti))
+    assert np.array_equal(sitk.GetArrayViewFromImage(dicom), sitk.GetArrayViewFromImage(nifti))
+
+
+def test_int32_ct_becomes_int16_without_changing_values() -> None:
+    case = shared_case("ts_example_ct")
+    raw = sitk.ReadImage(str(case.image))
+    assert raw.GetPixelID() == sitk.sitkInt32
+    ct = read_ct(case.image)
+    assert ct.GetPixelID() == sitk.sitkInt16
+    assert np.array_equal(sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(raw))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pixel types and values
+
+
+def test_values_beyond_int16_are_clipped_not_wrapped(tmp_path: Path) -> None:
+    values = np.zeros((4, 5, 6), dtype=np.int32)
+    values[0, 0, 0], values[0, 0, 1], values[0, 0, 2] = 40000, -40000, 1234
+    path = tmp_path / "wide.nrrd"
+    sitk.WriteImage(_image(values), str(path))
+    ct = sitk.GetArrayFromImage(read_ct(path))
+    assert ct[0, 0, :3].tolist() == [32767, -32768, 1234]
+
+
+def test_float_ct_is_rounded_to_whole_hu(tmp_path: Path) -> None:
+    values = np.full((4, 5, 6), -1024.4, dtype=np.float32)
+    values[1, 2, 3] = 55.6
+    path = tmp_path / "float.nii.gz"
+    sitk.WriteImage(_image(values), str(path))
+    ct = read_ct(path)
+    assert grid_of(ct).spacing == pytest.approx((1.5, 1.0, 2.5))
+    array = sitk.GetArrayFromImage(ct)
+    assert array[1, 2, 3] == 56 and array[0, 0, 0] == -1024
+
+
+def test_float_ct_with_nan_is_refused(tmp_path: Path) -> None:
+    values = np.zeros((4, 5, 6), dtype=np.float32)
+    values[2, 2, 2] = np.nan
+    path = tmp_path / "nan.mha"
+    sitk.WriteImage(_image(values), str(path))
+    with pytest.raises(InputError, match=r"nan\.mha.*NaN"):
+        read_ct(path)
+
+
+def test_label_values_outside_flare_convention_are_refused(tmp_path: Path) -> None:
+    values = np.zeros((4, 5, 6), dtype=np.uint16)
+    values[1, 1, 1] = 7
+    path = tmp_path / "btcv.nii.gz"
+    sitk.WriteImage(_image(values), str(path))
+    with pytest.raises(InputError, match=r"btcv\.nii\.gz: label values \[7\]"):
+        read_label(path)
+
+
+def test_fractional_label_values_are_refused(tmp_path: Path) -> None:
+    values = np.zeros((4, 5, 6), dtype=np.float32)
+    values[1, 1, 1] = 0.5
+    path = tmp_path / "soft.nii.gz"
+    sitk.WriteImage(_image(values), str(path))
+    with pytest.raises(InputError, match="non-integer"):
+        read_label(path)
+
+
+def test_integral_float_labels_are_accepted(tmp_path: Path) -> None:
+    values = np.zeros((4, 5, 6), dtype=np.float64)
+    values[1, 1, 1], values[2, 2, 2] = 4.0, 2.0
+    path = tmp_path / "float_label.nii.gz"
+    sitk.WriteImage(_image(values), str(path))
+    label = read_label(path)
+    assert label.GetPixelID() == sitk.sitkUInt8
+    assert np.array_equal(sitk.GetArrayFromImage(label), values.astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: each gets an InputError naming the file and the problem
+
+
+def _truncated_copy(source: Path, target: Path) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def test_truncated_gzip_nifti_is_refused(tmp_path: Path) -> None:
+    path = _truncated_copy(shared_case("ts_example_ct").image, tmp_path / "cut.nii.gz")
+    with pytest.raises(InputError, match=r"cut\.nii\.gz: truncated"):
+        read_ct(path)
+
+
+def test_truncated_plain_nifti_is_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "full.nii"
+    with gzip.open(shared_case("ts_example_ct_sm").image) as stream:
+        plain.write_bytes(stream.read())
+    path = _truncated_copy(plain, tmp_path / "cut.nii")
+    with pytest.raises(InputError, match=r"cut\.nii: truncated NIfTI file"):
+        read_ct(path)
+
+
+def test_multi_member_gzip_nifti_still_reads(tmp_path: Path) -> None:
+    """A valid .nii.gz whose gzip trailer does not give the full length is checked by decompressing it."""
+    with gzip.open(shared_case("ts_example_ct_sm").image) as stream:
+        data = stream.read()
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]))
+    expected = sitk.GetArrayFromImage(read_ct(shared_case("ts_example_ct_sm").image))
+    assert np.array_equal(sitk.GetArrayFromImage(read_ct(path)), expected)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_truncated_mha_and_nrrd_are_refused(tmp_path: Path, suffix: str) -> None:
+    full = tmp_path / f"full{suffix}"
+    sitk.WriteImage(read_ct(shared_case("ts_example_ct_sm").image), str(full), useCompression=True)
+    path = _truncated_copy(full, tmp_path / f"cut{suffix}")
+    with pytest.raises(InputError, match=rf"cut\{suffix}: image data cannot be read"):
+        read_ct(path)
+
+
+def test_text_file_is_not_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "notes.nii.gz"
+    path.write_text("not an image\n")
+    with pytest.raises(InputError, match=r"notes\.nii\.gz: not a readable image"):
+        read_ct(path)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"absent\.nii\.gz: no such file"):
+        read_ct(tmp_path / "absent.nii.gz")
+
+
+def test_2d_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 6), np.int16)), str(path))
+    with pytest.raises(InputError, match=r"slice\.nii\.gz: 2-D image"):
+        read_ct(path)
+
+
+def test_single_slice_volume_is_refused_as_2d(tmp_path: Path) -> None:
+    path = tmp_path / "one_slice.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((1, 5, 6), np.int16)), str(path))
+    with pytest.raises(InputError, match=r"one_slice\.mha: 2-D image \(size \(6, 5, 1\)"):
+        read_ct(path)
+
+
+def test_4d_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "series.nii.gz"
+    sitk.WriteImage(sitk.Image([6, 5, 4, 2], sitk.sitkInt16), str(path))
+    with pytest.raises(InputError, match=r"series\.nii\.gz: 4-D image"):
+        read_ct(path)
+
+
+def test_multi_component_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6, 3), np.uint8), isVector=True), str(path))
+    with pytest.raises(InputError, match=r"rgb\.nii\.gz: 3-component pixels"):
+        read_ct(path)
+
+
+def test_complex_image_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "complex.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.complex64)), str(path))
+    with pytest.raises(InputError, match=r"complex\.mha: 2-component pixels"):
+        read_ct(path)
+
+
+def test_non_orthonormal_direction_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sheared.mha"
+    sitk.WriteImage(_image(np.zeros((4, 5, 6), np.int16), direction=(1, 0, 0, 0.5, 1, 0, 0, 0, 1)), str(path))
+    with pytest.raises(InputError, match=r"sheared\.mha: direction .* not orthonormal"):
+        read_ct(path)
+
+
+def test_zero_spacing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "flat.mha"
+    sitk.WriteImage(_image(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0)), str(path))
+    path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 0 1 1"))
+    with pytest.raises(InputError, match=r"flat\.mha: .*[Ss]pacing"):
+        read_ct(path)
+
+
+def test_empty_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"empty folder"):
+        read_ct(tmp_path)
+
+
+def test_folder_without_dicom_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("no DICOM here")
+    with pytest.raises(InputError, match=rf"{tmp_path.name}: no DICOM series"):
+        read_ct(tmp_path)
+
+
+def test_dicom_folder_with_a_truncated_slice_is_refused(tmp_path: Path) -> None:
+    source = shared_case("dcmqi_ct3slice").image
+    folder = tmp_path / "series"
+    shutil.copytree(source, folder)
+    first = sorted(folder.iterdir())[0]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"series: 1 DICOM file\(s\) cannot be read .*01\.dcm"):
+        read_ct(folder)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, folder)
+    slices = sorted(folder.iterdir(), key=lambda p: p.name)
+    slices[len(slices) // 2].unlink()
+    assert sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))  # still a readable series ...
+    with pytest.raises(InputError, match=r"series: slice positions are not evenly spaced"):
+        read_ct(folder)  # ... but a stretched one
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def test_write_never_replaces_an_existing_file_unless_asked(tmp_path: Path) -> None:
+    label = sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
+    path = write_label(label, tmp_path / "case.nii.gz")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match=r"case\.nii\.gz"):
+        write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path)
+    assert path.read_bytes() == before
+    write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path, overwrite=True)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).max() == 0
+
+
+def test_failed_write_leaves_the_old_file_and_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    path = write_label(sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8)), tmp_path / "case.nii.gz")
+    before = path.read_bytes()
+
+    def crash_half_way(image: sitk.Image, target: str, useCompression: bool) -> None:
+        Path(target).write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", crash_half_way)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_image_atomic(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path, overwrite=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["case.nii.gz"]
+
+
+def test_labels_are_written_compressed_uint8_only(tmp_path: Path) -> None:
+    label = sitk.GetImageFromArray(np.zeros((40, 50, 60), np.uint8))
+    path = write_label(label, tmp_path / "zeros.nii.gz")
+    assert path.stat().st_size < 2000  # 120 kB of zeros, gzip-compressed
+    with pytest.raises(TypeError, match="uint8"):
+        write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), tmp_path / "wrong.nii.gz")
+
+
+def test_case_id_strips_format_and_channel_tag() -> None:
+    assert case_id("TrainingImg/train_000_0000.nii.gz") == "train_000"
+    assert case_id("TrainingMask/train_000.nii.gz") == "train_000"
+    assert case_id("scans/patient_0000.mha") == "patient"
+    assert case_id("dicom/series_a") == "series_a"
