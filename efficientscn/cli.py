@@ -1,0 +1,154 @@
+"""The `efficientscn` command: one subcommand per step of the workflow; each parses flags and calls one function.
+
+Exit status: 0 when everything succeeded, 1 when some case failed (the others were still processed), 2 for a
+usage error or an input that stops the whole command (for example an empty folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from efficientscn import __version__
+from efficientscn.batch import BatchReport
+from efficientscn.errors import InputError
+
+logger = logging.getLogger("efficientscn")
+
+EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bar")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+
+
+def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.data.setup_files import DEFAULT_FOLDS, DEFAULT_SEED
+
+    parser = subparsers.add_parser(
+        "preprocess",
+        help="write the _small images, setup/landmark_bb.csv and the cv splits of a FLARE-layout dataset",
+        description=(
+            "Preprocess a dataset folder in FLARE layout (TrainingImg/<id>_0000.nii.gz, TrainingMask/<id>.nii.gz, "
+            "optionally ValidationImg/). Writes TrainingImg_small/ and TrainingMask_small/ (every axis finer than "
+            "half the localization spacing subsampled by 2), setup/landmark_bb.csv (physical box of all organs per "
+            "case: id,xmin,ymin,zmin,xmax,ymax,zmax in mm) and setup/cv/ (all_train.txt, all_validation.txt and "
+            "<k>/train.txt, <k>/test.txt per fold). Finished outputs are skipped on a re-run; a bad case is "
+            "reported and the others go on."
+        ),
+    )
+    parser.add_argument("--dataset", required=True, type=Path, help="dataset folder in FLARE layout")
+    parser.add_argument("--localization-spacing-mm", type=float, default=6.0, help="default: %(default)s")
+    parser.add_argument("--no-small", action="store_true", help="skip the _small images and masks")
+    parser.add_argument("--no-landmark-bb", action="store_true", help="skip setup/landmark_bb.csv")
+    parser.add_argument("--no-cv-setup", action="store_true", help="skip the setup/cv split files")
+    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cv folds (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the cv split (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="redo and replace existing outputs and splits")
+    _add_common_flags(parser)
+    parser.set_defaults(run=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
+
+    config = PreprocessConfig(
+        localization_spacing_mm=args.localization_spacing_mm,
+        small_images=not args.no_small,
+        landmark_bb=not args.no_landmark_bb,
+        cv_setup=not args.no_cv_setup,
+        folds=args.folds,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    report = preprocess_dataset(args.dataset, config, progress=not args.quiet)
+    return _finish(report, "preprocess")
+
+
+def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
+    from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="FLARE21 Dice and NSD per organ of predicted labels against references",
+        description=(
+            "Score predicted label maps against reference labels with the FLARE21 metrics: per organ (liver, "
+            "kidney, spleen, pancreas) Dice and normalised surface Dice at 1 mm; an organ absent from both scores "
+            "1, predicted but absent from the reference 0. Files pair by case ID (file name without extension and "
+            f"without _0000) and must share one grid. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
+            "organ, failed cases) and prints the mean per organ."
+        ),
+    )
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
+    parser.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="folder for the CSV and the JSON summary (default: PRED/evaluation)"
+    )
+    parser.add_argument(
+        "--tolerance-mm", type=float, default=FLARE21_NSD_TOLERANCE_MM, help="NSD tolerance (default: %(default)s)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV and summary")
+    _add_common_flags(parser)
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME, evaluate_folders, write_evaluation
+
+    output = args.output or args.pred / "evaluation"
+    if not args.overwrite:
+        existing = [output / name for name in (CSV_NAME, SUMMARY_NAME) if (output / name).exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
+    evaluation = evaluate_folders(args.pred, args.ref, args.tolerance_mm, progress=not args.quiet)
+    csv_path, json_path = write_evaluation(evaluation, output, overwrite=args.overwrite)
+    print(evaluation.table())
+    logger.info("wrote %s and %s", csv_path, json_path)
+    return _finish(evaluation.report, "evaluate")
+
+
+def _finish(report: BatchReport, what: str) -> int:
+    """Log the batch summary and turn it into the exit status."""
+    logger.info("%s: %s", what, report.summary())
+    if report.failed:  # each failure was logged with its reason when it happened
+        logger.error("%s: %d failed: %s", what, len(report.failed), ", ".join(report.failed))
+    return EXIT_OK if report.ok else EXIT_CASES_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `efficientscn` command with all its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="efficientscn",
+        description="Low-memory two-stage multi-organ CT segmentation (FLARE21-EfficientSCN).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    _preprocess_parser(subparsers)
+    _evaluate_parser(subparsers)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `efficientscn` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    try:
+        return args.run(args)
+    except (InputError, FileExistsError) as error:
+        logger.error("%s", error)
+        return EXIT_UNUSABLE_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The FLARE21 dataset folder layout that every stage reads, as one object instead of path strings.
+
+<root>/TrainingImg/<id>_0000.nii.gz      training CTs          (train_000 ... train_360 in FLARE21)
+<root>/TrainingMask/<id>.nii.gz          their labels (0..4)
+<root>/ValidationImg/<id>_0000.nii.gz    unlabelled CTs        (validation_001 ... validation_050)
+<root>/TrainingImg_small/, TrainingMask_small/   written by preprocessing (same names)
+<root>/setup/cv/..., setup/landmark_bb.csv        written by preprocessing, or copied from the project
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from efficientscn.io import case_id
+
+IMAGE_SUFFIX = "_0000.nii.gz"
+LABEL_SUFFIX = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class FlareDataset:
+    """Paths of one dataset folder in FLARE layout."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def setup_dir(self) -> Path:
+        return self.root / "setup"
+
+    @property
+    def landmark_bb_csv(self) -> Path:
+        """Physical organ bounding box per training case (see `efficientscn.data.setup_files`)."""
+        return self.setup_dir / "landmark_bb.csv"
+
+    @property
+    def cv_dir(self) -> Path:
+        return self.setup_dir / "cv"
+
+    def training_image(self, case: str, small: bool = False) -> Path:
+        return self.root / ("TrainingImg_small" if small else "TrainingImg") / f"{case}{IMAGE_SUFFIX}"
+
+    def training_mask(self, case: str, small: bool = False) -> Path:
+        return self.root / ("TrainingMask_small" if small else "TrainingMask") / f"{case}{LABEL_SUFFIX}"
+
+    def validation_image(self, case: str) -> Path:
+        return self.root / "ValidationImg" / f"{case}{IMAGE_SUFFIX}"
+
+    def training_ids(self) -> list[str]:
+        """Sorted IDs of the CTs in TrainingImg (whether or not their mask exists)."""
+        return _ids_in(self.root / "TrainingImg")
+
+    def validation_ids(self) -> list[str]:
+        """Sorted IDs of the CTs in ValidationImg; empty if the folder does not exist."""
+        return _ids_in(self.root / "ValidationImg")
+
+
+def _ids_in(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(case_id(p) for p in folder.iterdir() if p.name.endswith(IMAGE_SUFFIX) and not p.name.startswith("."))

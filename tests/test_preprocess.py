@@ -1,0 +1,128 @@
+"""Preprocessing a small FLARE-layout dataset built from the shared real cases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REPO_ROOT, shared_case
+
+from efficientscn.cli import main
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
+from efficientscn.data.setup_files import read_id_list, read_landmark_bb
+from efficientscn.geometry import physical_bounding_box
+from efficientscn.io import grid_of, read_ct, read_label
+
+TRAINING = {
+    "train_000": "ts_example_ct",
+    "train_001": "ts_example_ct_dicom",
+    "train_002": "ts_example_ct_sm_lpi",
+    "train_003": "ts_example_ct_dicom_oblique",
+}
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(source, target)
+
+
+@pytest.fixture
+def flare_dataset(tmp_path: Path) -> FlareDataset:
+    """TrainingImg/TrainingMask with four real cases (one a DICOM series written as NIfTI), one validation CT."""
+    dataset = FlareDataset(tmp_path / "dataset")
+    for case, shared_id in TRAINING.items():
+        shared = shared_case(shared_id)
+        image = shared.image
+        if image.is_dir():  # the FLARE layout holds NIfTI files
+            image = tmp_path / f"{shared_id}.nii.gz"
+            sitk.WriteImage(read_ct(shared.image), str(image))
+        _link(image, dataset.training_image(case))
+        _link(shared.label, dataset.training_mask(case))
+    _link(shared_case("ts_example_ct_sm").image, dataset.validation_image("validation_001"))
+    return dataset
+
+
+def test_preprocessing_writes_small_images_boxes_and_splits(flare_dataset: FlareDataset) -> None:
+    report = preprocess_dataset(flare_dataset.root, PreprocessConfig(folds=2), progress=False)
+    assert report.ok and sorted(report.done) == sorted(TRAINING)
+
+    for case in TRAINING:
+        ct, mask = read_ct(flare_dataset.training_image(case)), read_label(flare_dataset.training_mask(case))
+        small_ct = sitk.ReadImage(str(flare_dataset.training_image(case, small=True)))
+        small_mask = sitk.ReadImage(str(flare_dataset.training_mask(case, small=True)))
+        factors = np.array([2 if s < 3.0 else 1 for s in ct.GetSpacing()])
+        assert small_ct.GetPixelID() == sitk.sitkInt16 and small_mask.GetPixelID() == sitk.sitkUInt8
+        assert np.array(small_ct.GetSize()) == pytest.approx(np.array(ct.GetSize()) // factors)
+        assert np.array(small_ct.GetSpacing()) == pytest.approx(np.array(ct.GetSpacing()) * factors)
+        assert not grid_of(small_ct).differences(grid_of(small_mask))
+        # subsampling keeps every factor-th voxel: the small images are exact slices of the full ones
+        first_voxel = grid_of(ct).physical_to_index(small_ct.GetOrigin())
+        assert first_voxel == pytest.approx((factors - 1) / 2.0, abs=1e-3)
+        organ_voxels = np.count_nonzero(sitk.GetArrayViewFromImage(mask))
+        small_voxels = np.count_nonzero(sitk.GetArrayViewFromImage(small_mask)) * np.prod(factors)
+        assert small_voxels == pytest.approx(organ_voxels, rel=0.05)
+
+    boxes = read_landmark_bb(flare_dataset.landmark_bb_csv)
+    assert sorted(boxes) == sorted(TRAINING)
+    for case in TRAINING:
+        mask = read_label(flare_dataset.training_mask(case))
+        low, high = physical_bounding_box(sitk.GetArrayViewFromImage(mask) > 0, grid_of(mask))
+        assert np.array_equal(boxes[case][0], low) and np.array_equal(boxes[case][1], high)
+    rows = flare_dataset.landmark_bb_csv.read_text().splitlines()
+    assert len(rows) == 4 and all(len(row.split(",")) == 7 for row in rows)
+
+    cv = flare_dataset.cv_dir
+    assert read_id_list(cv / "all_train.txt") == sorted(TRAINING)
+    assert read_id_list(cv / "all_validation.txt") == ["validation_001"]
+    tests = read_id_list(cv / "1" / "test.txt") + read_id_list(cv / "2" / "test.txt")
+    assert sorted(tests) == sorted(TRAINING)
+
+
+def test_rerun_skips_finished_outputs(flare_dataset: FlareDataset) -> None:
+    preprocess_dataset(flare_dataset.root, progress=False)
+    outputs = [flare_dataset.training_image(c, small=True) for c in TRAINING] + [flare_dataset.landmark_bb_csv]
+    stamps = [p.stat().st_mtime_ns for p in outputs]
+    report = preprocess_dataset(flare_dataset.root, progress=False)
+    assert report.ok and sorted(report.skipped) == sorted(TRAINING) and not report.done
+    assert [p.stat().st_mtime_ns for p in outputs] == stamps
+
+
+def test_a_bad_case_is_reported_and_the_others_go_on(flare_dataset: FlareDataset, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nii.gz"
+    data = shared_case("ts_example_ct_sm").image.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    _link(broken, flare_dataset.training_image("train_004"))
+    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    _link(shared_case("ts_example_ct_sm").image, flare_dataset.training_image("train_005"))  # no mask
+
+    exit_status = main(["preprocess", "--dataset", str(flare_dataset.root), "-q"])
+
+    assert exit_status == 1
+    for case in TRAINING:
+        assert flare_dataset.training_image(case, small=True).is_file()
+    assert not flare_dataset.training_image("train_004", small=True).exists()
+    assert sorted(read_landmark_bb(flare_dataset.landmark_bb_csv)) == sorted(TRAINING)  # no box without its CT
+    assert not flare_dataset.cv_dir.exists()  # no split may silently leave out train_005
+    partial = [p for p in flare_dataset.root.rglob("*") if ".partial" in p.name]
+    assert partial == []
+
+
+def test_empty_dataset_folder_exits_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["preprocess", "--dataset", str(tmp_path), "-q"]) == 2
+    assert "TrainingImg: no training CTs" in capsys.readouterr().err
+
+
+def test_preprocessing_script_keeps_the_original_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "preprocessing" / "preprocessing.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--dataset" in result.stdout and "landmark_bb.csv" in result.stdout
