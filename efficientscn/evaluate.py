@@ -1,0 +1,150 @@
+"""Evaluate a folder of predicted label maps against reference labels: per-case CSV and a per-organ summary.
+
+Files pair by case ID (`efficientscn.io.case_id`: `train_000.nii.gz` and `train_000_0000.nii.gz` are both
+`train_000`). Each pair must lie on the same grid; the reference's spacing is used for the surface distances.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from efficientscn.atomic import write_text_atomic
+from efficientscn.batch import BatchReport, run_batch
+from efficientscn.errors import InputError
+from efficientscn.io import case_id, grid_of, image_suffix, read_label
+from efficientscn.labels import ORGAN_NAMES
+from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, OrganScore, flare_scores
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("dice", "nsd")
+CSV_NAME = "metrics.csv"
+SUMMARY_NAME = "summary.json"
+
+
+def label_files(folder: str | Path) -> dict[str, Path]:
+    """Label files in a folder by case ID (image files only, hidden files ignored); duplicate IDs are refused."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and image_suffix(path) and not path.name.startswith("."):
+            case = case_id(path)
+            if case in found:
+                raise InputError(f"{folder}: two files for case {case}: {found[case].name} and {path.name}")
+            found[case] = path
+    if not found:
+        raise InputError(f"{folder}: no label files (.nii.gz, .nii, .mha, .nrrd) in this folder")
+    return found
+
+
+def evaluate_case(
+    prediction_path: Path, reference_path: Path, tolerance_mm: float = FLARE21_NSD_TOLERANCE_MM
+) -> dict[str, OrganScore]:
+    """FLARE21 scores of one predicted label file against its reference; both must share one grid."""
+    reference = read_label(reference_path)
+    prediction = read_label(prediction_path)
+    mismatch = grid_of(prediction).differences(grid_of(reference))
+    if mismatch:
+        raise InputError(f"{prediction_path}: not on the grid of the reference {reference_path}: {'; '.join(mismatch)}")
+    return flare_scores(
+        sitk.GetArrayViewFromImage(prediction),
+        sitk.GetArrayViewFromImage(reference),
+        spacing_zyx=reference.GetSpacing()[::-1],
+        tolerance_mm=tolerance_mm,
+    )
+
+
+@dataclass
+class Evaluation:
+    """Scores per case and organ, plus what could not be scored."""
+
+    tolerance_mm: float
+    scores: dict[str, dict[str, OrganScore]] = field(default_factory=dict)
+    report: BatchReport = field(default_factory=BatchReport)
+    unpaired_predictions: list[str] = field(default_factory=list)
+
+    def mean(self) -> dict[str, dict[str, float]] | None:
+        """Mean Dice and NSD per organ over the scored cases; None if no case was scored."""
+        if not self.scores:
+            return None
+        return {
+            organ: {m: float(np.mean([getattr(s[organ], m) for s in self.scores.values()])) for m in METRICS}
+            for organ in ORGAN_NAMES.values()
+        }
+
+    def csv_text(self) -> str:
+        """One row per scored case: case_id, then <organ>_dice and <organ>_nsd for every organ."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["case_id", *(f"{o}_{m}" for o in ORGAN_NAMES.values() for m in METRICS)])
+        for case, organs in sorted(self.scores.items()):
+            writer.writerow([case, *(f"{getattr(organs[o], m):.6f}" for o in ORGAN_NAMES.values() for m in METRICS)])
+        return out.getvalue()
+
+    def summary(self) -> dict:
+        """The JSON summary: tolerance, case count, mean per organ, failed cases, predictions without reference."""
+        return {
+            "tolerance_mm": self.tolerance_mm,
+            "cases": len(self.scores),
+            "mean": self.mean(),
+            "failed": dict(sorted(self.report.failed.items())),
+            "unpaired_predictions": self.unpaired_predictions,
+        }
+
+    def table(self) -> str:
+        """The per-organ means as a small text table, as printed by `efficientscn evaluate`."""
+        mean = self.mean()
+        lines = [f"{'organ':<10}{'Dice':>8}{'NSD':>8}   ({len(self.scores)} cases, NSD at {self.tolerance_mm:g} mm)"]
+        for organ in ORGAN_NAMES.values():
+            if mean is None:
+                lines.append(f"{organ:<10}{'-':>8}{'-':>8}")
+            else:
+                lines.append(f"{organ:<10}{mean[organ]['dice']:>8.4f}{mean[organ]['nsd']:>8.4f}")
+        return "\n".join(lines)
+
+
+def evaluate_folders(
+    prediction_dir: str | Path,
+    reference_dir: str | Path,
+    tolerance_mm: float = FLARE21_NSD_TOLERANCE_MM,
+    progress: bool = True,
+) -> Evaluation:
+    """Score every reference case against the prediction with the same case ID.
+
+    A reference case without a prediction, an unreadable file or a grid mismatch fails that case only; the
+    others are scored. Predictions without a reference are listed and otherwise ignored.
+    """
+    references = label_files(reference_dir)
+    predictions = label_files(prediction_dir)
+    evaluation = Evaluation(tolerance_mm=tolerance_mm)
+    evaluation.unpaired_predictions = sorted(set(predictions) - set(references))
+    if evaluation.unpaired_predictions:
+        logger.warning("%d prediction(s) without a reference, ignored", len(evaluation.unpaired_predictions))
+
+    def score(case: str) -> str:
+        if case not in predictions:
+            raise InputError(f"{references[case]}: no prediction for case {case} in {prediction_dir}")
+        evaluation.scores[case] = evaluate_case(predictions[case], references[case], tolerance_mm)
+        return "done"
+
+    evaluation.report = run_batch(sorted(references), score, name_of=str, description="evaluate", progress=progress)
+    return evaluation
+
+
+def write_evaluation(evaluation: Evaluation, output_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write `metrics.csv` and `summary.json` atomically into `output_dir`; returns their paths."""
+    output_dir = Path(output_dir)
+    csv_path = write_text_atomic(output_dir / CSV_NAME, evaluation.csv_text(), overwrite=overwrite)
+    summary_text = json.dumps(evaluation.summary(), indent=2) + "\n"
+    json_path = write_text_atomic(output_dir / SUMMARY_NAME, summary_text, overwrite=overwrite)
+    return csv_path, json_path

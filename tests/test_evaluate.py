@@ -1,0 +1,101 @@
+"""`efficientscn evaluate`: pairing by case ID, outputs, failures that do not stop the batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+from conftest import shared_case
+
+from efficientscn.cli import main
+from efficientscn.io import read_label
+
+CASES = ("ts_example_ct", "ts_example_ct_dicom", "ts_example_ct_sm_oblique", "dcmqi_ct3slice")
+
+
+def _label_folder(folder: Path, cases=CASES) -> Path:
+    folder.mkdir()
+    for case in cases:
+        shutil.copy(shared_case(case).label, folder / f"{case}.nii.gz")
+    return folder
+
+
+def test_shared_labels_against_themselves_score_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    reference = _label_folder(tmp_path / "ref")
+    prediction = _label_folder(tmp_path / "pred")
+    assert main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-q"]) == 0
+
+    rows = list(csv.DictReader((prediction / "evaluation" / "metrics.csv").open()))
+    assert sorted(row["case_id"] for row in rows) == sorted(CASES)
+    assert all(float(value) == 1.0 for row in rows for key, value in row.items() if key != "case_id")
+    summary = json.loads((prediction / "evaluation" / "summary.json").read_text())
+    assert summary["cases"] == len(CASES) and summary["failed"] == {}
+    assert all(v == {"dice": 1.0, "nsd": 1.0} for v in summary["mean"].values())
+    printed = capsys.readouterr().out
+    assert "liver" in printed and "1.0000" in printed
+
+
+def test_scores_follow_the_reference_case(tmp_path: Path) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct"])
+    prediction = tmp_path / "pred"
+    prediction.mkdir()
+    label = read_label(reference / "ts_example_ct.nii.gz")
+    values = sitk.GetArrayFromImage(label)
+    values[values == 3] = 0  # the spleen is missed
+    predicted = sitk.GetImageFromArray(values)
+    predicted.CopyInformation(label)
+    sitk.WriteImage(predicted, str(prediction / "ts_example_ct_0000.nii.gz"))  # _0000 still pairs
+
+    assert (
+        main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-o", str(tmp_path / "out"), "-q"]) == 0
+    )
+    mean = json.loads((tmp_path / "out" / "summary.json").read_text())["mean"]
+    assert mean["spleen"] == {"dice": 0.0, "nsd": 0.0}
+    assert mean["liver"] == {"dice": 1.0, "nsd": 1.0}
+
+
+def test_grid_mismatch_and_missing_prediction_fail_only_their_case(tmp_path: Path) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm", "ts_example_ct", "ts_example_ct_dicom"])
+    prediction = tmp_path / "pred"
+    prediction.mkdir()
+    shutil.copy(shared_case("ts_example_ct_sm_aniso").label, prediction / "ts_example_ct_sm.nii.gz")  # other grid
+    shutil.copy(shared_case("ts_example_ct").label, prediction / "ts_example_ct.nii.gz")
+
+    assert main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-q"]) == 1
+
+    summary = json.loads((prediction / "evaluation" / "summary.json").read_text())
+    assert summary["cases"] == 1
+    assert "not on the grid of the reference" in summary["failed"]["ts_example_ct_sm"]
+    assert "size (122, 101, 12) != (122, 101, 30)" in summary["failed"]["ts_example_ct_sm"]
+    assert "no prediction for case ts_example_ct_dicom" in summary["failed"]["ts_example_ct_dicom"]
+
+
+def test_existing_results_are_kept_unless_overwrite(tmp_path: Path) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm"])
+    arguments = ["evaluate", "--pred", str(reference), "--ref", str(reference), "-o", str(tmp_path / "out"), "-q"]
+    assert main(arguments) == 0
+    (tmp_path / "out" / "metrics.csv").write_text("kept\n")
+    assert main(arguments) == 2
+    assert (tmp_path / "out" / "metrics.csv").read_text() == "kept\n"
+    assert main([*arguments, "--overwrite"]) == 0
+    assert (tmp_path / "out" / "metrics.csv").read_text().startswith("case_id,liver_dice")
+
+
+def test_empty_prediction_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm"])
+    (tmp_path / "pred").mkdir()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(reference), "-q"]) == 2
+    assert "no label files" in capsys.readouterr().err
+
+
+def test_console_script_explains_itself() -> None:
+    script = Path(sys.executable).parent / "efficientscn"  # installed beside the interpreter running the tests
+    result = subprocess.run([str(script), "evaluate", "--help"], capture_output=True, text=True, check=True)
+    assert "--pred" in result.stdout and "normalised surface Dice" in result.stdout
+    assert any(line.strip().startswith("--tolerance-mm") for line in result.stdout.splitlines())
