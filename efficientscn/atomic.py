@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,25 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def ensure_writable_folder(path: str | os.PathLike[str]) -> Path:
+    """Create `path` if needed and check that files can be written there, before any long work starts.
+
+    Raises `InputError` naming the folder when it is a file, cannot be created, or is read-only.
+    """
+    from efficientscn.errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: not a folder; expected an output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise InputError(f"{path}: cannot write here ({error.strerror or error})") from error
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:

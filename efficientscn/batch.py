@@ -32,7 +32,8 @@ class BatchReport:
 
     def summary(self) -> str:
         """One line: how many cases were done, skipped and failed."""
-        return f"{len(self.done)} done, {len(self.skipped)} skipped (already there), {len(self.failed)} failed"
+        skipped = f", {len(self.skipped)} skipped (already there)" if self.skipped else ""
+        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed"
 
 
 def run_batch(
@@ -45,15 +46,16 @@ def run_batch(
 ) -> BatchReport:
     """Call `work` on every item in order, with a progress bar; a failing item is logged and recorded, not raised.
 
-    `InputError` is logged as one line (its message names the file); any other exception is logged with its
-    traceback, since it points at a bug rather than at the input. KeyboardInterrupt stops the batch.
+    `InputError` and `OSError` are logged as one line (their messages name the file); any other exception is
+    logged with its traceback, since it points at a bug rather than at the input or the disk. KeyboardInterrupt
+    stops the batch.
     """
     report = BatchReport()
     for item in tqdm(items, desc=description, unit="case", disable=not progress):
         name = name_of(item)
         try:
             outcome = work(item)
-        except InputError as error:
+        except (InputError, OSError) as error:  # the input or the disk, not a bug: one line naming the file
             logger.error("%s: %s", name, error)
             report.failed[name] = str(error)
         except Exception as error:

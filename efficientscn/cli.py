@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,22 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages")
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return value
+
+
+def _fold_count(text: str) -> int:
+    """An argparse type: at least two folds."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text}: cross-validation needs at least 2 folds")
+    return value
+
+
 def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
     from efficientscn.data.setup_files import DEFAULT_FOLDS, DEFAULT_SEED
 
@@ -42,12 +59,17 @@ def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
             "reported and the others go on."
         ),
     )
-    parser.add_argument("--dataset", required=True, type=Path, help="dataset folder in FLARE layout")
-    parser.add_argument("--localization-spacing-mm", type=float, default=6.0, help="default: %(default)s")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        type=Path,
+        help="dataset folder in FLARE layout (preprocessing/preprocessing.py: or set base_dataset_folder in it)",
+    )
+    parser.add_argument("--localization-spacing-mm", type=_positive_float, default=6.0, help="default: %(default)s")
     parser.add_argument("--no-small", action="store_true", help="skip the _small images and masks")
     parser.add_argument("--no-landmark-bb", action="store_true", help="skip setup/landmark_bb.csv")
     parser.add_argument("--no-cv-setup", action="store_true", help="skip the setup/cv split files")
-    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cv folds (default: %(default)s)")
+    parser.add_argument("--folds", type=_fold_count, default=DEFAULT_FOLDS, help="cv folds (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the cv split (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="redo and replace existing outputs and splits")
     _add_common_flags(parser)
@@ -82,7 +104,9 @@ def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
             "kidney, spleen, pancreas) Dice and normalised surface Dice at 1 mm; an organ absent from both scores "
             "1, predicted but absent from the reference 0. Files pair by case ID (file name without extension and "
             f"without _0000) and must share one grid. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
-            "organ, failed cases) and prints the mean per organ."
+            "organ, failed cases) and prints the mean per organ over the scored cases. A reference case without a "
+            "prediction, with an unreadable one or one on another grid is reported as failed, left out of the means "
+            "(the printed table says how many), and makes the exit status 1."
         ),
     )
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
@@ -91,7 +115,10 @@ def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", type=Path, help="folder for the CSV and the JSON summary (default: PRED/evaluation)"
     )
     parser.add_argument(
-        "--tolerance-mm", type=float, default=FLARE21_NSD_TOLERANCE_MM, help="NSD tolerance (default: %(default)s)"
+        "--tolerance-mm",
+        type=_positive_float,
+        default=FLARE21_NSD_TOLERANCE_MM,
+        help="NSD tolerance (default: %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV and summary")
     _add_common_flags(parser)
@@ -99,9 +126,12 @@ def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME, evaluate_folders, write_evaluation
+    from efficientscn.atomic import ensure_writable_folder
+    from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME, evaluate_folders, label_files, write_evaluation
 
-    output = args.output or args.pred / "evaluation"
+    for folder in (args.pred, args.ref):
+        label_files(folder)  # refuse a missing or empty folder before anything else
+    output = ensure_writable_folder(args.output or args.pred / "evaluation")
     if not args.overwrite:
         existing = [output / name for name in (CSV_NAME, SUMMARY_NAME) if (output / name).exists()]
         if existing:
@@ -145,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     try:
         return args.run(args)
-    except (InputError, FileExistsError) as error:
+    except (InputError, OSError) as error:  # messages name the file; a traceback would add nothing for a user
         logger.error("%s", error)
         return EXIT_UNUSABLE_INPUT
 

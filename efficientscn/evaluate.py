@@ -92,9 +92,11 @@ class Evaluation:
         return out.getvalue()
 
     def summary(self) -> dict:
-        """The JSON summary: tolerance, case count, mean per organ, failed cases, predictions without reference."""
+        """The JSON summary: tolerance, reference and scored case counts, mean per organ over the scored cases,
+        failed cases with their reasons, predictions without a reference."""
         return {
             "tolerance_mm": self.tolerance_mm,
+            "reference_cases": len(self.scores) + len(self.report.failed),
             "cases": len(self.scores),
             "mean": self.mean(),
             "failed": dict(sorted(self.report.failed.items())),
@@ -104,13 +106,24 @@ class Evaluation:
     def table(self) -> str:
         """The per-organ means as a small text table, as printed by `efficientscn evaluate`."""
         mean = self.mean()
-        lines = [f"{'organ':<10}{'Dice':>8}{'NSD':>8}   ({len(self.scores)} cases, NSD at {self.tolerance_mm:g} mm)"]
+        lines = [f"{'organ':<10}{'Dice':>8}{'NSD':>8}   (NSD at {self.tolerance_mm:g} mm)"]
         for organ in ORGAN_NAMES.values():
             if mean is None:
                 lines.append(f"{organ:<10}{'-':>8}{'-':>8}")
             else:
                 lines.append(f"{organ:<10}{mean[organ]['dice']:>8.4f}{mean[organ]['nsd']:>8.4f}")
+        lines.append(self.coverage())
         return "\n".join(lines)
+
+    def coverage(self) -> str:
+        """How many reference cases the means cover, and how many failed."""
+        total = len(self.scores) + len(self.report.failed)
+        failed = (
+            f"; {len(self.report.failed)} failed and left out: {', '.join(self.report.failed)}"
+            if self.report.failed
+            else ""
+        )
+        return f"{len(self.scores)} of {total} reference cases scored{failed}"
 
 
 def evaluate_folders(

@@ -252,7 +252,8 @@ def read_label(path: str | os.PathLike[str]) -> sitk.Image:
         present = np.unique(values)
         unexpected = present[(present < 0) | (present >= NUM_LABELS)]
         raise InputError(
-            f"{path}: label values {unexpected[:8].tolist()} outside 0..{NUM_LABELS - 1} (FLARE convention: "
+            f"{path}: label values {unexpected[:8].tolist()}{' and more' if unexpected.size > 8 else ''} outside "
+            f"0..{NUM_LABELS - 1} (FLARE convention: "
             "0 background, 1 liver, 2 kidney, 3 spleen, 4 pancreas)"
         )
     if image.GetPixelID() == sitk.sitkUInt8:

@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from conftest import shared_case
 
 from efficientscn.cli import main
+from efficientscn.errors import InputError
+from efficientscn.evaluate import label_files
 from efficientscn.io import read_label
 
 CASES = ("ts_example_ct", "ts_example_ct_dicom", "ts_example_ct_sm_oblique", "dcmqi_ct3slice")
@@ -60,7 +62,9 @@ def test_scores_follow_the_reference_case(tmp_path: Path) -> None:
     assert mean["liver"] == {"dice": 1.0, "nsd": 1.0}
 
 
-def test_grid_mismatch_and_missing_prediction_fail_only_their_case(tmp_path: Path) -> None:
+def test_grid_mismatch_and_missing_prediction_fail_only_their_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm", "ts_example_ct", "ts_example_ct_dicom"])
     prediction = tmp_path / "pred"
     prediction.mkdir()
@@ -74,6 +78,9 @@ def test_grid_mismatch_and_missing_prediction_fail_only_their_case(tmp_path: Pat
     assert "not on the grid of the reference" in summary["failed"]["ts_example_ct_sm"]
     assert "size (122, 101, 12) != (122, 101, 30)" in summary["failed"]["ts_example_ct_sm"]
     assert "no prediction for case ts_example_ct_dicom" in summary["failed"]["ts_example_ct_dicom"]
+    assert summary["reference_cases"] == 3
+    printed = capsys.readouterr().out
+    assert "1 of 3 reference cases scored; 2 failed and left out: ts_example_ct_dicom, ts_example_ct_sm" in printed
 
 
 def test_existing_results_are_kept_unless_overwrite(tmp_path: Path) -> None:
@@ -92,6 +99,24 @@ def test_empty_prediction_folder_is_a_clear_error(tmp_path: Path, capsys: pytest
     (tmp_path / "pred").mkdir()
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(reference), "-q"]) == 2
     assert "no label files" in capsys.readouterr().err
+
+
+def test_two_files_of_one_case_are_refused(tmp_path: Path) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm"])
+    shutil.copy(reference / "ts_example_ct_sm.nii.gz", reference / "ts_example_ct_sm_0000.nii.gz")
+    with pytest.raises(InputError, match=r"two files for case ts_example_ct_sm"):
+        label_files(reference)
+
+
+def test_unusable_output_or_tolerance_is_refused_before_scoring(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm"])
+    (tmp_path / "results.csv").write_text("")
+    arguments = ["evaluate", "--pred", str(reference), "--ref", str(reference), "-q"]
+    assert main([*arguments, "-o", str(tmp_path / "results.csv")]) == 2
+    assert "results.csv: not a folder" in capsys.readouterr().err
+    for tolerance in ("-1", "nan", "0"):
+        with pytest.raises(SystemExit):
+            main([*arguments, "--tolerance-mm", tolerance])
 
 
 def test_console_script_explains_itself() -> None:

@@ -104,6 +104,8 @@ def test_grid_differences_name_what_differs() -> None:
     flipped = Grid((10, 10, 6), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, -1))
     assert [d.split()[0] for d in grid.differences(moved)] == ["origin"]
     assert [d.split()[0] for d in grid.differences(flipped)] == ["size", "direction"]
+    finer = Grid((10, 10, 5), (1.0, 1.0, 2.01), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert [d.split()[0] for d in grid.differences(finer)] == ["spacing"]
 
 
 def test_orthonormal_accepts_rotations_and_reflections_only() -> None:

@@ -154,10 +154,10 @@ def test_float_ct_with_nan_is_refused(tmp_path: Path) -> None:
 
 def test_label_values_outside_flare_convention_are_refused(tmp_path: Path) -> None:
     values = np.zeros((4, 5, 6), dtype=np.uint16)
-    values[1, 1, 1] = 7
+    values[1, 1, 1], values[1, 1, 2] = 4, 5  # 4 is the last FLARE label, 5 the first outside
     path = tmp_path / "btcv.nii.gz"
     sitk.WriteImage(_image(values), str(path))
-    with pytest.raises(InputError, match=r"btcv\.nii\.gz: label values \[7\]"):
+    with pytest.raises(InputError, match=r"btcv\.nii\.gz: label values \[5\] outside 0\.\.4"):
         read_label(path)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import surface_distance
 from conftest import shared_case
 
+from efficientscn.evaluate import evaluate_case
 from efficientscn.labels import ORGAN_NAMES
-from efficientscn.metrics import dice_coefficient, flare_scores, normalized_surface_dice, organ_score
+from efficientscn.metrics import dice_coefficient, normalized_surface_dice, organ_score
 
 
 def _box(shape=(40, 40, 40), start=(10, 10, 10), size=(20, 20, 20)) -> np.ndarray:
@@ -65,18 +68,34 @@ def test_disjoint_masks_score_zero() -> None:
     assert score.dice == 0.0 and score.nsd == 0.0
 
 
-def test_real_label_scores_equal_the_surface_distance_package() -> None:
-    """A real thick-slice label against a shifted and eroded copy, scored both ways with the z spacing 7.5 mm."""
-    label = sitk.ReadImage(str(shared_case("ts_example_ct_sm_aniso").label))
+def test_real_label_scores_from_files_equal_the_surface_distance_package(tmp_path: Path) -> None:
+    """A real thick-slice label against a shifted, ragged copy, scored from files with the 7.5 mm slices.
+
+    At a 5 mm tolerance the one-slice shift (7.5 mm) is outside and would be inside (3 mm) if the spacing were taken
+    in xyz instead of zyx order, so the test notices an axis-order mix-up anywhere between file and metric.
+    """
+    reference_path = shared_case("ts_example_ct_sm_aniso").label
+    label = sitk.ReadImage(str(reference_path))
     reference = sitk.GetArrayFromImage(label)
     prediction = np.roll(reference, shift=1, axis=0)  # one 7.5 mm slice
     prediction = np.where(np.roll(reference, 2, axis=2) == reference, prediction, 0)  # and ragged 3 mm edges
-    spacing_zyx = label.GetSpacing()[::-1]
-    assert spacing_zyx == (7.5, 3.0, 3.0)
-    ours = flare_scores(prediction, reference, spacing_zyx)
+    predicted = sitk.GetImageFromArray(prediction)
+    predicted.CopyInformation(label)
+    prediction_path = tmp_path / "prediction.nii.gz"
+    sitk.WriteImage(predicted, str(prediction_path))
+
+    ours = evaluate_case(prediction_path, reference_path, tolerance_mm=5.0)
+
+    spacing_zyx = (7.5, 3.0, 3.0)
     for value, name in ORGAN_NAMES.items():
         gt, pred = reference == value, prediction == value
-        distances = surface_distance.compute_surface_distances(gt, pred, spacing_zyx)
-        assert ours[name].nsd == pytest.approx(surface_distance.compute_surface_dice_at_tolerance(distances, 1.0))
+        expected = surface_distance.compute_surface_dice_at_tolerance(
+            surface_distance.compute_surface_distances(gt, pred, spacing_zyx), 5.0
+        )
+        axes_swapped = surface_distance.compute_surface_dice_at_tolerance(
+            surface_distance.compute_surface_distances(gt, pred, spacing_zyx[::-1]), 5.0
+        )
+        assert ours[name].nsd == pytest.approx(expected)
+        assert abs(expected - axes_swapped) > 0.02
         assert ours[name].dice == pytest.approx(surface_distance.compute_dice_coefficient(gt, pred))
         assert 0.0 < ours[name].nsd < 1.0 and 0.0 < ours[name].dice < 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -93,6 +94,68 @@ def test_rerun_skips_finished_outputs(flare_dataset: FlareDataset) -> None:
     assert [p.stat().st_mtime_ns for p in outputs] == stamps
 
 
+def test_a_case_that_fails_keeps_the_cv_setup_from_being_written(flare_dataset: FlareDataset, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nii.gz"
+    data = shared_case("ts_example_ct_sm").image.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    _link(broken, flare_dataset.training_image("train_004"))
+    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    report = preprocess_dataset(flare_dataset.root, progress=False)
+    assert list(report.failed) == ["train_004", "setup/cv"] and "train_004" in report.failed["setup/cv"]
+    assert not flare_dataset.cv_dir.exists()
+
+
+def test_mask_on_another_grid_than_its_ct_fails_that_case(flare_dataset: FlareDataset) -> None:
+    _link(shared_case("ts_example_ct_sm").image, flare_dataset.training_image("train_004"))
+    _link(shared_case("ts_example_ct_sm_aniso").label, flare_dataset.training_mask("train_004"))
+    report = preprocess_dataset(flare_dataset.root, progress=False)
+    assert "not on the grid of its CT" in report.failed["train_004"]
+    assert "size (122, 101, 30) != (122, 101, 12)" in report.failed["train_004"]
+    assert sorted(report.done) == sorted(TRAINING)
+
+
+def test_box_of_a_changed_mask_is_recomputed(flare_dataset: FlareDataset, tmp_path: Path) -> None:
+    preprocess_dataset(flare_dataset.root, progress=False)
+    mask_path = flare_dataset.training_mask("train_002")
+    label = read_label(mask_path)
+    values = sitk.GetArrayFromImage(label)
+    values[values == 1] = 0  # the liver is removed from the mask
+    edited = sitk.GetImageFromArray(values)
+    edited.CopyInformation(label)
+    mask_path.unlink()
+    sitk.WriteImage(edited, str(mask_path))
+    os.utime(mask_path, ns=(flare_dataset.landmark_bb_csv.stat().st_mtime_ns + 10**9,) * 2)
+    before = read_landmark_bb(flare_dataset.landmark_bb_csv)
+    preprocess_dataset(flare_dataset.root, PreprocessConfig(small_images=False), progress=False)
+    after = read_landmark_bb(flare_dataset.landmark_bb_csv)
+    expected = physical_bounding_box(values > 0, grid_of(edited))
+    assert not np.array_equal(np.concatenate(expected), np.concatenate(before["train_002"]))
+    assert np.array_equal(np.concatenate(after["train_002"]), np.concatenate(expected))
+    assert np.array_equal(after["train_000"][0], before["train_000"][0])
+
+
+def test_new_case_after_the_splits_were_made_is_warned_about(
+    flare_dataset: FlareDataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    preprocess_dataset(flare_dataset.root, PreprocessConfig(small_images=False, folds=2), progress=False)
+    _link(shared_case("ts_example_ct_sm").image, flare_dataset.training_image("train_004"))
+    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    with caplog.at_level(logging.WARNING):
+        report = preprocess_dataset(flare_dataset.root, PreprocessConfig(small_images=False, folds=2), progress=False)
+    assert report.ok
+    assert "differs from the 5 training cases on disk (1 not in it)" in caplog.text
+    assert "train_004" not in read_id_list(flare_dataset.cv_dir / "all_train.txt")
+
+
+def test_too_many_folds_for_the_cases_is_refused_before_any_work(flare_dataset: FlareDataset) -> None:
+    assert main(["preprocess", "--dataset", str(flare_dataset.root), "--folds", "5", "-q"]) == 2
+    assert not flare_dataset.training_image("train_000", small=True).exists()
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--dataset", str(flare_dataset.root), "--folds", "1"])
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--dataset", str(flare_dataset.root), "--localization-spacing-mm", "nan"])
+
+
 def test_a_bad_case_is_reported_and_the_others_go_on(flare_dataset: FlareDataset, tmp_path: Path) -> None:
     broken = tmp_path / "broken.nii.gz"
     data = shared_case("ts_example_ct_sm").image.read_bytes()
@@ -113,9 +176,16 @@ def test_a_bad_case_is_reported_and_the_others_go_on(flare_dataset: FlareDataset
     assert partial == []
 
 
-def test_empty_dataset_folder_exits_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_empty_or_missing_dataset_folder_exits_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["preprocess", "--dataset", str(tmp_path), "-q"]) == 2
     assert "TrainingImg: no training CTs" in capsys.readouterr().err
+    assert main(["preprocess", "--dataset", str(tmp_path / "nowhere"), "-q"]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    (tmp_path / "file.txt").write_text("")
+    assert main(["preprocess", "--dataset", str(tmp_path / "file.txt"), "-q"]) == 2
+    assert "file.txt: not a folder" in capsys.readouterr().err
 
 
 def test_preprocessing_script_keeps_the_original_usage() -> None:

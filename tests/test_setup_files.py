@@ -64,6 +64,34 @@ def test_existing_setup_is_kept_unless_overwrite(tmp_path: Path) -> None:
     assert len(read_id_list(tmp_path / "1" / "test.txt")) == 4
 
 
+def test_interrupted_setup_is_written_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from efficientscn.data import setup_files
+
+    ids = [f"case_{i}" for i in range(8)]
+    written = []
+    real_write = setup_files.write_text_atomic
+
+    def crash_on_third_file(path: Path, text: str, *, overwrite: bool = False) -> Path:
+        if len(written) == 2:
+            raise OSError("disk full")
+        written.append(path)
+        return real_write(path, text, overwrite=overwrite)
+
+    monkeypatch.setattr(setup_files, "write_text_atomic", crash_on_third_file)
+    with pytest.raises(OSError, match="disk full"):
+        write_cv_setup(tmp_path, ids, [], folds=2)
+    assert not (tmp_path / "all_train.txt").exists()  # the completeness marker comes last
+    monkeypatch.setattr(setup_files, "write_text_atomic", real_write)
+    assert len(write_cv_setup(tmp_path, ids, [], folds=2)) == 6
+
+
+def test_overwrite_with_fewer_folds_removes_the_stale_ones(tmp_path: Path) -> None:
+    ids = [f"case_{i}" for i in range(8)]
+    write_cv_setup(tmp_path, ids, [], folds=4)
+    write_cv_setup(tmp_path, ids, [], folds=2, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["1", "2"]
+
+
 def test_id_lists_ignore_trailing_white_space(tmp_path: Path) -> None:
     path = tmp_path / "ids.txt"
     path.write_text("train_001\ntrain_002 \n\ntrain_003 ")

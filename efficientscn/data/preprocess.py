@@ -13,6 +13,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from efficientscn.atomic import ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.setup_files import (
@@ -104,32 +105,38 @@ def preprocess_dataset(
     """Preprocess a dataset folder in FLARE layout (see `efficientscn.data.layout`).
 
     Writes the `_small` images and masks, `setup/landmark_bb.csv` (rows of cases already in it are kept unless
-    `overwrite`) and the cv setup (only if none exists, unless `overwrite`). The cv setup is written only when
-    every training CT has its mask, so that no case silently drops out of the splits. Returns what happened per
-    case; a problem with the cv setup is reported under the name "setup/cv".
+    `overwrite`, or unless the mask is newer than the csv) and the cv setup (only if none exists, unless
+    `overwrite`). The cv setup is written only when every training case has its mask and was processed without
+    error, so that no case silently drops out of the splits. Returns what happened per case; a problem with the
+    cv setup is reported under the name "setup/cv". Raises `InputError` before any work when the folder, its
+    training CTs or the number of folds cannot be used.
     """
     dataset = FlareDataset(Path(root))
+    if not dataset.root.is_dir():
+        raise InputError(f"{dataset.root}: {'not a folder' if dataset.root.exists() else 'no such folder'}")
+    ensure_writable_folder(dataset.root)
     train_ids = dataset.training_ids()
     if not train_ids:
         raise InputError(f"{dataset.root / 'TrainingImg'}: no training CTs (*_0000.nii.gz) found")
-    boxes: dict[str, BoundingBox] = {}
-    if config.landmark_bb and dataset.landmark_bb_csv.exists() and not config.overwrite:
-        boxes = {case: box for case, box in read_landmark_bb(dataset.landmark_bb_csv).items() if case in train_ids}
-    known_boxes = len(boxes)
+    writes_cv_setup = config.cv_setup and (config.overwrite or not (dataset.cv_dir / "all_train.txt").exists())
+    if writes_cv_setup and not 2 <= config.folds <= len(train_ids):
+        raise InputError(f"{dataset.root}: cannot make {config.folds} cv folds from {len(train_ids)} training cases")
+    boxes = _reusable_boxes(dataset, train_ids) if config.landmark_bb and not config.overwrite else {}
+    known_boxes = dict(boxes)
 
     report = run_batch(
         train_ids, _CasePreprocessor(dataset, config, boxes), name_of=str, description="preprocess", progress=progress
     )
 
-    if config.landmark_bb and (len(boxes) != known_boxes or not dataset.landmark_bb_csv.exists()):
+    if config.landmark_bb and (boxes.keys() != known_boxes.keys() or not dataset.landmark_bb_csv.exists()):
         write_landmark_bb(dataset.landmark_bb_csv, boxes, overwrite=True)
         logger.info("%s: %d organ boxes", dataset.landmark_bb_csv, len(boxes))
     if config.cv_setup:
-        without_mask = [case for case in train_ids if not dataset.training_mask(case).is_file()]
-        if without_mask:
+        problems = sorted({*report.failed, *(c for c in train_ids if not dataset.training_mask(c).is_file())})
+        if problems:
             report.failed["setup/cv"] = (
-                f"cv setup not written: {len(without_mask)} training CT(s) without a mask in "
-                f"{dataset.root / 'TrainingMask'} ({', '.join(without_mask[:5])})"
+                f"cv setup not written: {len(problems)} training case(s) failed or have no mask "
+                f"({', '.join(problems[:5])}); fix or remove them and run again"
             )
             logger.error("%s", report.failed["setup/cv"])
         else:
@@ -142,3 +149,19 @@ def preprocess_dataset(
                 overwrite=config.overwrite,
             )
     return report
+
+
+def _reusable_boxes(dataset: FlareDataset, train_ids: list[str]) -> dict[str, BoundingBox]:
+    """Boxes of `landmark_bb.csv` still valid: of a current training case whose mask is not newer than the csv."""
+    csv_path = dataset.landmark_bb_csv
+    if not csv_path.exists():
+        return {}
+    written = csv_path.stat().st_mtime
+    current = set(train_ids)
+    return {
+        case: box
+        for case, box in read_landmark_bb(csv_path).items()
+        if case in current
+        and dataset.training_mask(case).is_file()
+        and dataset.training_mask(case).stat().st_mtime <= written
+    }

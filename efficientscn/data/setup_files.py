@@ -84,15 +84,43 @@ def write_cv_setup(
 ) -> list[Path]:
     """Write the cv split files under `cv_dir`; returns the files written.
 
-    Splits are decisions users build on: an existing `all_train.txt` means the setup exists and nothing is
-    written unless `overwrite` is set.
+    Splits are decisions users build on: a complete setup (its `all_train.txt`, written last) is kept unless
+    `overwrite` is set, with a warning if its cases differ from `train_ids`. A setup left incomplete by an
+    interrupted run is written anew. With `overwrite`, fold folders beyond `folds` are removed, so that no stale
+    fold overlaps the new ones.
     """
     cv_dir = Path(cv_dir)
-    if (cv_dir / "all_train.txt").exists() and not overwrite:
-        logger.info("%s: cv setup exists, kept (overwrite to regenerate)", cv_dir)
+    complete_marker = cv_dir / "all_train.txt"
+    if complete_marker.exists() and not overwrite:
+        kept = read_id_list(complete_marker)
+        if sorted(kept) != sorted(train_ids):
+            logger.warning(
+                "%s: kept the existing cv setup of %d cases, which differs from the %d training cases on disk "
+                "(%d not in it); regenerate it with overwrite",
+                cv_dir,
+                len(kept),
+                len(train_ids),
+                len(set(train_ids) - set(kept)),
+            )
+        else:
+            logger.info("%s: cv setup exists, kept", cv_dir)
         return []
     files = cv_setup_files(train_ids, validation_ids, folds, seed)
-    return [write_text_atomic(cv_dir / name, text, overwrite=overwrite) for name, text in files.items()]
+    if overwrite and cv_dir.is_dir():
+        _remove_stale_folds(cv_dir, folds)
+    in_writing_order = sorted(files, key=lambda name: name == complete_marker.name)  # the marker last
+    return [write_text_atomic(cv_dir / name, files[name], overwrite=True) for name in in_writing_order]
+
+
+def _remove_stale_folds(cv_dir: Path, folds: int) -> None:
+    """Delete the split files of fold folders numbered above `folds` (and the folders, once empty)."""
+    for folder in cv_dir.iterdir():
+        if folder.is_dir() and folder.name.isdigit() and int(folder.name) > folds:
+            for name in ("train.txt", "test.txt"):
+                (folder / name).unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            logger.info("%s: removed fold %s, beyond the %d folds written now", cv_dir, folder.name, folds)
 
 
 def check_split(split_file: str | Path, dataset: FlareDataset, *, small: bool = False) -> list[str]:
