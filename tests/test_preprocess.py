@@ -94,12 +94,16 @@ def test_rerun_skips_finished_outputs(flare_dataset: FlareDataset) -> None:
     assert [p.stat().st_mtime_ns for p in outputs] == stamps
 
 
-def test_a_case_that_fails_keeps_the_cv_setup_from_being_written(flare_dataset: FlareDataset, tmp_path: Path) -> None:
+def _add_case_with_truncated_ct(dataset: FlareDataset, case: str, tmp_path: Path) -> None:
     broken = tmp_path / "broken.nii.gz"
     data = shared_case("ts_example_ct_sm").image.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
-    _link(broken, flare_dataset.training_image("train_004"))
-    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    _link(broken, dataset.training_image(case))
+    _link(shared_case("ts_example_ct_sm").label, dataset.training_mask(case))
+
+
+def test_a_case_that_fails_keeps_the_cv_setup_from_being_written(flare_dataset: FlareDataset, tmp_path: Path) -> None:
+    _add_case_with_truncated_ct(flare_dataset, "train_004", tmp_path)
     report = preprocess_dataset(flare_dataset.root, progress=False)
     assert list(report.failed) == ["train_004", "setup/cv"] and "train_004" in report.failed["setup/cv"]
     assert not flare_dataset.cv_dir.exists()
@@ -157,11 +161,7 @@ def test_too_many_folds_for_the_cases_is_refused_before_any_work(flare_dataset: 
 
 
 def test_a_bad_case_is_reported_and_the_others_go_on(flare_dataset: FlareDataset, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.nii.gz"
-    data = shared_case("ts_example_ct_sm").image.read_bytes()
-    broken.write_bytes(data[: len(data) // 2])
-    _link(broken, flare_dataset.training_image("train_004"))
-    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    _add_case_with_truncated_ct(flare_dataset, "train_004", tmp_path)
     _link(shared_case("ts_example_ct_sm").image, flare_dataset.training_image("train_005"))  # no mask
 
     exit_status = main(["preprocess", "--dataset", str(flare_dataset.root), "-q"])
