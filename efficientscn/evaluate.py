@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from efficientscn.atomic import write_text_atomic
 from efficientscn.batch import BatchReport, run_batch
 from efficientscn.errors import InputError
-from efficientscn.io import case_id, grid_of, image_suffix, read_label
+from efficientscn.io import case_id, image_suffix, read_label, require_same_grid
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, OrganScore, flare_scores
 
@@ -53,9 +53,7 @@ def evaluate_case(
     """FLARE21 scores of one predicted label file against its reference; both must share one grid."""
     reference = read_label(reference_path)
     prediction = read_label(prediction_path)
-    mismatch = grid_of(prediction).differences(grid_of(reference))
-    if mismatch:
-        raise InputError(f"{prediction_path}: not on the grid of the reference {reference_path}: {'; '.join(mismatch)}")
+    require_same_grid(prediction, prediction_path, reference, f"the reference {reference_path}")
     return flare_scores(
         sitk.GetArrayViewFromImage(prediction),
         sitk.GetArrayViewFromImage(reference),

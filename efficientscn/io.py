@@ -71,6 +71,19 @@ def grid_of(image: sitk.Image) -> Grid:
     )
 
 
+def require_same_grid(
+    image: sitk.Image, path: str | os.PathLike[str], reference: sitk.Image, reference_description: str
+) -> None:
+    """Raise `InputError` if `image` (read from `path`) does not lie on the grid of `reference`.
+
+    The message names `path`, then `reference_description` (for example "the reference /data/x.nii.gz"), then each
+    differing property with the image's value first.
+    """
+    mismatch = grid_of(image).differences(grid_of(reference))
+    if mismatch:
+        raise InputError(f"{path}: not on the grid of {reference_description}: {'; '.join(mismatch)}")
+
+
 def _itk_reason(error: RuntimeError) -> str:
     """The useful part of a SimpleITK exception: its ITK messages without source locations and object ids."""
     lines = str(error).splitlines()[1:] or [str(error)]

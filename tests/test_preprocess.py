@@ -114,7 +114,7 @@ def test_mask_on_another_grid_than_its_ct_fails_that_case(flare_dataset: FlareDa
     _link(shared_case("ts_example_ct_sm_aniso").label, flare_dataset.training_mask("train_004"))
     report = preprocess_dataset(flare_dataset.root, progress=False)
     assert "not on the grid of its CT" in report.failed["train_004"]
-    assert "size (122, 101, 30) != (122, 101, 12)" in report.failed["train_004"]
+    assert "size (122, 101, 12) != (122, 101, 30)" in report.failed["train_004"]
     assert sorted(report.done) == sorted(TRAINING)
 
 

@@ -26,7 +26,7 @@ from efficientscn.data.setup_files import (
 )
 from efficientscn.errors import InputError
 from efficientscn.geometry import physical_bounding_box, shrink_factors
-from efficientscn.io import grid_of, read_ct, read_label, write_image_atomic
+from efficientscn.io import grid_of, read_ct, read_label, require_same_grid, write_image_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ def _read_case(dataset: FlareDataset, case: str, need_ct: bool) -> tuple[sitk.Im
     if not need_ct:
         return None, mask
     ct = read_ct(dataset.training_image(case))
-    mismatch = grid_of(ct).differences(grid_of(mask))
-    if mismatch:
-        raise InputError(
-            f"{mask_path}: not on the grid of its CT {dataset.training_image(case)}: {'; '.join(mismatch)}"
-        )
+    require_same_grid(mask, mask_path, ct, f"its CT {dataset.training_image(case)}")
     return ct, mask
 
 
