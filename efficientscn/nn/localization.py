@@ -1,0 +1,82 @@
+"""Stage 1: the localization network, a 5-level U-Net giving background/foreground logits at 6 mm.
+
+Input (N, z, y, x, 1) channels-last, the CT intensities /2048 clamped to [-1, 1]; z, y and x must be multiples
+of 16 (the valid sizes 32..256 in steps of 16 are). Output (N, z, y, x, 2) float32 logits (background,
+foreground) under any Keras dtype policy: the foreground mask is logit 1 > logit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from efficientscn.nn.unet import UNet3D, he_normal
+from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
+
+logger = logging.getLogger(__name__)
+
+ORIGINAL_SCOPE = "model"
+"""Where the original's localization SavedModel keeps its weights: `model/variables/<i>` in weight order."""
+
+
+@dataclass(frozen=True)
+class LocalizationNetConfig:
+    """Architecture of the localization network; the defaults are the original's (637,474 parameters)."""
+
+    levels: int = 5
+    filters: int = 32
+    convs_per_block: int = 2
+    dropout: float = 0.1
+    leaky_relu_alpha: float = 0.1
+    num_labels: int = 2
+    l2_factor: float = 1.0
+    """Factor of the L2 regulariser on the U-Net kernels (not the head); the loss scales it by 1e-6 again."""
+    seed: int | None = None
+    """Seed of the initial weights; None draws them at random."""
+
+
+def build_localization_net(config: LocalizationNetConfig | None = None) -> keras.Model:
+    """The localization network: (N, z, y, x, 1) -> (N, z, y, x, num_labels) float32 logits.
+
+    It is built in the current Keras dtype policy (float32, mixed_float16 or mixed_bfloat16); the last layer casts
+    to float32. Weights: U-Net convolutions in checkpoint order, then the 1x1x1 head's kernel and bias.
+    """
+    config = config or LocalizationNetConfig()
+    image = keras.Input(shape=(None, None, None, 1), name="image")
+    features = UNet3D(
+        levels=config.levels,
+        filters=config.filters,
+        convs_per_block=config.convs_per_block,
+        activation="leaky_relu",
+        negative_slope=config.leaky_relu_alpha,
+        dropout=config.dropout,
+        upsampling="linear",
+        l2_factor=config.l2_factor,
+        seed=config.seed,
+        name="unet",
+    )(image)
+    head_seed = None if config.seed is None else config.seed + 2 * config.levels * config.convs_per_block
+    logits = keras.layers.Conv3D(
+        config.num_labels,
+        1,
+        kernel_initializer=he_normal(head_seed),
+        bias_initializer="zeros",
+        name="prediction",
+    )(features)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    return keras.Model(image, logits, name="localization")
+
+
+def load_original_localization_weights(model: keras.Model, saved_model_dir: str | Path) -> None:
+    """Load the weights of the original's released localization SavedModel into `model`, by order and shape.
+
+    Reads `<saved_model_dir>/variables/variables` (TensorFlow checkpoint) without running its graph. Raises
+    ValueError naming the first variable whose shape differs, or a count mismatch.
+    """
+    checkpoint = Path(saved_model_dir) / "variables" / "variables"
+    keys = numbered_variable_keys(checkpoint, ORIGINAL_SCOPE)
+    assign_weights_by_order(model.weights, read_checkpoint_arrays(checkpoint, keys), keys)
+    logger.info("loaded %d original localization variables from %s", len(keys), saved_model_dir)
