@@ -151,7 +151,10 @@ def physical_bounding_box(mask_zyx: np.ndarray, grid: Grid) -> tuple[np.ndarray,
     box = bounding_box_index(mask_zyx)
     if box is None:
         return None
-    start_xyz, end_xyz = box[0][::-1], box[1][::-1]
-    corners = np.array([[(start_xyz, end_xyz)[c][axis] for axis, c in enumerate(bits)] for bits in np.ndindex(2, 2, 2)])
-    points = grid.index_to_physical(corners)
+    points = grid.index_to_physical(box_corners(box[0][::-1], box[1][::-1]))
     return points.min(axis=0), points.max(axis=0)
+
+
+def box_corners(start: Sequence[float], end: Sequence[float]) -> np.ndarray:
+    """The 8 corners (8, 3) of the box spanned by `start` and `end` (any one axis order, kept)."""
+    return np.array([[(start, end)[c][axis] for axis, c in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)

@@ -1,0 +1,136 @@
+"""Localization samples: the whole CT at 6 mm with the binary any-organ label, as the original's stage 1 sees it.
+
+Per case: read the `_small` CT and mask (see preprocessing), smooth the CT with a Gaussian of sigma 3 mm, and, for
+training only, subsample it further by floor(6 mm / spacing) per axis. The output grid has 6 mm voxels and, per
+axis, the smallest valid size strictly greater than the CT's extent in voxels (x, y in {32, 48, 64, 80}, z in
+{32, 48, ..., 256}); the CT centre maps to the grid centre. Training samples go through the random spatial and
+intensity augmentation; test samples only through the /2048 intensity scaling and clamp.
+
+No TensorFlow here: the sample source runs in the loader's worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from efficientscn.augment import (
+    CT_OUTSIDE_HU,
+    IntensityAugmentConfig,
+    SpatialAugmentConfig,
+    augment_intensity,
+    normalize_intensity,
+    resample,
+    sample_transform,
+    to_displacement_field,
+)
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.loader import Sample
+from efficientscn.geometry import valid_sizes_per_axis
+from efficientscn.io import read_ct, read_label, require_same_grid
+
+
+@dataclass(frozen=True)
+class LocalizationDataConfig:
+    """How localization samples are made; the defaults are the paper's."""
+
+    spacing_mm: float = 6.0
+    valid_sizes_xy: tuple[int, ...] = (32, 48, 64, 80)
+    valid_sizes_z: tuple[int, ...] = tuple(range(32, 257, 16))
+    smoothing_sigma_mm: float = 3.0
+    training_shrink: bool = True
+    small_images: bool = True
+    spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
+    intensity: IntensityAugmentConfig = field(default_factory=IntensityAugmentConfig)
+
+
+def physical_extent_mm(image: sitk.Image) -> np.ndarray:
+    """The extent (x, y, z) in mm of an image along the physical axes (exact for axis-aligned directions)."""
+    direction = np.abs(np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3))
+    return direction @ (np.asarray(image.GetSize(), dtype=np.float64) * np.asarray(image.GetSpacing()))
+
+
+def localization_size(image: sitk.Image, config: LocalizationDataConfig) -> tuple[int, int, int]:
+    """The network grid size (x, y, z) for a CT: per axis the valid size strictly greater than ceil(extent / 6 mm)."""
+    voxels = [math.ceil(e / config.spacing_mm) for e in physical_extent_mm(image)]
+    valid = (config.valid_sizes_xy, config.valid_sizes_xy, config.valid_sizes_z)
+    return valid_sizes_per_axis(voxels, valid)  # type: ignore[return-value]
+
+
+def smooth_ct(image: sitk.Image, sigma_mm: float) -> sitk.Image:
+    """The CT as float32, smoothed by a recursive Gaussian of `sigma_mm` (physical units) unless it is 0."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    return sitk.SmoothingRecursiveGaussian(image, sigma_mm) if sigma_mm > 0 else image
+
+
+def any_organ_one_hot(label_zyx: np.ndarray) -> np.ndarray:
+    """(z, y, x) labels 0..4 -> (z, y, x, 2) uint8 one-hot of (background, any organ)."""
+    organ = label_zyx > 0
+    return np.stack([~organ, organ], axis=-1).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LocalizationCase:
+    """One case ready for sampling: the smoothed CT, its label, and the network grid."""
+
+    case: str
+    image: sitk.Image
+    label: sitk.Image
+    size_xyz: tuple[int, int, int]
+    spacing_xyz: tuple[float, float, float]
+
+
+class LocalizationSamples:
+    """Localization samples of the cases of one dataset folder (picklable, for the loader's workers)."""
+
+    def __init__(self, dataset_root: str | Path, config: LocalizationDataConfig = LocalizationDataConfig()) -> None:
+        self.dataset = FlareDataset(Path(dataset_root))
+        self.config = config
+
+    def load(self, case: str, *, training: bool) -> LocalizationCase:
+        """Read and smooth a case; for training also subsample the CT by floor(spacing_mm / spacing) per axis."""
+        config = self.config
+        image_path = self.dataset.training_image(case, small=config.small_images)
+        mask_path = self.dataset.training_mask(case, small=config.small_images)
+        ct, label = read_ct(image_path), read_label(mask_path)
+        require_same_grid(label, mask_path, ct, f"its CT {image_path}")
+        size = localization_size(ct, config)
+        image = smooth_ct(ct, config.smoothing_sigma_mm)
+        if training and config.training_shrink:
+            factors = [max(1, int(config.spacing_mm // s)) for s in ct.GetSpacing()]
+            image = sitk.Shrink(image, factors)
+        return LocalizationCase(case, image, label, size, (config.spacing_mm,) * 3)  # type: ignore[arg-type]
+
+    def arrays(
+        self, loaded: LocalizationCase, transform: sitk.Transform, rng: np.random.Generator | None = None
+    ) -> Sample:
+        """The sample of a loaded case through `transform`; augmented (dense field, intensities) when `rng` is given.
+
+        A random transform is sampled once as a dense displacement field and used for image and label alike.
+        """
+        size, spacing = loaded.size_xyz, loaded.spacing_xyz
+        if rng is not None:
+            transform = to_displacement_field(transform, size, spacing, self.config.spatial.field_sampling)
+        image = resample(loaded.image, transform, size, spacing, "linear", CT_OUTSIDE_HU, dense_field=False)
+        label = resample(loaded.label, transform, size, spacing, "nearest", 0, dense_field=False)
+        if rng is None:
+            image = normalize_intensity(image, self.config.intensity)
+        else:
+            image = augment_intensity(image, self.config.intensity, rng)
+        return {"image": image[..., np.newaxis].astype(np.float32), "label": any_organ_one_hot(label)}
+
+    def sample(self, case: str, rng: np.random.Generator) -> Sample:
+        """A randomly augmented training sample."""
+        loaded = self.load(case, training=True)
+        transform = sample_transform(loaded.image, loaded.size_xyz, loaded.spacing_xyz, self.config.spatial, rng)
+        return self.arrays(loaded, transform, rng)
+
+    def test_sample(self, case: str) -> tuple[LocalizationCase, sitk.Transform, Sample]:
+        """The unaugmented sample of a case, with the loaded case and the transform to map predictions back."""
+        loaded = self.load(case, training=False)
+        transform = sample_transform(loaded.image, loaded.size_xyz, loaded.spacing_xyz, None, None)
+        return loaded, transform, self.arrays(loaded, transform)

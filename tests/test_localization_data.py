@@ -1,0 +1,91 @@
+"""Localization samples: sizes by the spec's valid-size rule, 6 mm grid, binary labels, intensities, mapping back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import shared_case
+
+from efficientscn.augment import resample_to_input
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.localization import (
+    LocalizationDataConfig,
+    LocalizationSamples,
+    any_organ_one_hot,
+    localization_size,
+)
+from efficientscn.io import read_ct, read_label, write_image_atomic
+
+
+def _image(size_xyz, spacing_xyz, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:
+    image = sitk.Image([int(s) for s in size_xyz], sitk.sitkInt16)
+    image.SetSpacing(spacing_xyz)
+    image.SetDirection([float(d) for d in direction])
+    return image
+
+
+def test_localization_size_is_the_smallest_valid_size_strictly_above_the_extent():
+    config = LocalizationDataConfig()
+    # 512 x 0.8 mm = 409.6 mm -> 69 voxels -> 80; 150 x 2.5 mm = 375 mm -> 63 -> 64 in z
+    assert localization_size(_image((512, 512, 150), (0.8, 0.8, 2.5)), config) == (80, 80, 64)
+    # an exact fit moves on: 192 mm = 32 voxels -> 48 (upstream quirk 1)
+    assert localization_size(_image((64, 64, 64), (3.0, 3.0, 3.0)), config) == (48, 48, 48)
+    # larger than the largest valid size: the largest
+    assert localization_size(_image((700, 700, 1000), (1.0, 1.0, 2.0)), config) == (80, 80, 256)
+
+
+def test_localization_size_follows_the_physical_axes_of_a_permuted_image():
+    # index x (300 mm) runs along physical z, index z (200 mm) along physical x
+    permuted = _image((100, 50, 40), (3.0, 4.0, 5.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))
+    assert localization_size(permuted, LocalizationDataConfig()) == (48, 48, 64)
+    assert localization_size(_image((100, 50, 40), (3.0, 4.0, 5.0)), LocalizationDataConfig()) == (64, 48, 48)
+
+
+def test_any_organ_one_hot_marks_background_and_every_organ():
+    labels = np.array([[[0, 1, 2, 3, 4]]], dtype=np.uint8)
+    one_hot = any_organ_one_hot(labels)
+    assert one_hot.dtype == np.uint8 and one_hot.shape == (1, 1, 5, 2)
+    assert one_hot[0, 0, :, 1].tolist() == [0, 1, 1, 1, 1]
+    assert np.all(one_hot.sum(axis=-1) == 1)
+
+
+@pytest.fixture(scope="module")
+def real_dataset(tmp_path_factory) -> FlareDataset:
+    """ts_example_ct as a one-case FLARE-layout dataset (its own `_small` images, 3 mm is not shrunk)."""
+    case = shared_case("ts_example_ct")
+    dataset = FlareDataset(tmp_path_factory.mktemp("real"))
+    for small in (False, True):
+        write_image_atomic(read_ct(case.image), dataset.training_image("train_000", small=small))
+        write_image_atomic(read_label(case.label), dataset.training_mask("train_000", small=small))
+    return dataset
+
+
+def test_test_sample_is_the_whole_ct_at_6mm_with_spec_intensities_and_maps_back_onto_the_ct(real_dataset):
+    samples = LocalizationSamples(real_dataset.root, LocalizationDataConfig(smoothing_sigma_mm=0.0))
+    loaded, transform, sample = samples.test_sample("train_000")
+    # 122 x 101 x 112 voxels of 3 mm = 366 x 303 x 336 mm -> 61, 51, 56 voxels at 6 mm -> 64, 64, 64
+    assert loaded.size_xyz == (64, 64, 64)
+    assert sample["image"].shape == (64, 64, 64, 1) and sample["image"].dtype == np.float32
+    assert sample["label"].shape == (64, 64, 64, 2)
+    assert sample["image"].min() >= -1.0 and sample["image"].max() <= 1.0
+    assert sample["image"][0, 0, 0, 0] == pytest.approx(-1024 / 2048)  # outside the CT: -1024 HU, scaled
+    back = resample_to_input(sample["label"].astype(np.float32), transform, loaded.spacing_xyz, loaded.label)
+    organ = np.argmax(back, axis=-1) > 0
+    reference = sitk.GetArrayFromImage(loaded.label) > 0
+    dice = 2 * np.logical_and(organ, reference).sum() / (organ.sum() + reference.sum())
+    assert dice > 0.85  # 3 mm -> 6 mm -> 3 mm keeps the organs where they are
+
+
+def test_training_samples_are_augmented_subsampled_and_keep_labels_binary(real_dataset):
+    samples = LocalizationSamples(real_dataset.root)
+    loaded = samples.load("train_000", training=True)
+    assert loaded.image.GetSpacing() == pytest.approx((6.0, 6.0, 6.0))  # 3 mm shrunk by floor(6 / 3) = 2
+    first, second = (samples.sample("train_000", np.random.default_rng(seed)) for seed in (1, 2))
+    assert first["image"].shape == (64, 64, 64, 1)
+    assert not np.array_equal(first["image"], second["image"])
+    assert first["image"].min() >= -1.0 and first["image"].max() <= 1.0
+    assert set(np.unique(first["label"])) == {0, 1}
+    organ_fraction = first["label"][..., 1].mean()
+    reference_fraction = (sitk.GetArrayFromImage(loaded.label) > 0).sum() * 27 / (64**3 * 216)
+    assert organ_fraction == pytest.approx(reference_fraction, rel=0.5)  # augmentation scales only by 0.7..1.3^3
