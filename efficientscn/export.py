@@ -1,0 +1,83 @@
+"""SavedModel export of trained networks, with the original's interface.
+
+The exported model takes `image` float16 [N, 1, D, H, W] (channels-first, any spatial size the network accepts)
+and the localization model returns `output_0` bool [N, 1, D, H, W]: foreground logit > background logit. Inside,
+the image is transposed to channels-last and computed in float32 with the run's averaged (EMA) weights, which
+runs on a CPU without XLA as well as on a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from efficientscn.errors import InputError
+from efficientscn.train.ema import WeightAverage
+from efficientscn.train.precision import set_precision
+from efficientscn.train.run_folder import checkpoint_iterations, checkpoint_path
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+
+
+def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[[], keras.Model]) -> keras.Model:
+    """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
+    available = checkpoint_iterations(run)
+    if not available:
+        raise InputError(f"{Path(run) / 'weights'}: no checkpoints")
+    iteration = available[-1] if iteration is None else iteration
+    if iteration not in available:
+        raise InputError(f"{run}: no checkpoint of iteration {iteration} (available: {available})")
+    set_precision("float32")
+    model = build()
+    average = WeightAverage(model.trainable_variables, decay=0.0)
+    tf.train.Checkpoint(model=model, weight_average=average).read(str(checkpoint_path(run, iteration))).expect_partial()
+    average.assign_to_weights()
+    logger.info("loaded the averaged weights of %s iteration %d", run, iteration)
+    return model
+
+
+class LocalizationModule(tf.Module):
+    """The localization network behind the original's SavedModel signature."""
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__(name="localization")
+        self.model = model
+        # Keras 3 variables are not tf.Module children: track the TensorFlow variables so the SavedModel holds them
+        self.model_variables = [variable.value for variable in model.variables]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")])
+    def __call__(self, image: tf.Tensor) -> tf.Tensor:
+        logits = self.model(tf.transpose(tf.cast(image, tf.float32), [0, 2, 3, 4, 1]), training=False)
+        return (logits[..., 1] > logits[..., 0])[:, tf.newaxis]
+
+
+def refuse_existing(output: str | Path, *, overwrite: bool) -> Path:
+    """`output` as a Path; FileExistsError if it exists and `overwrite` is not set."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists (use --overwrite to replace it)")
+    return output
+
+
+def save_module(module: tf.Module, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Save `module` with its `__call__` as the serving signature, atomically: a finished folder or none."""
+    output = refuse_existing(output, overwrite=overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.__call__})
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("wrote %s", output)
+    return output

@@ -1,0 +1,45 @@
+"""Configuration dataclasses to and from JSON records, so a run folder's config.json rebuilds its run exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_record(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) configuration dataclass; tuples become lists."""
+    return dataclasses.asdict(config)
+
+
+def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
+    """The dataclass `cls` from a record written by `to_record`; nested dataclasses and tuples are restored.
+
+    Keys missing from the record keep their defaults (older run folders); unknown keys are an error.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(record) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+    return cls(**{key: _restore(hints[key], value) for key, value in record.items()})
+
+
+def _restore(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    candidates = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for candidate in candidates:
+        if dataclasses.is_dataclass(candidate) and isinstance(value, Mapping):
+            return from_record(candidate, value)  # type: ignore[arg-type]
+        if typing.get_origin(candidate) is tuple and isinstance(value, list):
+            return _to_tuple(value)
+    return value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,173 @@
+"""Stage 1 as a training task: the localization U-Net, its Dice loss, its samples and its test during training.
+
+The test predicts each test case on its unaugmented 6 mm sample, resamples the logits linearly back onto the
+case's image and takes the argmax (the mask is written as `<case>.nii.gz`), scores the organ Dice against the
+mask, and maps the network-space box of the predicted foreground through the sample transform into physical
+mm (`boxes.csv` holds both per case, in `landmark_bb.csv`'s id,xmin,ymin,zmin,xmax,ymax,zmax order).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import SimpleITK as sitk
+import tensorflow as tf
+from tqdm import tqdm
+
+from efficientscn.atomic import write_text_atomic
+from efficientscn.augment import resample_to_input
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
+from efficientscn.data.setup_files import check_split
+from efficientscn.export import LocalizationModule, load_averaged_model, refuse_existing, save_module
+from efficientscn.geometry import bounding_box_index, box_corners
+from efficientscn.io import write_label
+from efficientscn.metrics import dice_coefficient
+from efficientscn.nn import LocalizationNetConfig, build_localization_net
+from efficientscn.settings import from_record, to_record
+from efficientscn.train.loop import Predict, Trainer, TrainingConfig
+from efficientscn.train.losses import generalized_dice_loss_from_logits
+from efficientscn.train.run_folder import latest_resumable_run, new_run_folder, read_config
+from efficientscn.versions import versions
+
+logger = logging.getLogger(__name__)
+
+STAGE = "localization"
+
+
+def split_ids(dataset: FlareDataset, cv: int, *, small: bool) -> tuple[list[str], list[str]]:
+    """(train, test) IDs of fold `cv` from the dataset's setup/cv; fold 0 trains on all cases and has no test.
+
+    Every listed case must exist (`check_split` raises an `InputError` naming the missing one).
+    """
+    if cv == 0:
+        return check_split(dataset.cv_dir / "all_train.txt", dataset, small=small), []
+    fold = dataset.cv_dir / str(cv)
+    return check_split(fold / "train.txt", dataset, small=small), check_split(fold / "test.txt", dataset, small=small)
+
+
+@dataclass
+class LocalizationTask:
+    """The localization network trained on one fold of a FLARE-layout dataset."""
+
+    dataset: FlareDataset
+    cv: int
+    data: LocalizationDataConfig
+    network: LocalizationNetConfig
+
+    stage = STAGE
+    loss_fields = ("loss",)
+    test_fields = ("dice_organ", "cases")
+
+    def __post_init__(self) -> None:
+        self.sample_source = LocalizationSamples(self.dataset.root, self.data)
+        self.train_ids, self.test_ids = split_ids(self.dataset, self.cv, small=self.data.small_images)
+        labels = self.network.num_labels
+        self.sample_signature = {
+            "image": tf.TensorSpec((None, None, None, 1), tf.float32),
+            "label": tf.TensorSpec((None, None, None, labels), tf.uint8),
+        }
+
+    def build_model(self) -> keras.Model:
+        return build_localization_net(self.network)
+
+    def loss_terms(self, model: keras.Model, sample: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        logits = model(sample["image"], training=True)
+        return {"loss": generalized_dice_loss_from_logits(sample["label"], logits)}
+
+    def test(self, predict: Predict, folder: Path, progress: bool) -> dict[str, float]:
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for case in tqdm(self.test_ids, desc="test", leave=False, disable=not progress):
+            rows.append(self._test_case(predict, case, folder))
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["id", "dice_organ", "xmin", "ymin", "zmin", "xmax", "ymax", "zmax"])
+        writer.writerows(rows)
+        write_text_atomic(folder / "boxes.csv", text.getvalue(), overwrite=True)
+        dice = [row[1] for row in rows if not np.isnan(row[1])]
+        return {"dice_organ": float(np.mean(dice)) if dice else float("nan"), "cases": float(len(rows))}
+
+    def _test_case(self, predict: Predict, case: str, folder: Path) -> list:
+        loaded, transform, sample = self.sample_source.test_sample(case)
+        logits = predict(tf.constant(sample["image"][np.newaxis])).numpy()[0]
+        on_input = resample_to_input(logits, transform, loaded.spacing_xyz, loaded.label, "linear")
+        mask = np.argmax(on_input, axis=-1).astype(np.uint8)
+        image = sitk.GetImageFromArray(mask)
+        image.CopyInformation(loaded.label)
+        write_label(image, folder / f"{case}.nii.gz", overwrite=True)
+        reference = sitk.GetArrayViewFromImage(loaded.label) > 0
+        dice = dice_coefficient(mask > 0, reference)
+        box = network_box_mm(np.argmax(logits, axis=-1) > 0, loaded.spacing_xyz, transform)
+        return [case, dice, *(box if box is not None else [float("nan")] * 6)]
+
+
+def network_box_mm(
+    mask_zyx: np.ndarray, spacing_xyz: tuple[float, ...], transform: sitk.Transform
+) -> list[float] | None:
+    """The physical box (xmin, ymin, zmin, xmax, ymax, zmax) mm of a network-space mask mapped onto the input.
+
+    The corners of the foreground's voxel-centre box on the network grid (origin 0, identity direction) are
+    mapped through the sample transform (output -> input points); None for an empty mask.
+    """
+    box = bounding_box_index(mask_zyx)
+    if box is None:
+        return None
+    corners_mm = box_corners(box[0][::-1], box[1][::-1]) * np.asarray(spacing_xyz)  # network grid: origin 0, identity
+    points = np.array([transform.TransformPoint(tuple(p)) for p in corners_mm])
+    return [*points.min(axis=0).tolist(), *points.max(axis=0).tolist()]
+
+
+@dataclass(frozen=True)
+class LocalizationRunConfig:
+    """Everything a localization run is made of; saved as the run's config.json."""
+
+    data: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
+    network: LocalizationNetConfig = field(default_factory=LocalizationNetConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+def resumed_config(run: Path, **training_changes: int) -> LocalizationRunConfig:
+    """The configuration a run was started with, with iteration settings changed (e.g. a larger `max_iter`)."""
+    record = read_config(run)
+    config = from_record(LocalizationRunConfig, {k: record[k] for k in ("data", "network", "training")})
+    return replace(config, training=replace(config.training, **training_changes))
+
+
+def train_localization(
+    dataset_root: str | Path,
+    output: str | Path,
+    cv: int,
+    config: LocalizationRunConfig = LocalizationRunConfig(),
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    devices: Sequence[str] | None = None,
+) -> Path:
+    """Train (or with `resume`, continue the newest run of) fold `cv`; returns the run folder.
+
+    Runs go to `<output>/localization/cv<cv>/<timestamp>/`. On resume, pass the run's own configuration
+    (`resumed_config`), so that the network and the data are the ones its checkpoints were made with.
+    """
+    dataset = FlareDataset(Path(dataset_root))
+    task = LocalizationTask(dataset, cv, config.data, config.network)
+    run = latest_resumable_run(output, STAGE, cv) if resume else new_run_folder(output, STAGE, cv)
+    record = {"stage": STAGE, "cv": cv, "dataset": str(dataset.root.resolve()), "versions": versions()}
+    record.update(to_record(config))
+    trainer = Trainer(task, config.training, run, record=record, resume=resume, progress=progress, devices=devices)
+    return trainer.run()
+
+
+def export_localization(run: str | Path, iteration: int | None, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the averaged network of a run's checkpoint as the original's localization SavedModel."""
+    refuse_existing(output, overwrite=overwrite)  # before the minutes of loading and tracing
+    network = from_record(LocalizationNetConfig, read_config(run)["network"])
+    model = load_averaged_model(run, iteration, lambda: build_localization_net(network))
+    return save_module(LocalizationModule(model), output, overwrite=overwrite)

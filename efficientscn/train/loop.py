@@ -1,0 +1,283 @@
+"""The generic training loop both stages use: one sample per replica per step, checkpoints, tests, logs, resume.
+
+A stage supplies a `TrainingTask` (network, loss, sample source, test); this module does the rest the same way
+for both: Adam; L2 regularisation; the weight average (EMA) that tests, checkpoints and exports use;
+norm-adaptive gradient clipping; precision by device with a dynamic loss scale for float16; a tf.distribute
+strategy (MirroredStrategy over several devices, each replica gets its own variable-shape sample); a checkpoint
+every `snapshot_iter` from which `resume` continues with the same iteration count, optimizer, average,
+clipping and loss-scale state; the stage's test every `test_iter`; train.csv, test.csv and TensorBoard logs; a
+tqdm bar. A non-finite loss stops the run before anything more is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import keras
+import tensorflow as tf
+from tqdm import tqdm
+
+from efficientscn.data.loader import LoaderError, SampleLoader, SampleSource
+from efficientscn.errors import RunStopped
+from efficientscn.train.clipping import AdaptiveGradientClipping
+from efficientscn.train.ema import WeightAverage
+from efficientscn.train.precision import set_precision, uses_loss_scaling
+from efficientscn.train.run_folder import (
+    CHECKPOINT_PREFIX,
+    WEIGHTS_DIR,
+    CsvLog,
+    checkpoint_iterations,
+    log_to_file,
+    write_config,
+)
+
+logger = logging.getLogger(__name__)
+
+Predict = Callable[[tf.Tensor], tf.Tensor]
+"""The network in inference mode with the averaged weights: (1, z, y, x, 1) float32 -> (1, z, y, x, C) float32."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation and bookkeeping settings; the defaults are the original localization network's."""
+
+    learning_rate: float = 1e-5
+    max_iter: int = 100_000
+    snapshot_iter: int = 10_000
+    test_iter: int = 10_000
+    log_iter: int = 100
+    reg_constant: float = 1e-6
+    ema_decay: float = 0.999
+    clip_factor: float = 5.0
+    clip_initial_average: float = 10.0
+    clip_rate: float = 0.01
+    loss_scale_initial: float = 1.0
+    loss_scale_growth_steps: int = 100
+    precision: str = "auto"
+    workers: int = 8
+    queue_size: int = 16
+    seed: int = 0
+
+
+class TrainingTask(Protocol):
+    """What a stage provides to the loop."""
+
+    stage: str
+    sample_source: SampleSource
+    train_ids: Sequence[str]
+    test_ids: Sequence[str]
+    sample_signature: Mapping[str, tf.TensorSpec]
+    """Spec of each array of a sample without the batch axis, e.g. {"image": (None, None, None, 1) float32, ...}."""
+    loss_fields: Sequence[str]
+    """Names of the terms `loss_terms` returns, "loss" first."""
+    test_fields: Sequence[str]
+
+    def build_model(self) -> keras.Model:
+        """A new network (called inside the strategy scope, under the chosen precision policy)."""
+        ...
+
+    def loss_terms(self, model: keras.Model, sample: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Scalar float32 loss terms of one batch in training mode; "loss" is the data loss to minimise."""
+        ...
+
+    def test(self, predict: Predict, folder: Path, progress: bool) -> dict[str, float]:
+        """Predict the test cases into `folder` and return the figures for test.csv (names in `test_fields`)."""
+        ...
+
+
+class TrainingDiverged(RunStopped):
+    """The loss became NaN or infinite; nothing from that step on was written."""
+
+
+def distribution_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over `devices`, or over all GPUs when there are several; the default strategy otherwise."""
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] if len(gpus) > 1 else None
+    if devices and len(devices) > 1:
+        return tf.distribute.MirroredStrategy(list(devices))
+    return tf.distribute.get_strategy()
+
+
+class Trainer:
+    """Train one task in one run folder; `run()` trains up to `config.max_iter` and returns the run folder."""
+
+    def __init__(
+        self,
+        task: TrainingTask,
+        config: TrainingConfig,
+        run_folder: Path,
+        *,
+        record: Mapping[str, Any],
+        resume: bool = False,
+        progress: bool = True,
+        devices: Sequence[str] | None = None,
+    ) -> None:
+        self.task, self.config, self.run_folder, self.progress = task, config, Path(run_folder), progress
+        self.precision = set_precision(config.precision)
+        self.strategy = distribution_strategy(devices)
+        self.replicas = self.strategy.num_replicas_in_sync
+        keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            self.model = task.build_model()
+            optimizer = keras.optimizers.Adam(config.learning_rate)
+            if uses_loss_scaling(self.precision):
+                optimizer = keras.optimizers.LossScaleOptimizer(
+                    optimizer,
+                    initial_scale=config.loss_scale_initial,
+                    dynamic_growth_steps=config.loss_scale_growth_steps,
+                )
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+            self.average = WeightAverage(self.model.trainable_variables, config.ema_decay)
+            self.clipping = AdaptiveGradientClipping(config.clip_factor, config.clip_initial_average, config.clip_rate)
+            self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            weight_average=self.average,
+            clipping=self.clipping,
+            iteration=self.iteration,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.run_folder / WEIGHTS_DIR, max_to_keep=None, checkpoint_name=CHECKPOINT_PREFIX
+        )
+        start = self._restore() if resume else None
+        write_config(self.run_folder, {**record, "precision_resolved": self.precision, "replicas": self.replicas})
+        train_fields = ["total", *task.loss_fields, "regularization", "gradient_norm", "clip_threshold"]
+        if uses_loss_scaling(self.precision):
+            train_fields.append("loss_scale")
+        train_fields.append("seconds_per_step")
+        self.train_log = CsvLog(self.run_folder / "train.csv", train_fields, resume_from=start)
+        self.test_log = CsvLog(self.run_folder / "test.csv", list(task.test_fields), resume_from=start)
+        self.summaries = tf.summary.create_file_writer(str(self.run_folder / "tensorboard"))
+        # TensorFlow has no CPU kernel for float16 average pooling; XLA compiles it (float16 on a CPU is for tests)
+        jit = self.precision == "float16" and not tf.config.list_physical_devices("GPU")
+        self._train_step = tf.function(self._step, reduce_retracing=True, jit_compile=jit)
+        self.predict: Predict = tf.function(
+            lambda image: self.model(image, training=False), reduce_retracing=True, jit_compile=jit
+        )
+
+    def _restore(self) -> int:
+        iterations = checkpoint_iterations(self.run_folder)
+        if not iterations:
+            raise FileNotFoundError(f"{self.run_folder / WEIGHTS_DIR}: no checkpoint to resume from")
+        path = self.run_folder / WEIGHTS_DIR / f"{CHECKPOINT_PREFIX}-{iterations[-1]}"
+        self.checkpoint.restore(str(path)).assert_existing_objects_matched()
+        logger.info("resumed %s at iteration %d", path, int(self.iteration.numpy()))
+        return int(self.iteration.numpy())
+
+    def _step(self, sample: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        model, optimizer, scaling = self.model, self.optimizer, uses_loss_scaling(self.precision)
+
+        def replica_step(replica_sample: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
+            with tf.GradientTape() as tape:
+                terms = dict(self.task.loss_terms(model, replica_sample))
+                regularization = tf.add_n(model.losses) * self.config.reg_constant if model.losses else tf.zeros(())
+                terms["regularization"] = tf.cast(regularization, tf.float32)
+                total = terms["loss"] + terms["regularization"]
+                objective = total / self.replicas
+                if scaling:
+                    objective = optimizer.scale_loss(objective)
+            terms["total"] = total
+            return terms, tape.gradient(objective, model.trainable_variables)
+
+        terms, gradients = self.strategy.run(replica_step, args=(sample,))
+        gradients = [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
+        terms = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in terms.items()}
+        scale = optimizer.dynamic_scale if scaling else 1.0
+        gradients, norm, threshold = self.clipping(gradients, scale)
+        optimizer.apply(gradients, model.trainable_variables)  # a loss-scale optimizer skips non-finite steps
+        self.average.update()
+        self.iteration.assign_add(1)
+        terms.update(gradient_norm=norm, clip_threshold=threshold)
+        if scaling:
+            terms["loss_scale"] = tf.cast(optimizer.dynamic_scale, tf.float32)
+        return terms
+
+    def step(self, batch: Sequence[Mapping[str, tf.Tensor]]) -> dict[str, float]:
+        """One optimisation step on one batch per replica (each (1, z, y, x, C)); returns the step's figures."""
+        if len(batch) != self.replicas:
+            raise ValueError(f"{len(batch)} batches for {self.replicas} replicas")
+        if self.replicas == 1:
+            sample: Any = batch[0]
+        else:
+            sample = self.strategy.experimental_distribute_values_from_function(
+                lambda context: batch[context.replica_id_in_sync_group]
+            )
+        return {key: float(value) for key, value in self._train_step(sample).items()}
+
+    def run(self) -> Path:
+        """Train from the current iteration up to `max_iter`; returns the run folder."""
+        with (
+            log_to_file(self.run_folder),
+            SampleLoader(
+                self.task.sample_source,
+                self.task.train_ids,
+                workers=self.config.workers,
+                queue_size=self.config.queue_size,
+                seed=self.config.seed + int(self.iteration.numpy()),
+            ) as loader,
+        ):
+            self._loop(_tf_samples(loader, self.task.sample_signature), loader)
+        return self.run_folder
+
+    def _loop(self, samples: Any, loader: SampleLoader) -> None:
+        config, start = self.config, int(self.iteration.numpy())
+        logger.info(
+            "training %s from iteration %d to %d in %s", self.task.stage, start, config.max_iter, self.run_folder
+        )
+        sums: dict[str, float] = {}
+        count, tick = 0, time.perf_counter()
+        with tqdm(total=config.max_iter, initial=start, desc=self.task.stage, disable=not self.progress) as bar:
+            for done in range(start + 1, config.max_iter + 1):
+                try:
+                    batch = [next(samples) for _ in range(self.replicas)]
+                except tf.errors.OpError as error:  # a loader failure surfaces through tf.data
+                    raise (loader.error or LoaderError(str(error))) from None
+                values = self.step(batch)
+                if not math.isfinite(values["total"]):
+                    raise TrainingDiverged(
+                        f"loss is {values['total']} at iteration {done}; stopped without writing further checkpoints "
+                        f"(last one: {self.manager.latest_checkpoint})"
+                    )
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                bar.update(1)
+                if done % config.log_iter == 0 or done == config.max_iter:
+                    means = {k: v / count for k, v in sums.items()}
+                    means["seconds_per_step"] = (time.perf_counter() - tick) / count
+                    self._log("train", done, means, self.train_log)
+                    bar.set_postfix(loss=f"{means['total']:.4f}")
+                    sums, count, tick = {}, 0, time.perf_counter()
+                if done % config.snapshot_iter == 0 or done == config.max_iter:
+                    self.manager.save(checkpoint_number=done)
+                if self.task.test_ids and (done % config.test_iter == 0 or done == config.max_iter):
+                    self._test(done)
+                    tick = time.perf_counter()
+
+    def _test(self, iteration: int) -> None:
+        with self.average.swapped():
+            figures = self.task.test(self.predict, self.run_folder / "test" / f"iter_{iteration}", self.progress)
+        self._log("test", iteration, figures, self.test_log)
+
+    def _log(self, kind: str, iteration: int, values: Mapping[str, float], csv_log: CsvLog) -> None:
+        csv_log.append(iteration, values)
+        with self.summaries.as_default():
+            for key, value in values.items():
+                tf.summary.scalar(f"{kind}/{key}", value, step=iteration)
+        self.summaries.flush()
+        logger.info("%s %d: %s", kind, iteration, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+
+
+def _tf_samples(loader: SampleLoader, signature: Mapping[str, tf.TensorSpec]) -> Any:
+    """An iterator over the loader's samples through tf.data, batched to 1 and prefetched."""
+    dataset = tf.data.Dataset.from_generator(lambda: iter(loader), output_signature=dict(signature))
+    return iter(dataset.batch(1).prefetch(2))

@@ -1,0 +1,30 @@
+"""Training losses on channels-last tensors (N, z, y, x, C), computed in float32 whatever the network's precision."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+DICE_LABEL_WEIGHT_EPSILON = 1e-4
+DICE_NUMERATOR_EPSILON = 1e-8
+
+
+def generalized_dice_loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+    """Generalized Dice loss, the original's "squared" variant, averaged over the batch.
+
+    labels, probabilities: (N, z, y, x, C), one-hot (or soft) labels and per-label probabilities. Per batch item
+    and label, the weight is 1 / (sum(labels^2) + 1e-4), so small organs count as much as the background; the loss
+    is 1 - 2 * (sum_l w_l * sum(labels * p) + 1e-8) / (sum_l w_l * sum(labels + p^2)). A scalar float32.
+    """
+    labels = tf.cast(labels, tf.float32)
+    probabilities = tf.cast(probabilities, tf.float32)
+    spatial_axes = [1, 2, 3]
+    weights = 1.0 / (tf.reduce_sum(labels * labels, axis=spatial_axes) + DICE_LABEL_WEIGHT_EPSILON)
+    intersection = tf.reduce_sum(labels * probabilities, axis=spatial_axes)
+    denominator = tf.reduce_sum(labels + probabilities * probabilities, axis=spatial_axes)
+    numerator = tf.reduce_sum(weights * intersection, axis=-1) + DICE_NUMERATOR_EPSILON
+    return tf.reduce_mean(1.0 - 2.0 * numerator / tf.reduce_sum(weights * denominator, axis=-1))
+
+
+def generalized_dice_loss_from_logits(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """`generalized_dice_loss` on the softmax over the last axis of `logits`."""
+    return generalized_dice_loss(labels, tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1))
