@@ -15,7 +15,7 @@ from pathlib import Path
 
 from efficientscn import __version__
 from efficientscn.batch import BatchReport
-from efficientscn.errors import InputError
+from efficientscn.errors import InputError, RunStopped
 
 logger = logging.getLogger("efficientscn")
 
@@ -73,7 +73,7 @@ def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the cv split (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="redo and replace existing outputs and splits")
     _add_common_flags(parser)
-    parser.set_defaults(run=_run_preprocess)
+    parser.set_defaults(handler=_run_preprocess)
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV and summary")
     _add_common_flags(parser)
-    parser.set_defaults(run=_run_evaluate)
+    parser.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -143,6 +143,135 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return _finish(evaluation.report, "evaluate")
 
 
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is below 1")
+    return value
+
+
+def _train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.train.precision import PRECISIONS
+
+    parser = subparsers.add_parser("train", help="train a network for cross-validation folds")
+    stages = parser.add_subparsers(title="networks", dest="stage", required=True)
+    localization = stages.add_parser(
+        "localization",
+        help="train the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
+        description=(
+            "Train the localization network on a preprocessed FLARE-layout dataset (TrainingImg_small/, "
+            "TrainingMask_small/, setup/cv/). Fold k trains on setup/cv/<k>/train.txt and tests on "
+            "setup/cv/<k>/test.txt every --test-iter iterations; fold 0 trains on all_train.txt and skips tests. "
+            "Each fold writes OUTPUT/localization/cv<k>/<timestamp>/ with config.json, train.csv, test.csv, "
+            "tensorboard/, weights/ckpt-<iteration> every --snapshot-iter, and test/iter_<n>/ (masks, boxes.csv). "
+            "--resume continues the newest run of each fold from its last checkpoint."
+        ),
+    )
+    localization.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset folder (FLARE layout)")
+    localization.add_argument("--output", required=True, type=Path, help="folder for the runs")
+    localization.add_argument(
+        "--cv",
+        type=_non_negative_int,
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help="fold(s), 0 = all cases (default: 1 2 3 4)",
+    )
+    localization.add_argument("--max-iter", type=_positive_int, help="iterations (default 100000)")
+    localization.add_argument("--test-iter", type=_positive_int, help="test every N iterations (default 10000)")
+    localization.add_argument(
+        "--snapshot-iter", type=_positive_int, help="checkpoint every N iterations (default 10000)"
+    )
+    localization.add_argument(
+        "--log-iter", type=_positive_int, help="log the mean loss every N iterations (default 100)"
+    )
+    localization.add_argument("--learning-rate", type=_positive_float, help="Adam learning rate (default 1e-5)")
+    localization.add_argument("--precision", choices=PRECISIONS, help="default: auto (float16 on a GPU, else float32)")
+    localization.add_argument("--workers", type=_non_negative_int, help="sample loader processes (default 8)")
+    localization.add_argument("--seed", type=int, help="random seed (default 0)")
+    localization.add_argument(
+        "--resume", action="store_true", help="continue the newest run of each fold (its config; iteration flags apply)"
+    )
+    _add_common_flags(localization)
+    localization.set_defaults(handler=_run_train_localization)
+
+
+_TRAINING_FLAGS = (
+    "max_iter",
+    "test_iter",
+    "snapshot_iter",
+    "log_iter",
+    "learning_rate",
+    "precision",
+    "workers",
+    "seed",
+)
+_RESUME_FLAGS = ("max_iter", "test_iter", "snapshot_iter", "log_iter", "workers")
+
+
+def _run_train_localization(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from efficientscn.train.localization import (
+        STAGE,
+        LocalizationRunConfig,
+        resumed_config,
+        train_localization,
+    )
+    from efficientscn.train.run_folder import latest_resumable_run
+
+    given = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
+    for cv in args.cv:
+        if args.resume:
+            refused = sorted(set(given) - set(_RESUME_FLAGS))
+            if refused:
+                raise InputError(f"--resume continues a run with its own settings; drop {', '.join(refused)}")
+            config = resumed_config(latest_resumable_run(args.output, STAGE, cv), **given)
+        else:
+            default = LocalizationRunConfig()
+            config = replace(default, training=replace(default.training, **given))
+        run = train_localization(args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
+        logger.info("fold %d done: %s", cv, run)
+    return EXIT_OK
+
+
+def _export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("export", help="export a trained network as a SavedModel")
+    stages = parser.add_subparsers(title="networks", dest="stage", required=True)
+    localization = stages.add_parser(
+        "localization",
+        help="export a localization run's checkpoint (averaged weights) as a SavedModel",
+        description=(
+            "Write the averaged (EMA) weights of a localization run's checkpoint as a SavedModel with the "
+            "original's interface: signature serving_default, input image float16 [N,1,D,H,W], output output_0 "
+            "bool [N,1,D,H,W] (organ foreground)."
+        ),
+    )
+    localization.add_argument("--run", required=True, type=Path, help="run folder (OUTPUT/localization/cv<k>/<time>)")
+    localization.add_argument("--iter", type=_positive_int, help="checkpoint iteration (default: the latest)")
+    localization.add_argument(
+        "--output", type=Path, default=Path("saved_models/localization"), help="default: %(default)s"
+    )
+    localization.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
+    _add_common_flags(localization)
+    localization.set_defaults(handler=_run_export_localization)
+
+
+def _run_export_localization(args: argparse.Namespace) -> int:
+    from efficientscn.train.localization import export_localization
+
+    export_localization(args.run, args.iter, args.output, overwrite=args.overwrite)
+    return EXIT_OK
+
+
 def _finish(report: BatchReport, what: str) -> int:
     """Log the batch summary and turn it into the exit status."""
     logger.info("%s: %s", what, report.summary())
@@ -160,13 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     _preprocess_parser(subparsers)
+    _train_parser(subparsers)
+    _export_parser(subparsers)
     _evaluate_parser(subparsers)
     return parser
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
+    """Console verbosity from -q/-v; the loggers themselves pass INFO on, so run folders' output.log gets it."""
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=min(level, logging.INFO), handlers=[console], force=True)
+
+
+PLACEHOLDER_PREFIX = "/SET/PATH"
+
+
+def run_script(command: Sequence[str], defaults: dict[str, object]) -> int:
+    """Entry point of the workflow scripts: `command` with the script's settings as flags, then the user's flags.
+
+    `defaults` maps a flag to the value set at the top of the script; values still reading "/SET/PATH..." are left
+    out, so that argparse asks for the flag instead of failing on a placeholder path. Flags given on the command
+    line come last and override the script's settings.
+    """
+    preset = [
+        item
+        for flag, value in defaults.items()
+        if not str(value).startswith(PLACEHOLDER_PREFIX)
+        for item in (flag, str(value))
+    ]
+    return main([*command, *preset, *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,10 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (InputError, OSError) as error:  # messages name the file; a traceback would add nothing for a user
         logger.error("%s", error)
         return EXIT_UNUSABLE_INPUT
+    except RunStopped as error:
+        logger.error("%s", error)
+        return EXIT_CASES_FAILED
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ import sys
 base_dataset_folder = "/SET/PATH/TO/DATASET"  # FLARE layout: TrainingImg/, TrainingMask/, ValidationImg/
 
 if __name__ == "__main__":
-    from efficientscn.cli import main
+    from efficientscn.cli import run_script
 
-    # the folder above is the default; flags given on the command line come after it and override it
-    default = [] if base_dataset_folder.startswith("/SET/PATH") else ["--dataset", base_dataset_folder]
-    sys.exit(main(["preprocess", *default, *sys.argv[1:]]))
+    sys.exit(run_script(["preprocess"], {"--dataset": base_dataset_folder}))
