@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -29,7 +30,7 @@ class FailingSource:
 
 
 def test_worker_processes_deliver_samples_of_every_case():
-    with SampleLoader(CountingSource(), ["case_1", "case_2", "case_3"], workers=2, queue_size=4, seed=3) as loader:
+    with SampleLoader(CountingSource(), ["case_1", "case_2", "case_3"], workers=2, seed=3) as loader:
         samples = [loader.next() for _ in range(30)]
         pids = {int(s["pid"]) for s in samples}
         deadline = time.monotonic() + 60  # a worker that starts late (busy machine) still contributes
@@ -63,13 +64,42 @@ def test_a_failing_case_stops_the_loader_with_its_name_and_reason(workers):
 
 
 def test_a_killed_worker_is_reported_instead_of_hanging():
-    loader = SampleLoader(CountingSource(), ["case_1"], workers=1, queue_size=1, seed=0)
+    loader = SampleLoader(CountingSource(), ["case_1"], workers=1, seed=0)
     loader.next()
     os.kill(loader._processes[0].pid, signal.SIGKILL)
     with pytest.raises(LoaderError, match="died"):
-        for _ in range(10):
+        for _ in range(100_000):  # the samples already in the pipe come first
             loader.next()
     loader.close()
+
+
+class BigSource:
+    """Samples of 64 MB: far more than a pipe holds, so a worker is killed in the middle of sending one."""
+
+    def sample(self, case: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"image": np.ones((16, 1024, 1024), np.float32)}
+
+
+def test_a_worker_killed_while_sending_a_large_sample_is_reported_instead_of_hanging():
+    loader = SampleLoader(BigSource(), ["case_1"], workers=1, seed=0)
+    assert loader.next()["image"].shape == (16, 1024, 1024)
+    time.sleep(3)  # the worker has made its next sample and is blocked sending it: the pipe holds a part
+    os.kill(loader._processes[0].pid, signal.SIGKILL)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            loader.next()
+        except BaseException as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "the loader hung on a half-sent sample"
+    assert len(outcome) == 1 and isinstance(outcome[0], LoaderError) and "died" in str(outcome[0])
+    with pytest.raises(LoaderError):
+        loader.next()  # a closed loader does not silently start sampling in-process
 
 
 def test_an_empty_id_list_is_refused():

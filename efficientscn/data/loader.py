@@ -1,24 +1,26 @@
-"""A multi-process training-sample loader: worker processes generate samples, a bounded queue hands them over.
+"""A multi-process training-sample loader: worker processes generate samples, each sends them over its own pipe.
 
 Sample generation (reading, smoothing, resampling through random transforms) is NumPy/SimpleITK work that holds
 the GIL, so it runs in worker processes started with "spawn" (TensorFlow in the parent is never forked). Each
 worker draws case IDs uniformly with replacement, as the original's training iterator does, from its own seeded
-random generator. The queue is bounded, so workers wait instead of filling memory when training is slower.
+random generator. A worker holds at most one finished sample (its send blocks until the loader reads it), so
+memory stays bounded when training is slower; the training loop's tf.data prefetch buffer is the bounded queue
+in front of the network.
 
 A worker that fails sends the case ID and the traceback; the loader raises `LoaderError` naming the case and
 stops every worker, so a bad case ends the run with a message instead of a hang. A worker that dies without a
-word (killed, out of memory) is noticed within a second and reported the same way.
+word (killed, out of memory), even in the middle of sending a sample, closes its pipe: the loader notices at
+once and reports it the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import queue
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from multiprocessing.connection import Connection, wait
+from typing import Protocol
 
 import numpy as np
 
@@ -44,25 +46,22 @@ class LoaderError(RunStopped):
     """A sample could not be generated; the message names the case (or the worker) and the reason."""
 
 
-def _worker(source: SampleSource, ids: Sequence[str], seed: int, output: Any, stop: Any) -> None:
-    """Generate samples into `output` until `stop` is set; on an error send it and end."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _worker(source: SampleSource, ids: Sequence[str], seed: int, connection: Connection) -> None:
+    """Send samples over `connection` until the loader closes its end; after an error, send it and end."""
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core does the parallelism
     rng = np.random.default_rng(seed)
-    while not stop.is_set():
+    while True:
         case = ids[int(rng.integers(len(ids)))]
         try:
             message: tuple = ("sample", case, source.sample(case, rng))
-        except BaseException as error:
+        except Exception as error:  # everything goes back to the loader, which stops the run with it
             message = ("error", case, f"{error}\n{traceback.format_exc()}")
-        while not stop.is_set():
-            try:
-                output.put(message, timeout=_POLL_SECONDS)
-                break
-            except queue.Full:
-                continue
+        try:
+            connection.send(message)
+        except OSError:  # the loader closed its end: training is over
+            return
         if message[0] == "error":
             return
 
@@ -74,29 +73,26 @@ class SampleLoader:
     is reproducible for a given worker count (the order in which workers deliver can still vary).
     """
 
-    def __init__(
-        self, source: SampleSource, ids: Sequence[str], *, workers: int = 8, queue_size: int = 16, seed: int = 0
-    ) -> None:
+    def __init__(self, source: SampleSource, ids: Sequence[str], *, workers: int = 8, seed: int = 0) -> None:
         if not ids:
             raise ValueError("no case IDs to sample from")
         self.source, self.ids, self.workers, self.seed = source, list(ids), workers, seed
         self._rng = np.random.default_rng(seed)
         self.error: LoaderError | None = None
         """The failure that ended the loader, kept for callers that see it only wrapped (e.g. through tf.data)."""
+        self._closed = False
         self._processes: list[multiprocessing.process.BaseProcess] = []
-        if workers > 0:
-            context = multiprocessing.get_context("spawn")
-            self._queue = context.Queue(maxsize=queue_size)
-            self._stop = context.Event()
-            for k in range(workers):
-                process = context.Process(
-                    target=_worker,
-                    args=(source, self.ids, seed + k, self._queue, self._stop),
-                    name=f"sample-loader-{k}",
-                    daemon=True,
-                )
-                process.start()
-                self._processes.append(process)
+        self._connections: list[Connection] = []
+        context = multiprocessing.get_context("spawn")
+        for k in range(workers):
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker, args=(source, self.ids, seed + k, writer), name=f"sample-loader-{k}", daemon=True
+            )
+            process.start()
+            writer.close()  # the worker holds the only writing end: its death shows as end-of-file here
+            self._processes.append(process)
+            self._connections.append(reader)
 
     def __enter__(self) -> SampleLoader:
         return self
@@ -109,7 +105,9 @@ class SampleLoader:
             yield self.next()
 
     def next(self) -> Sample:
-        """The next sample; raises `LoaderError` when a case fails or a worker dies."""
+        """The next sample; raises `LoaderError` when a case fails, a worker dies or the loader was closed."""
+        if self._closed:
+            raise self.error or LoaderError("the sample loader was closed")
         if not self._processes:
             case = self.ids[int(self._rng.integers(len(self.ids)))]
             try:
@@ -117,41 +115,38 @@ class SampleLoader:
             except Exception as error:
                 raise self._fail(f"training sample of case {case} failed: {error}") from error
         while True:
-            try:
-                kind, case, payload = self._queue.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                dead = [p for p in self._processes if p.exitcode is not None]
-                if dead:
-                    raise self._fail(
-                        f"sample loader worker {dead[0].name} died with exit code {dead[0].exitcode} "
-                        "(killed or out of memory?)"
-                    ) from None
+            ready = wait(self._connections, timeout=_POLL_SECONDS)
+            if not ready:
                 continue
+            connection = ready[int(self._rng.integers(len(ready)))]  # no worker is favoured
+            try:
+                kind, case, payload = connection.recv()
+            except (EOFError, OSError):
+                process = self._processes[self._connections.index(connection)]
+                process.join(timeout=_POLL_SECONDS)
+                raise self._fail(
+                    f"sample loader worker {process.name} died with exit code {process.exitcode} "
+                    "(killed or out of memory?)"
+                ) from None
             if kind == "error":
                 raise self._fail(f"training sample of case {case} failed in a loader worker: {payload}")
             return payload
 
     def _fail(self, message: str) -> LoaderError:
         """Stop the workers and return the error to raise (also kept in `self.error`)."""
-        self.close()
         self.error = LoaderError(message)
+        self.close()
         return self.error
 
     def close(self) -> None:
         """Stop and join every worker; safe to call twice."""
-        if not self._processes:
+        if self._closed:
             return
-        self._stop.set()
-        try:  # unblock workers waiting on a full queue
-            while True:
-                self._queue.get_nowait()
-        except (queue.Empty, OSError, ValueError):
-            pass
+        self._closed = True
+        for connection in self._connections:  # a worker blocked in send() or sending next gets a broken pipe
+            connection.close()
         for process in self._processes:
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=5)
-        self._processes = []
-        self._queue.close()
-        self._queue.join_thread()
