@@ -24,9 +24,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from efficientscn.data.loader import LoaderError, SampleLoader, SampleSource
-from efficientscn.errors import RunStopped
+from efficientscn.errors import InputError, RunStopped
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.ema import WeightAverage
+from efficientscn.train.loss_scale import DynamicLossScale
 from efficientscn.train.precision import set_precision, uses_loss_scaling
 from efficientscn.train.run_folder import (
     CHECKPOINT_PREFIX,
@@ -62,6 +63,7 @@ class TrainingConfig:
     precision: str = "auto"
     workers: int = 8
     queue_size: int = 16
+    """Samples prefetched ahead of the network (the workers hold one more each)."""
     seed: int = 0
 
 
@@ -126,21 +128,20 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = task.build_model()
-            optimizer = keras.optimizers.Adam(config.learning_rate)
-            if uses_loss_scaling(self.precision):
-                optimizer = keras.optimizers.LossScaleOptimizer(
-                    optimizer,
-                    initial_scale=config.loss_scale_initial,
-                    dynamic_growth_steps=config.loss_scale_growth_steps,
-                )
-            optimizer.build(self.model.trainable_variables)
-            self.optimizer = optimizer
+            self.optimizer = keras.optimizers.Adam(config.learning_rate)
+            self.optimizer.build(self.model.trainable_variables)
+            self.loss_scale = (
+                DynamicLossScale(config.loss_scale_initial, config.loss_scale_growth_steps)
+                if uses_loss_scaling(self.precision)
+                else None
+            )
             self.average = WeightAverage(self.model.trainable_variables, config.ema_decay)
             self.clipping = AdaptiveGradientClipping(config.clip_factor, config.clip_initial_average, config.clip_rate)
             self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
             optimizer=self.optimizer,
+            **({"loss_scale": self.loss_scale} if self.loss_scale is not None else {}),
             weight_average=self.average,
             clipping=self.clipping,
             iteration=self.iteration,
@@ -149,7 +150,7 @@ class Trainer:
             self.checkpoint, self.run_folder / WEIGHTS_DIR, max_to_keep=None, checkpoint_name=CHECKPOINT_PREFIX
         )
         start = self._restore() if resume else None
-        write_config(self.run_folder, {**record, "precision_resolved": self.precision, "replicas": self.replicas})
+        write_config(self.run_folder, {**record, "replicas": self.replicas})
         train_fields = ["total", *task.loss_fields, "regularization", "gradient_norm", "clip_threshold"]
         if uses_loss_scaling(self.precision):
             train_fields.append("loss_scale")
@@ -169,12 +170,20 @@ class Trainer:
         if not iterations:
             raise FileNotFoundError(f"{self.run_folder / WEIGHTS_DIR}: no checkpoint to resume from")
         path = self.run_folder / WEIGHTS_DIR / f"{CHECKPOINT_PREFIX}-{iterations[-1]}"
-        self.checkpoint.restore(str(path)).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(str(path)).assert_existing_objects_matched()
+        except AssertionError as error:
+            raise InputError(
+                f"{path}: the checkpoint does not fit this network and optimizer (precision {self.precision}); "
+                f"resume with the run's own settings ({error})"
+            ) from None
         logger.info("resumed %s at iteration %d", path, int(self.iteration.numpy()))
         return int(self.iteration.numpy())
 
     def _step(self, sample: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        model, optimizer, scaling = self.model, self.optimizer, uses_loss_scaling(self.precision)
+        """Gradients per replica; then, once for all replicas: sum, clip, skip if not finite, apply, average."""
+        model, loss_scale = self.model, self.loss_scale
+        scale = loss_scale.scale if loss_scale is not None else tf.constant(1.0)
 
         def replica_step(replica_sample: Mapping[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
             with tf.GradientTape() as tape:
@@ -182,23 +191,37 @@ class Trainer:
                 regularization = tf.add_n(model.losses) * self.config.reg_constant if model.losses else tf.zeros(())
                 terms["regularization"] = tf.cast(regularization, tf.float32)
                 total = terms["loss"] + terms["regularization"]
-                objective = total / self.replicas
-                if scaling:
-                    objective = optimizer.scale_loss(objective)
+                objective = total / self.replicas * scale  # summed over replicas: the mean, times the loss scale
             terms["total"] = total
             return terms, tape.gradient(objective, model.trainable_variables)
 
         terms, gradients = self.strategy.run(replica_step, args=(sample,))
-        gradients = [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
         terms = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in terms.items()}
-        scale = optimizer.dynamic_scale if scaling else 1.0
-        gradients, norm, threshold = self.clipping(gradients, scale)
-        optimizer.apply(gradients, model.trainable_variables)  # a loss-scale optimizer skips non-finite steps
-        self.average.update()
+        summed = [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in gradients]
+        norm = tf.linalg.global_norm(summed) / scale
+        factor, threshold = self.clipping(norm)
+        finite = tf.math.is_finite(norm)
+
+        def apply_on_replicas(replica_gradients: list[tf.Tensor]) -> None:
+            # Keras sums the replicas' gradients itself (each is 1/replicas of the mean's)
+            self.optimizer.apply([g * (factor / scale) for g in replica_gradients], model.trainable_variables)
+
+        def apply() -> tf.Tensor:
+            self.strategy.run(apply_on_replicas, args=(gradients,))
+            self.average.update()
+            return tf.constant(True)
+
+        # a float16 step whose gradients overflowed is skipped (the loss scale then shrinks); in float32 or bfloat16
+        # a non-finite gradient goes on to a non-finite loss, which stops the run
+        if loss_scale is None:
+            apply()
+        else:
+            tf.cond(finite, apply, lambda: tf.constant(False))
+        if loss_scale is not None:
+            loss_scale.update(finite)
+            terms["loss_scale"] = tf.identity(loss_scale.scale)
         self.iteration.assign_add(1)
         terms.update(gradient_norm=norm, clip_threshold=threshold)
-        if scaling:
-            terms["loss_scale"] = tf.cast(optimizer.dynamic_scale, tf.float32)
         return terms
 
     def step(self, batch: Sequence[Mapping[str, tf.Tensor]]) -> dict[str, float]:
@@ -211,7 +234,9 @@ class Trainer:
             sample = self.strategy.experimental_distribute_values_from_function(
                 lambda context: batch[context.replica_id_in_sync_group]
             )
-        return {key: float(value) for key, value in self._train_step(sample).items()}
+        with self.strategy.scope():  # cross-replica context: mirrored weights are updated on every device
+            values = self._train_step(sample)
+        return {key: float(value) for key, value in values.items()}
 
     def run(self) -> Path:
         """Train from the current iteration up to `max_iter`; returns the run folder."""
@@ -221,15 +246,20 @@ class Trainer:
                 self.task.sample_source,
                 self.task.train_ids,
                 workers=self.config.workers,
-                queue_size=self.config.queue_size,
                 seed=self.config.seed + int(self.iteration.numpy()),
             ) as loader,
         ):
-            self._loop(_tf_samples(loader, self.task.sample_signature), loader)
+            samples = _tf_samples(loader, self.task.sample_signature, self.config.queue_size)
+            try:
+                self._loop(samples, loader)
+            finally:
+                del samples  # end tf.data's reading of the loader before the loader closes
         return self.run_folder
 
     def _loop(self, samples: Any, loader: SampleLoader) -> None:
         config, start = self.config, int(self.iteration.numpy())
+        if start >= config.max_iter:
+            logger.warning("%s is at iteration %d of %d: nothing to train", self.run_folder, start, config.max_iter)
         logger.info(
             "training %s from iteration %d to %d in %s", self.task.stage, start, config.max_iter, self.run_folder
         )
@@ -277,7 +307,7 @@ class Trainer:
         logger.info("%s %d: %s", kind, iteration, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
 
 
-def _tf_samples(loader: SampleLoader, signature: Mapping[str, tf.TensorSpec]) -> Any:
-    """An iterator over the loader's samples through tf.data, batched to 1 and prefetched."""
+def _tf_samples(loader: SampleLoader, signature: Mapping[str, tf.TensorSpec], queue_size: int) -> Any:
+    """An iterator over the loader's samples through tf.data, batched to 1, with a bounded prefetch queue."""
     dataset = tf.data.Dataset.from_generator(lambda: iter(loader), output_signature=dict(signature))
-    return iter(dataset.batch(1).prefetch(2))
+    return iter(dataset.batch(1).prefetch(queue_size))
