@@ -226,18 +226,24 @@ def _run_train_localization(args: argparse.Namespace) -> int:
         resumed_config,
         train_localization,
     )
-    from efficientscn.train.run_folder import latest_resumable_run
+    from efficientscn.train.run_folder import latest_resumable_run, read_config
 
     given = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
-    for cv in args.cv:
+    refused = sorted(set(given) - set(_RESUME_FLAGS)) if args.resume else []
+    if refused:
+        raise InputError(f"--resume continues a run with its own settings; drop --{', --'.join(refused)}")
+    configs = {}
+    for cv in args.cv:  # every fold's run is found before the first one trains for hours
         if args.resume:
-            refused = sorted(set(given) - set(_RESUME_FLAGS))
-            if refused:
-                raise InputError(f"--resume continues a run with its own settings; drop {', '.join(refused)}")
-            config = resumed_config(latest_resumable_run(args.output, STAGE, cv), **given)
+            run = latest_resumable_run(args.output, STAGE, cv)
+            recorded = read_config(run).get("dataset")
+            if recorded and Path(recorded) != args.dataset.resolve():
+                logger.warning("%s was trained on %s; continuing on %s", run, recorded, args.dataset.resolve())
+            configs[cv] = resumed_config(run, **given)
         else:
             default = LocalizationRunConfig()
-            config = replace(default, training=replace(default.training, **given))
+            configs[cv] = replace(default, training=replace(default.training, **given))
+    for cv, config in configs.items():
         run = train_localization(args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
         logger.info("fold %d done: %s", cv, run)
     return EXIT_OK

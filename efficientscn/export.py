@@ -38,7 +38,11 @@ def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[
     set_precision("float32")
     model = build()
     average = WeightAverage(model.trainable_variables, decay=0.0)
-    tf.train.Checkpoint(model=model, weight_average=average).read(str(checkpoint_path(run, iteration))).expect_partial()
+    path = checkpoint_path(run, iteration)
+    try:  # every weight and average must come from the checkpoint; the optimizer state is left out on purpose
+        tf.train.Checkpoint(model=model, weight_average=average).read(str(path)).assert_existing_objects_matched()
+    except AssertionError as error:
+        raise InputError(f"{path}: does not fit the network of {run}/config.json ({error})") from None
     average.assign_to_weights()
     logger.info("loaded the averaged weights of %s iteration %d", run, iteration)
     return model
@@ -72,12 +76,16 @@ def save_module(module: tf.Module, output: str | Path, *, overwrite: bool = Fals
     output = refuse_existing(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    replaced = output.with_name(f".{output.name}.replaced")
     try:
         tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.__call__})
-        if output.exists():
-            shutil.rmtree(output)
+        if output.exists():  # the old model is moved aside, not deleted, until the new one is in place
+            shutil.rmtree(replaced, ignore_errors=True)
+            output.rename(replaced)
         staging.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if output.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
     logger.info("wrote %s", output)
     return output

@@ -89,3 +89,14 @@ def test_training_samples_are_augmented_subsampled_and_keep_labels_binary(real_d
     organ_fraction = first["label"][..., 1].mean()
     reference_fraction = (sitk.GetArrayFromImage(loaded.label) > 0).sum() * 27 / (64**3 * 216)
     assert organ_fraction == pytest.approx(reference_fraction, rel=0.5)  # augmentation scales only by 0.7..1.3^3
+
+
+def test_cases_are_smoothed_with_sigma_3mm_before_sampling(real_dataset):
+    loaded = LocalizationSamples(real_dataset.root).load("train_000", training=False)
+    ct = read_ct(real_dataset.training_image("train_000", small=True))
+    expected = sitk.SmoothingRecursiveGaussian(sitk.Cast(ct, sitk.sitkFloat32), 3.0)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(loaded.image), sitk.GetArrayFromImage(expected), atol=1e-3)
+    raw = sitk.GetArrayFromImage(ct).astype(np.float32)
+    assert (
+        np.abs(np.diff(sitk.GetArrayFromImage(loaded.image), axis=2)).mean() < 0.5 * np.abs(np.diff(raw, axis=2)).mean()
+    )

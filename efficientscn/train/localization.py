@@ -1,9 +1,11 @@
 """Stage 1 as a training task: the localization U-Net, its Dice loss, its samples and its test during training.
 
 The test predicts each test case on its unaugmented 6 mm sample, resamples the logits linearly back onto the
-case's image and takes the argmax (the mask is written as `<case>.nii.gz`), scores the organ Dice against the
-mask, and maps the network-space box of the predicted foreground through the sample transform into physical
-mm (`boxes.csv` holds both per case, in `landmark_bb.csv`'s id,xmin,ymin,zmin,xmax,ymax,zmax order).
+case's image and takes the argmax, scores the organ Dice against the mask (1 when both are empty, the FLARE rule),
+and maps the network-space box of the predicted foreground through the sample transform into physical mm.
+Per test: `<case>.nii.gz` masks (NIfTI like every label this project writes, where the original wrote .mha) and
+`boxes.csv` with a header: id, dice_organ, then the box as xmin,ymin,zmin,xmax,ymax,zmax (mm, as landmark_bb.csv;
+NaN where nothing was predicted).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from efficientscn.augment import resample_to_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.setup_files import check_split
+from efficientscn.errors import InputError
 from efficientscn.export import LocalizationModule, load_averaged_model, refuse_existing, save_module
 from efficientscn.geometry import bounding_box_index, box_corners
 from efficientscn.io import write_label
@@ -34,6 +37,7 @@ from efficientscn.nn import LocalizationNetConfig, build_localization_net
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.loop import Predict, Trainer, TrainingConfig
 from efficientscn.train.losses import generalized_dice_loss_from_logits
+from efficientscn.train.precision import resolve_precision
 from efficientscn.train.run_folder import latest_resumable_run, new_run_folder, read_config
 from efficientscn.versions import versions
 
@@ -47,10 +51,12 @@ def split_ids(dataset: FlareDataset, cv: int, *, small: bool) -> tuple[list[str]
 
     Every listed case must exist (`check_split` raises an `InputError` naming the missing one).
     """
-    if cv == 0:
-        return check_split(dataset.cv_dir / "all_train.txt", dataset, small=small), []
     fold = dataset.cv_dir / str(cv)
-    return check_split(fold / "train.txt", dataset, small=small), check_split(fold / "test.txt", dataset, small=small)
+    train_file = dataset.cv_dir / "all_train.txt" if cv == 0 else fold / "train.txt"
+    train = check_split(train_file, dataset, small=small)
+    if not train:
+        raise InputError(f"{train_file}: no cases to train on")
+    return train, [] if cv == 0 else check_split(fold / "test.txt", dataset, small=small)
 
 
 @dataclass
@@ -92,8 +98,7 @@ class LocalizationTask:
         writer.writerow(["id", "dice_organ", "xmin", "ymin", "zmin", "xmax", "ymax", "zmax"])
         writer.writerows(rows)
         write_text_atomic(folder / "boxes.csv", text.getvalue(), overwrite=True)
-        dice = [row[1] for row in rows if not np.isnan(row[1])]
-        return {"dice_organ": float(np.mean(dice)) if dice else float("nan"), "cases": float(len(rows))}
+        return {"dice_organ": float(np.mean([row[1] for row in rows])), "cases": float(len(rows))}
 
     def _test_case(self, predict: Predict, case: str, folder: Path) -> list:
         loaded, transform, sample = self.sample_source.test_sample(case)
@@ -158,6 +163,8 @@ def train_localization(
     """
     dataset = FlareDataset(Path(dataset_root))
     task = LocalizationTask(dataset, cv, config.data, config.network)
+    # the concrete precision goes into config.json, so a resumed run keeps it on any machine
+    config = replace(config, training=replace(config.training, precision=resolve_precision(config.training.precision)))
     run = latest_resumable_run(output, STAGE, cv) if resume else new_run_folder(output, STAGE, cv)
     record = {"stage": STAGE, "cv": cv, "dataset": str(dataset.root.resolve()), "versions": versions()}
     record.update(to_record(config))

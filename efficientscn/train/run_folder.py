@@ -7,6 +7,7 @@ A run folder holds `config.json` (everything needed to rebuild the network and c
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -103,16 +104,17 @@ class CsvLog:
         if resume_from is not None and path.is_file():
             with path.open(newline="") as file:
                 kept = [row for row in csv.DictReader(file) if int(row["iteration"]) <= resume_from]
-        with path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, self.fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        write_text_atomic(path, text.getvalue(), overwrite=True)  # a kill now keeps the old log whole
 
     def append(self, iteration: int, values: Mapping[str, float]) -> None:
         """Write one row (missing fields stay empty; NaN is written as "nan")."""
         row = {"iteration": iteration, **{k: _format(v) for k, v in values.items()}}
         with self.path.open("a", newline="") as file:
-            csv.DictWriter(file, self.fields, extrasaction="ignore").writerow(row)
+            csv.DictWriter(file, self.fields, extrasaction="ignore", lineterminator="\n").writerow(row)
 
 
 def _format(value: float) -> str:
