@@ -294,7 +294,7 @@ class Trainer:
                     tick = time.perf_counter()
 
     def _test(self, iteration: int) -> None:
-        with self.average.swapped():
+        with self.strategy.scope(), self.average.swapped():  # in scope: the swap reaches every replica's copy
             figures = self.task.test(self.predict, self.run_folder / "test" / f"iter_{iteration}", self.progress)
         self._log("test", iteration, figures, self.test_log)
 
