@@ -14,6 +14,7 @@ from efficientscn.data.setup_files import (
     cv_folds,
     cv_setup_files,
     flare21_ids,
+    fold_ids,
     read_id_list,
     read_landmark_bb,
     write_cv_setup,
@@ -113,6 +114,24 @@ def test_split_naming_a_missing_case_is_refused(tmp_path: Path) -> None:
         check_split(split, dataset)
     with pytest.raises(InputError, match="cannot read split file"):
         check_split(tmp_path / "absent.txt", dataset)
+
+
+def test_fold_ids_give_train_and_test_of_a_fold_and_everything_for_fold_0(tmp_path: Path) -> None:
+    dataset = FlareDataset(tmp_path)
+    cases = [f"train_{i:03d}" for i in range(6)]
+    for case in cases:
+        for path in (dataset.training_image(case, small=True), dataset.training_mask(case, small=True)):
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"")
+    write_cv_setup(dataset.cv_dir, cases, [], folds=3)
+    train, test = fold_ids(dataset, 2, small=True)
+    assert sorted(train + test) == cases and len(test) == 2 and not set(train) & set(test)
+    assert fold_ids(dataset, 0, small=True) == (cases, [])
+    with pytest.raises(InputError, match=r"cv/4/train\.txt: cannot read"):
+        fold_ids(dataset, 4, small=True)
+    (dataset.cv_dir / "1" / "train.txt").write_text("")
+    with pytest.raises(InputError, match="no cases to train on"):
+        fold_ids(dataset, 1, small=True)
 
 
 def test_landmark_bb_round_trips_in_the_original_format(tmp_path: Path) -> None:

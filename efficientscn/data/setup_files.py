@@ -140,6 +140,19 @@ def check_split(split_file: str | Path, dataset: FlareDataset, *, small: bool = 
     return ids
 
 
+def fold_ids(dataset: FlareDataset, cv: int, *, small: bool) -> tuple[list[str], list[str]]:
+    """(train, test) IDs of fold `cv` from the dataset's setup/cv; fold 0 trains on all cases and has no test.
+
+    Every listed case must exist (`check_split` raises an `InputError` naming the missing one).
+    """
+    fold = dataset.cv_dir / str(cv)
+    train_file = dataset.cv_dir / "all_train.txt" if cv == 0 else fold / "train.txt"
+    train = check_split(train_file, dataset, small=small)
+    if not train:
+        raise InputError(f"{train_file}: no cases to train on")
+    return train, [] if cv == 0 else check_split(fold / "test.txt", dataset, small=small)
+
+
 def read_landmark_bb(path: str | Path) -> dict[str, BoundingBox]:
     """Read `landmark_bb.csv` (id, xmin, ymin, zmin, xmax, ymax, zmax in mm, no header)."""
     path = Path(path)

@@ -27,8 +27,7 @@ from efficientscn.atomic import write_text_atomic
 from efficientscn.augment import resample_to_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
-from efficientscn.data.setup_files import check_split
-from efficientscn.errors import InputError
+from efficientscn.data.setup_files import fold_ids
 from efficientscn.export import LocalizationModule, load_averaged_model, refuse_existing, save_module
 from efficientscn.geometry import bounding_box_index, box_corners
 from efficientscn.io import write_label
@@ -46,19 +45,6 @@ logger = logging.getLogger(__name__)
 STAGE = "localization"
 
 
-def split_ids(dataset: FlareDataset, cv: int, *, small: bool) -> tuple[list[str], list[str]]:
-    """(train, test) IDs of fold `cv` from the dataset's setup/cv; fold 0 trains on all cases and has no test.
-
-    Every listed case must exist (`check_split` raises an `InputError` naming the missing one).
-    """
-    fold = dataset.cv_dir / str(cv)
-    train_file = dataset.cv_dir / "all_train.txt" if cv == 0 else fold / "train.txt"
-    train = check_split(train_file, dataset, small=small)
-    if not train:
-        raise InputError(f"{train_file}: no cases to train on")
-    return train, [] if cv == 0 else check_split(fold / "test.txt", dataset, small=small)
-
-
 @dataclass
 class LocalizationTask:
     """The localization network trained on one fold of a FLARE-layout dataset."""
@@ -74,7 +60,7 @@ class LocalizationTask:
 
     def __post_init__(self) -> None:
         self.sample_source = LocalizationSamples(self.dataset.root, self.data)
-        self.train_ids, self.test_ids = split_ids(self.dataset, self.cv, small=self.data.small_images)
+        self.train_ids, self.test_ids = fold_ids(self.dataset, self.cv, small=self.data.small_images)
         labels = self.network.num_labels
         self.sample_signature = {
             "image": tf.TensorSpec((None, None, None, 1), tf.float32),
