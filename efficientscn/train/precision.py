@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import keras
-import tensorflow as tf
-
 logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
@@ -25,12 +22,16 @@ def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
+        import tensorflow as tf  # here, not at the top: the command line reads PRECISIONS without TensorFlow
+
         return "float16" if tf.config.list_physical_devices("GPU") else "float32"
     return precision
 
 
 def set_precision(precision: str) -> str:
     """Set the Keras global dtype policy for `precision` (before building a model); returns the concrete one."""
+    import keras
+
     concrete = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(_POLICIES[concrete])
     logger.info("precision: %s (Keras policy %s)", concrete, _POLICIES[concrete])
