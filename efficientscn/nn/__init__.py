@@ -8,6 +8,14 @@ from efficientscn.nn.localization import (
     build_localization_net,
     load_original_localization_weights,
 )
+from efficientscn.nn.noise import SaltAndPepperNoise
+from efficientscn.nn.scn import (
+    CombineLocalSpatial,
+    SCNConfig,
+    SpatialConfiguration,
+    build_scn,
+    original_scn_variable_keys,
+)
 from efficientscn.nn.unet import UNet3D, he_normal
 from efficientscn.nn.upsample import (
     UpSampling3DCubic,
@@ -25,18 +33,24 @@ from efficientscn.nn.weights import (
 )
 
 __all__ = [
+    "CombineLocalSpatial",
     "LocalizationNetConfig",
+    "SCNConfig",
+    "SaltAndPepperNoise",
+    "SpatialConfiguration",
     "UNet3D",
     "UpSampling3DCubic",
     "UpSampling3DLinear",
     "assign_weights_by_order",
     "build_localization_net",
+    "build_scn",
     "checkpoint_shapes",
     "he_normal",
     "keys_cubic_kernel",
     "linear_kernel",
     "load_original_localization_weights",
     "numbered_variable_keys",
+    "original_scn_variable_keys",
     "phase_taps",
     "read_checkpoint_arrays",
     "upsample3d",
