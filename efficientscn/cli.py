@@ -7,15 +7,22 @@ usage error or an input that stops the whole command (for example an empty folde
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from efficientscn import __version__
 from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError, RunStopped
+
+if TYPE_CHECKING:
+    from efficientscn.train.runs import Stage
 
 logger = logging.getLogger("efficientscn")
 
@@ -159,49 +166,98 @@ def _positive_int(text: str) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class _StageCommand:
+    """How `efficientscn train|export <name>` presents one stage (texts only; the stage is imported when run)."""
+
+    name: str
+    stage: str
+    """`module:attribute` of the stage's `efficientscn.train.runs.Stage`."""
+    folder: str
+    network: str
+    inputs: str
+    test_outputs: str
+    learning_rate: str
+    saved_model: str
+    interface: str
+
+
+_STAGE_COMMANDS = (
+    _StageCommand(
+        name="localization",
+        stage="efficientscn.train.localization:LOCALIZATION",
+        folder="localization",
+        network="the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
+        inputs="TrainingImg_small/, TrainingMask_small/, setup/cv/",
+        test_outputs="masks, boxes.csv",
+        learning_rate="1e-5",
+        saved_model="saved_models/localization",
+        interface="output_0 bool [N,1,D,H,W] (organ foreground)",
+    ),
+    _StageCommand(
+        name="scn",
+        stage="efficientscn.train.scn:SCN",
+        folder="segmentation",
+        network="the stage-2 SpatialConfiguration-Net (organ box + 32 mm at 2 mm, 5 labels)",
+        inputs="TrainingImg/, TrainingMask/, setup/landmark_bb.csv, setup/cv/",
+        test_outputs="label maps on the CT grid, metrics.csv and summary.json with Dice and NSD per organ",
+        learning_rate="1e-4",
+        saved_model="saved_models/segmentation",
+        interface="output_0 float16 [N,5,D,H,W] (normalised probabilities of labels 0-4)",
+    ),
+)
+
+
+def _stage(command: _StageCommand) -> Stage:
+    """The stage of a command, imported only when the command runs (it imports TensorFlow)."""
+    module, attribute = command.stage.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     from efficientscn.train.precision import PRECISIONS
 
     parser = subparsers.add_parser("train", help="train a network for cross-validation folds")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
-    localization = stages.add_parser(
-        "localization",
-        help="train the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
-        description=(
-            "Train the localization network on a preprocessed FLARE-layout dataset (TrainingImg_small/, "
-            "TrainingMask_small/, setup/cv/). Fold k trains on setup/cv/<k>/train.txt and tests on "
-            "setup/cv/<k>/test.txt every --test-iter iterations; fold 0 trains on all_train.txt and skips tests. "
-            "Each fold writes OUTPUT/localization/cv<k>/<timestamp>/ with config.json, train.csv, test.csv, "
-            "tensorboard/, weights/ckpt-<iteration> every --snapshot-iter, and test/iter_<n>/ (masks, boxes.csv). "
-            "--resume continues the newest run of each fold from its last checkpoint."
-        ),
-    )
-    localization.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset folder (FLARE layout)")
-    localization.add_argument("--output", required=True, type=Path, help="folder for the runs")
-    localization.add_argument(
-        "--cv",
-        type=_non_negative_int,
-        nargs="+",
-        default=[1, 2, 3, 4],
-        help="fold(s), 0 = all cases (default: 1 2 3 4)",
-    )
-    localization.add_argument("--max-iter", type=_positive_int, help="iterations (default 100000)")
-    localization.add_argument("--test-iter", type=_positive_int, help="test every N iterations (default 10000)")
-    localization.add_argument(
-        "--snapshot-iter", type=_positive_int, help="checkpoint every N iterations (default 10000)"
-    )
-    localization.add_argument(
-        "--log-iter", type=_positive_int, help="log the mean loss every N iterations (default 100)"
-    )
-    localization.add_argument("--learning-rate", type=_positive_float, help="Adam learning rate (default 1e-5)")
-    localization.add_argument("--precision", choices=PRECISIONS, help="default: auto (float16 on a GPU, else float32)")
-    localization.add_argument("--workers", type=_non_negative_int, help="sample loader processes (default 8)")
-    localization.add_argument("--seed", type=int, help="random seed (default 0)")
-    localization.add_argument(
-        "--resume", action="store_true", help="continue the newest run of each fold (its config; iteration flags apply)"
-    )
-    _add_common_flags(localization)
-    localization.set_defaults(handler=_run_train_localization)
+    for command in _STAGE_COMMANDS:
+        stage = stages.add_parser(
+            command.name,
+            help=f"train {command.network}",
+            description=(
+                f"Train {command.network} on a preprocessed FLARE-layout dataset ({command.inputs}). Fold k trains "
+                "on setup/cv/<k>/train.txt and tests on setup/cv/<k>/test.txt every --test-iter iterations; fold 0 "
+                f"trains on all_train.txt and skips tests. Each fold writes OUTPUT/{command.folder}/cv<k>/<timestamp>/ "
+                "with config.json, train.csv, test.csv, tensorboard/, weights/ckpt-<iteration> every "
+                f"--snapshot-iter, and test/iter_<n>/ ({command.test_outputs}). --resume continues the newest run of "
+                "each fold from its last checkpoint."
+            ),
+        )
+        stage.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset folder (FLARE layout)")
+        stage.add_argument("--output", required=True, type=Path, help="folder for the runs")
+        stage.add_argument(
+            "--cv",
+            type=_non_negative_int,
+            nargs="+",
+            default=[1, 2, 3, 4],
+            help="fold(s), 0 = all cases (default: 1 2 3 4)",
+        )
+        stage.add_argument("--max-iter", type=_positive_int, help="iterations (default 100000)")
+        stage.add_argument("--test-iter", type=_positive_int, help="test every N iterations (default 10000)")
+        stage.add_argument("--snapshot-iter", type=_positive_int, help="checkpoint every N iterations (default 10000)")
+        stage.add_argument("--log-iter", type=_positive_int, help="log the mean loss every N iterations (default 100)")
+        stage.add_argument(
+            "--learning-rate", type=_positive_float, help=f"Adam learning rate (default {command.learning_rate})"
+        )
+        stage.add_argument("--precision", choices=PRECISIONS, help="default: auto (float16 on a GPU, else float32)")
+        stage.add_argument("--workers", type=_non_negative_int, help="sample loader processes (default 8)")
+        stage.add_argument("--seed", type=int, help="random seed (default 0)")
+        stage.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the newest run of each fold (its config; iteration flags apply)",
+        )
+        _add_common_flags(stage)
+        stage.set_defaults(handler=partial(_run_train, command))
 
 
 _TRAINING_FLAGS = (
@@ -217,17 +273,13 @@ _TRAINING_FLAGS = (
 _RESUME_FLAGS = ("max_iter", "test_iter", "snapshot_iter", "log_iter", "workers")
 
 
-def _run_train_localization(args: argparse.Namespace) -> int:
+def _run_train(command: _StageCommand, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from efficientscn.train.localization import (
-        STAGE,
-        LocalizationRunConfig,
-        resumed_config,
-        train_localization,
-    )
     from efficientscn.train.run_folder import latest_resumable_run, read_config
+    from efficientscn.train.runs import resumed_config, train_stage
 
+    stage = _stage(command)
     given = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
     refused = sorted(set(given) - set(_RESUME_FLAGS)) if args.resume else []
     if refused:
@@ -235,16 +287,16 @@ def _run_train_localization(args: argparse.Namespace) -> int:
     configs = {}
     for cv in args.cv:  # every fold's run is found before the first one trains for hours
         if args.resume:
-            run = latest_resumable_run(args.output, STAGE, cv)
+            run = latest_resumable_run(args.output, stage.name, cv)
             recorded = read_config(run).get("dataset")
             if recorded and Path(recorded) != args.dataset.resolve():
                 logger.warning("%s was trained on %s; continuing on %s", run, recorded, args.dataset.resolve())
-            configs[cv] = resumed_config(run, **given)
+            configs[cv] = resumed_config(stage, run, **given)
         else:
-            default = LocalizationRunConfig()
+            default = stage.config_type()
             configs[cv] = replace(default, training=replace(default.training, **given))
     for cv, config in configs.items():
-        run = train_localization(args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
+        run = train_stage(stage, args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
         logger.info("fold %d done: %s", cv, run)
     return EXIT_OK
 
@@ -252,29 +304,28 @@ def _run_train_localization(args: argparse.Namespace) -> int:
 def _export_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a trained network as a SavedModel")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
-    localization = stages.add_parser(
-        "localization",
-        help="export a localization run's checkpoint (averaged weights) as a SavedModel",
-        description=(
-            "Write the averaged (EMA) weights of a localization run's checkpoint as a SavedModel with the "
-            "original's interface: signature serving_default, input image float16 [N,1,D,H,W], output output_0 "
-            "bool [N,1,D,H,W] (organ foreground)."
-        ),
-    )
-    localization.add_argument("--run", required=True, type=Path, help="run folder (OUTPUT/localization/cv<k>/<time>)")
-    localization.add_argument("--iter", type=_positive_int, help="checkpoint iteration (default: the latest)")
-    localization.add_argument(
-        "--output", type=Path, default=Path("saved_models/localization"), help="default: %(default)s"
-    )
-    localization.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
-    _add_common_flags(localization)
-    localization.set_defaults(handler=_run_export_localization)
+    for command in _STAGE_COMMANDS:
+        stage = stages.add_parser(
+            command.name,
+            help=f"export a {command.name} run's checkpoint (averaged weights) as a SavedModel",
+            description=(
+                f"Write the averaged (EMA) weights of a checkpoint of {command.network} as a SavedModel with the "
+                "original's interface: signature serving_default, input image float16 [N,1,D,H,W], output "
+                f"{command.interface}."
+            ),
+        )
+        stage.add_argument("--run", required=True, type=Path, help=f"run folder (OUTPUT/{command.folder}/cv<k>/<time>)")
+        stage.add_argument("--iter", type=_positive_int, help="checkpoint iteration (default: the latest)")
+        stage.add_argument("--output", type=Path, default=Path(command.saved_model), help="default: %(default)s")
+        stage.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
+        _add_common_flags(stage)
+        stage.set_defaults(handler=partial(_run_export, command))
 
 
-def _run_export_localization(args: argparse.Namespace) -> int:
-    from efficientscn.train.localization import export_localization
+def _run_export(command: _StageCommand, args: argparse.Namespace) -> int:
+    from efficientscn.train.runs import export_stage
 
-    export_localization(args.run, args.iter, args.output, overwrite=args.overwrite)
+    export_stage(_stage(command), args.run, args.iter, args.output, overwrite=args.overwrite)
     return EXIT_OK
 
 

@@ -31,14 +31,10 @@ from efficientscn.export import load_averaged_model
 from efficientscn.nn import LocalizationNetConfig, build_localization_net
 from efficientscn.phantom import PhantomGrid, write_phantom_dataset
 from efficientscn.settings import from_record
-from efficientscn.train.localization import (
-    LocalizationRunConfig,
-    LocalizationTask,
-    network_box_mm,
-    train_localization,
-)
+from efficientscn.train.localization import LOCALIZATION, LocalizationRunConfig, LocalizationTask, network_box_mm
 from efficientscn.train.loop import Trainer, TrainingConfig, TrainingDiverged
 from efficientscn.train.run_folder import checkpoint_iterations, read_config
+from efficientscn.train.runs import train_stage
 
 FAST = LocalizationRunConfig(
     data=LocalizationDataConfig(spacing_mm=12.0),
@@ -70,7 +66,7 @@ def float32_policy():
 
 @pytest.fixture(scope="module")
 def trained_run(phantoms, tmp_path_factory) -> Path:
-    return train_localization(phantoms, tmp_path_factory.mktemp("runs"), 1, FAST, progress=False)
+    return train_stage(LOCALIZATION, phantoms, tmp_path_factory.mktemp("runs"), 1, FAST, progress=False)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -282,8 +278,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.nn import LocalizationNetConfig
-from efficientscn.train.localization import LocalizationRunConfig, LocalizationTask, train_localization
+from efficientscn.train.localization import LOCALIZATION, LocalizationRunConfig, LocalizationTask
 from efficientscn.train.loop import Trainer, TrainingConfig
+from efficientscn.train.runs import train_stage
 
 dataset, output = Path(sys.argv[1]), Path(sys.argv[2])
 devices = ["/cpu:0", "/cpu:1"]
@@ -312,7 +309,7 @@ print("replicas agree")
 
 training = TrainingConfig(learning_rate=1e-3, max_iter=2, snapshot_iter=2, test_iter=2, log_iter=1, workers=0)
 config = LocalizationRunConfig(data=data, training=training)
-print(train_localization(dataset, output / "runs", 1, config, progress=False, devices=devices))
+print(train_stage(LOCALIZATION, dataset, output / "runs", 1, config, progress=False, devices=devices))
 """
 
 

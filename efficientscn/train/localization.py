@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -28,17 +28,14 @@ from efficientscn.augment import resample_to_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.setup_files import fold_ids
-from efficientscn.export import LocalizationModule, load_averaged_model, refuse_existing, save_module
+from efficientscn.export import LocalizationModule
 from efficientscn.geometry import bounding_box_index, box_corners
 from efficientscn.io import write_label
 from efficientscn.metrics import dice_coefficient
 from efficientscn.nn import LocalizationNetConfig, build_localization_net
-from efficientscn.settings import from_record, to_record
-from efficientscn.train.loop import Predict, Trainer, TrainingConfig
+from efficientscn.train.loop import Predict, TrainingConfig
 from efficientscn.train.losses import generalized_dice_loss_from_logits
-from efficientscn.train.precision import resolve_precision
-from efficientscn.train.run_folder import latest_resumable_run, new_run_folder, read_config
-from efficientscn.versions import versions
+from efficientscn.train.runs import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -125,42 +122,10 @@ class LocalizationRunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
-def resumed_config(run: Path, **training_changes: int) -> LocalizationRunConfig:
-    """The configuration a run was started with, with iteration settings changed (e.g. a larger `max_iter`)."""
-    record = read_config(run)
-    config = from_record(LocalizationRunConfig, {k: record[k] for k in ("data", "network", "training")})
-    return replace(config, training=replace(config.training, **training_changes))
-
-
-def train_localization(
-    dataset_root: str | Path,
-    output: str | Path,
-    cv: int,
-    config: LocalizationRunConfig = LocalizationRunConfig(),
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    devices: Sequence[str] | None = None,
-) -> Path:
-    """Train (or with `resume`, continue the newest run of) fold `cv`; returns the run folder.
-
-    Runs go to `<output>/localization/cv<cv>/<timestamp>/`. On resume, pass the run's own configuration
-    (`resumed_config`), so that the network and the data are the ones its checkpoints were made with.
-    """
-    dataset = FlareDataset(Path(dataset_root))
-    task = LocalizationTask(dataset, cv, config.data, config.network)
-    # the concrete precision goes into config.json, so a resumed run keeps it on any machine
-    config = replace(config, training=replace(config.training, precision=resolve_precision(config.training.precision)))
-    run = latest_resumable_run(output, STAGE, cv) if resume else new_run_folder(output, STAGE, cv)
-    record = {"stage": STAGE, "cv": cv, "dataset": str(dataset.root.resolve()), "versions": versions()}
-    record.update(to_record(config))
-    trainer = Trainer(task, config.training, run, record=record, resume=resume, progress=progress, devices=devices)
-    return trainer.run()
-
-
-def export_localization(run: str | Path, iteration: int | None, output: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the averaged network of a run's checkpoint as the original's localization SavedModel."""
-    refuse_existing(output, overwrite=overwrite)  # before the minutes of loading and tracing
-    network = from_record(LocalizationNetConfig, read_config(run)["network"])
-    model = load_averaged_model(run, iteration, lambda: build_localization_net(network))
-    return save_module(LocalizationModule(model), output, overwrite=overwrite)
+LOCALIZATION = Stage(
+    name=STAGE,
+    config_type=LocalizationRunConfig,
+    task=lambda dataset, cv, config: LocalizationTask(dataset, cv, config.data, config.network),
+    network=build_localization_net,
+    module=LocalizationModule,
+)
