@@ -1,9 +1,9 @@
 """SavedModel export of trained networks, with the original's interface.
 
-The exported model takes `image` float16 [N, 1, D, H, W] (channels-first, any spatial size the network accepts)
-and the localization model returns `output_0` bool [N, 1, D, H, W]: foreground logit > background logit. Inside,
-the image is transposed to channels-last and computed in float32 with the run's averaged (EMA) weights, which
-runs on a CPU without XLA as well as on a GPU.
+The exported models take `image` float16 [N, 1, D, H, W] (channels-first, any spatial size the network accepts);
+the localization model returns `output_0` bool [N, 1, D, H, W] (foreground logit > background logit), the SCN
+float16 [N, 5, D, H, W] normalised probabilities. Inside, the image is transposed to channels-last and computed
+in float32 with the run's averaged (EMA) weights, which runs on a CPU without XLA as well as on a GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -48,19 +49,46 @@ def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[
     return model
 
 
-class LocalizationModule(tf.Module):
-    """The localization network behind the original's SavedModel signature."""
+IMAGE_SIGNATURE = tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")
+"""The original's input: the CT /2048 clamped, float16, channels-first [N, 1, D, H, W]."""
 
-    def __init__(self, model: keras.Model) -> None:
-        super().__init__(name="localization")
+
+class ExportModule(tf.Module):
+    """A network behind the original's SavedModel interface: channels-first float16 in, computed in float32."""
+
+    def __init__(self, model: keras.Model, name: str) -> None:
+        super().__init__(name=name)
         self.model = model
         # Keras 3 variables are not tf.Module children: track the TensorFlow variables so the SavedModel holds them
         self.model_variables = [variable.value for variable in model.variables]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")])
+    def run_network(self, image: tf.Tensor) -> Any:
+        """The network on a channels-first float16 image, transposed to channels-last float32."""
+        return self.model(tf.transpose(tf.cast(image, tf.float32), [0, 2, 3, 4, 1]), training=False)
+
+
+class LocalizationModule(ExportModule):
+    """The localization network: `image` -> `output_0` bool [N, 1, D, H, W], foreground logit > background logit."""
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__(model, name="localization")
+
+    @tf.function(input_signature=[IMAGE_SIGNATURE])
     def __call__(self, image: tf.Tensor) -> tf.Tensor:
-        logits = self.model(tf.transpose(tf.cast(image, tf.float32), [0, 2, 3, 4, 1]), training=False)
+        logits = self.run_network(image)
         return (logits[..., 1] > logits[..., 0])[:, tf.newaxis]
+
+
+class SegmentationModule(ExportModule):
+    """The SCN: `image` -> `output_0` float16 [N, 5, D, H, W], the normalised combined probabilities."""
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__(model, name="segmentation")
+
+    @tf.function(input_signature=[IMAGE_SIGNATURE])
+    def __call__(self, image: tf.Tensor) -> tf.Tensor:
+        probabilities = self.run_network(image)["probabilities"]
+        return tf.cast(tf.transpose(probabilities, [0, 4, 1, 2, 3]), tf.float16)
 
 
 def refuse_existing(output: str | Path, *, overwrite: bool) -> Path:

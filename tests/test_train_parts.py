@@ -11,7 +11,7 @@ from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.localization import LocalizationRunConfig
-from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits
+from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits, sigmoid_cross_entropy
 from efficientscn.train.precision import resolve_precision, uses_loss_scaling
 from efficientscn.train.run_folder import CsvLog, checkpoint_iterations, new_run_folder
 
@@ -122,3 +122,11 @@ def test_csv_log_drops_rows_past_the_resumed_iteration(tmp_path):
     CsvLog(tmp_path / "train.csv", ["loss"], resume_from=10).append(11, {"loss": float("nan")})
     lines = (tmp_path / "train.csv").read_text().splitlines()
     assert lines == ["iteration,loss", "5,0.5", "10,1", "11,nan"]
+
+
+def test_sigmoid_cross_entropy_is_the_mean_binary_cross_entropy():
+    labels = np.array([[[[[1.0, 0.0]]]]], dtype=np.float32)
+    logits = np.array([[[[[2.0, -1.0]]]]], dtype=np.float32)
+    probabilities = 1 / (1 + np.exp(-logits))
+    expected = -np.mean(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
+    assert float(sigmoid_cross_entropy(labels, logits)) == pytest.approx(expected, rel=1e-6)

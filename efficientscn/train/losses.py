@@ -28,3 +28,9 @@ def generalized_dice_loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Ten
 def generalized_dice_loss_from_logits(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """`generalized_dice_loss` on the softmax over the last axis of `logits`."""
     return generalized_dice_loss(labels, tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1))
+
+
+def sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean sigmoid cross-entropy over every voxel and channel of (N, z, y, x, C) logits; a float32 scalar."""
+    labels = tf.cast(labels, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32)))

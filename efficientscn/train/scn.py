@@ -1,0 +1,141 @@
+"""Stage 2 as a training task: the SpatialConfiguration-Net, its loss, its samples and its test during training.
+
+Loss: generalized Dice on the combined normalised probabilities (all 5 labels) + sigmoid cross-entropy on the
+local-appearance logits + sigmoid cross-entropy on the spatial-configuration logits (weights from `SCNLoss`,
+1 each as the original) + the loop's L2 term. The test segments each test case in its ground-truth ROI (no
+augmentation), resamples the probabilities linearly onto the CT's grid, takes the argmax, writes
+`<case>.nii.gz`, and scores Dice and NSD per organ with the FLARE21 metrics (`metrics.csv`, `summary.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import SimpleITK as sitk
+import tensorflow as tf
+from tqdm import tqdm
+
+from efficientscn.augment import resample_to_input
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.scn import SCNDataConfig, SCNSamples
+from efficientscn.data.setup_files import fold_ids
+from efficientscn.evaluate import METRICS, Evaluation, write_evaluation
+from efficientscn.export import SegmentationModule
+from efficientscn.io import write_label
+from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
+from efficientscn.metrics import flare_scores
+from efficientscn.nn import SCNConfig, build_scn
+from efficientscn.train.loop import Predict, TrainingConfig
+from efficientscn.train.losses import generalized_dice_loss, sigmoid_cross_entropy
+from efficientscn.train.runs import Stage
+
+logger = logging.getLogger(__name__)
+
+STAGE = "segmentation"
+EXPORT_EPSILON = 1e-5
+"""The normalisation epsilon of the original's exported SCN (1e-8 in training)."""
+
+
+@dataclass(frozen=True)
+class SCNLoss:
+    """Weights of the SCN's loss terms; the original weighs all three 1."""
+
+    dice: float = 1.0
+    local_cross_entropy: float = 1.0
+    spatial_cross_entropy: float = 1.0
+
+
+@dataclass
+class SCNTask:
+    """The SCN trained on one fold of a FLARE-layout dataset."""
+
+    dataset: FlareDataset
+    cv: int
+    data: SCNDataConfig
+    network: SCNConfig
+    loss: SCNLoss
+
+    stage = STAGE
+    loss_fields = ("loss", "dice", "local_cross_entropy", "spatial_cross_entropy")
+    test_fields = tuple(f"{organ}_{metric}" for organ in ORGAN_NAMES.values() for metric in METRICS)
+
+    def __post_init__(self) -> None:
+        self.sample_source = SCNSamples(self.dataset.root, self.data)
+        self.train_ids, self.test_ids = fold_ids(self.dataset, self.cv, small=False)
+        self.sample_signature = {
+            "image": tf.TensorSpec((None, None, None, 1), tf.float32),
+            "label": tf.TensorSpec((None, None, None, NUM_LABELS), tf.uint8),
+        }
+
+    def build_model(self) -> keras.Model:
+        return build_scn(self.network)
+
+    def loss_terms(self, model: keras.Model, sample: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        outputs = model(sample["image"], training=True)
+        labels = tf.cast(sample["label"], tf.float32)
+        terms = {
+            "dice": generalized_dice_loss(labels, outputs["probabilities"]),
+            "local_cross_entropy": sigmoid_cross_entropy(labels, outputs["local_logits"]),
+            "spatial_cross_entropy": sigmoid_cross_entropy(labels, outputs["spatial_logits"]),
+        }
+        weights = self.loss
+        terms["loss"] = (
+            weights.dice * terms["dice"]
+            + weights.local_cross_entropy * terms["local_cross_entropy"]
+            + weights.spatial_cross_entropy * terms["spatial_cross_entropy"]
+        )
+        return terms
+
+    def test(self, predict: Predict, folder: Path, progress: bool) -> dict[str, float]:
+        folder.mkdir(parents=True, exist_ok=True)
+        evaluation = Evaluation(tolerance_mm=1.0)
+        for case in tqdm(self.test_ids, desc="test", leave=False, disable=not progress):
+            evaluation.scores[case] = self._test_case(predict, case, folder)
+        write_evaluation(evaluation, folder, overwrite=True)
+        mean = evaluation.mean() or {}
+        return {f"{organ}_{metric}": mean[organ][metric] for organ in mean for metric in METRICS}
+
+    def _test_case(self, predict: Predict, case: str, folder: Path) -> dict:
+        loaded, transform, sample = self.sample_source.test_sample(case)
+        probabilities = predict(tf.constant(sample["image"][np.newaxis]))["probabilities"].numpy()[0]
+        # outside the ROI every channel is 0, so the argmax there is background
+        on_ct = resample_to_input(probabilities, transform, loaded.spacing_xyz, loaded.label, "linear")
+        prediction = np.argmax(on_ct, axis=-1).astype(np.uint8)
+        image = sitk.GetImageFromArray(prediction)
+        image.CopyInformation(loaded.label)
+        write_label(image, folder / f"{case}.nii.gz", overwrite=True)
+        reference = sitk.GetArrayViewFromImage(loaded.label)
+        return flare_scores(prediction, reference, loaded.label.GetSpacing()[::-1])
+
+
+@dataclass(frozen=True)
+class SCNRunConfig:
+    """Everything an SCN run is made of; saved as the run's config.json. Training defaults are the SCN's."""
+
+    data: SCNDataConfig = field(default_factory=SCNDataConfig)
+    network: SCNConfig = field(default_factory=SCNConfig)
+    loss: SCNLoss = field(default_factory=SCNLoss)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            learning_rate=1e-4, loss_scale_initial=2.0**15, loss_scale_growth_steps=1000
+        )
+    )
+
+
+def build_exported_scn(network: SCNConfig) -> keras.Model:
+    """The SCN as exported: the original's export normalises with epsilon 1e-5 instead of training's 1e-8."""
+    return build_scn(replace(network, normalisation_epsilon=EXPORT_EPSILON))
+
+
+SCN = Stage(
+    name=STAGE,
+    config_type=SCNRunConfig,
+    task=lambda dataset, cv, config: SCNTask(dataset, cv, config.data, config.network, config.loss),
+    network=build_exported_scn,
+    module=SegmentationModule,
+)

@@ -1,0 +1,121 @@
+"""The SCN through the run machinery on a real CT: its loss, a short run with its test, and its SavedModel.
+
+ts_example_ct at its own organ box, sampled at 8 mm instead of 2 mm (a 64x64x32 network input) so that a run of
+a few iterations takes seconds on a CPU; the plumbing is the same at every spacing.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+from conftest import REPO_ROOT, shared_case
+
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
+from efficientscn.data.scn import SCNDataConfig, SCNSamples
+from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
+from efficientscn.export import load_averaged_model
+from efficientscn.io import read_ct, read_label, write_image_atomic
+from efficientscn.labels import ORGAN_NAMES
+from efficientscn.nn import SCNConfig
+from efficientscn.settings import from_record
+from efficientscn.train.loop import TrainingConfig
+from efficientscn.train.run_folder import checkpoint_iterations, read_config
+from efficientscn.train.runs import train_stage
+from efficientscn.train.scn import SCN, SCNLoss, SCNRunConfig, SCNTask, build_exported_scn
+
+COARSE = SCNRunConfig(
+    data=SCNDataConfig(spacing_mm=8.0),
+    training=TrainingConfig(
+        learning_rate=1e-3, max_iter=4, test_iter=4, snapshot_iter=4, log_iter=2, ema_decay=0.9, workers=0
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def real_dataset(tmp_path_factory) -> Path:
+    """ts_example_ct as train_000, its organ box in landmark_bb.csv, and a fold 1 that trains and tests on it."""
+    case = shared_case("ts_example_ct")
+    root = tmp_path_factory.mktemp("scn")
+    dataset = FlareDataset(root)
+    write_image_atomic(read_ct(case.image), dataset.training_image("train_000"))
+    write_image_atomic(read_label(case.label), dataset.training_mask("train_000"))
+    assert preprocess_dataset(root, PreprocessConfig(small_images=False, cv_setup=False), progress=False).ok
+    fold = dataset.cv_dir / "1"
+    fold.mkdir(parents=True)
+    for split in ("train.txt", "test.txt"):
+        (fold / split).write_text("train_000\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_scn_loss_is_the_weighted_sum_of_dice_and_both_cross_entropies(real_dataset):
+    sample = SCNSamples(real_dataset, COARSE.data).sample("train_000", np.random.default_rng(0))
+    batch = {key: tf.constant(value[np.newaxis]) for key, value in sample.items()}
+    task = SCNTask(FlareDataset(real_dataset), 1, COARSE.data, SCNConfig(seed=1), SCNLoss(1.0, 2.0, 3.0))
+    keras.utils.set_random_seed(0)
+    terms = {k: float(v) for k, v in task.loss_terms(task.build_model(), batch).items()}
+    expected = terms["dice"] + 2.0 * terms["local_cross_entropy"] + 3.0 * terms["spatial_cross_entropy"]
+    assert terms["loss"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < terms["dice"] <= 1 and terms["local_cross_entropy"] > 0 and terms["spatial_cross_entropy"] > 0
+
+
+@pytest.fixture(scope="module")
+def scn_run(real_dataset, tmp_path_factory) -> Path:
+    return train_stage(SCN, real_dataset, tmp_path_factory.mktemp("runs"), 1, COARSE, progress=False)
+
+
+def test_a_short_scn_run_writes_checkpoints_and_scores_its_test_case_on_the_ct_grid(scn_run, real_dataset):
+    assert scn_run.parent.parent.name == "segmentation" and checkpoint_iterations(scn_run) == [4]
+    with (scn_run / "train.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["iteration"] for row in rows] == ["2", "4"]
+    terms = ("total", "dice", "local_cross_entropy", "spatial_cross_entropy")
+    assert all(np.isfinite(float(row[term])) for row in rows for term in terms)
+    with (scn_run / "test.csv").open(newline="") as file:
+        (test_row,) = csv.DictReader(file)
+    assert set(test_row) == {"iteration", *(f"{o}_{m}" for o in ORGAN_NAMES.values() for m in ("dice", "nsd"))}
+    folder = scn_run / "test" / "iter_4"
+    assert (folder / CSV_NAME).is_file() and (folder / SUMMARY_NAME).is_file()
+    written = sitk.ReadImage(str(folder / "train_000.nii.gz"))
+    ct = sitk.ReadImage(str(FlareDataset(real_dataset).training_image("train_000")))
+    assert written.GetSize() == ct.GetSize() and written.GetSpacing() == pytest.approx(ct.GetSpacing())
+    assert written.GetOrigin() == pytest.approx(ct.GetOrigin())
+    assert sitk.GetArrayViewFromImage(written).max() <= 4
+    assert read_config(scn_run)["training"]["learning_rate"] == 1e-3
+
+
+def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, real_dataset, tmp_path):
+    output = tmp_path / "segmentation"
+    script = REPO_ROOT / "scn" / "main_create_model.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--run", str(scn_run), "--iter", "4", "--output", str(output), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    serve = tf.saved_model.load(str(output)).signatures["serving_default"]
+    _, _, sample = SCNSamples(real_dataset, COARSE.data).test_sample("train_000")
+    image = np.transpose(sample["image"], (3, 0, 1, 2))[np.newaxis].astype(np.float16)
+    exported = serve(image=tf.constant(image))["output_0"].numpy()
+    assert exported.dtype == np.float16 and exported.shape == (1, 5, *sample["image"].shape[:3])
+    np.testing.assert_allclose(exported.astype(np.float32).sum(axis=1), 1.0, atol=5e-3)
+
+    network = from_record(SCNConfig, read_config(scn_run)["network"])
+    model = load_averaged_model(scn_run, 4, lambda: build_exported_scn(network))
+    in_memory = model(np.transpose(image.astype(np.float32), (0, 2, 3, 4, 1)), training=False)["probabilities"]
+    np.testing.assert_allclose(exported.astype(np.float32), np.transpose(in_memory.numpy(), (0, 4, 1, 2, 3)), atol=2e-3)
