@@ -80,7 +80,11 @@ class LocalizationModule(ExportModule):
 
 
 class SegmentationModule(ExportModule):
-    """The SCN: `image` -> `output_0` float16 [N, 5, D, H, W], the normalised combined probabilities."""
+    """The SCN: `image` -> `output_0` float16 [N, 5, D, H, W], the normalised combined probabilities.
+
+    Quirk 8, kept: probabilities, not labels, leave the model, so that inference can upsample them to the CT's
+    resolution before the argmax, as the original does.
+    """
 
     def __init__(self, model: keras.Model) -> None:
         super().__init__(model, name="segmentation")

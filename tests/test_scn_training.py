@@ -7,6 +7,7 @@ a few iterations takes seconds on a CPU; the plumbing is the same at every spaci
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import SimpleITK as sitk
 import tensorflow as tf
 from conftest import REPO_ROOT, shared_case
 
+from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.scn import SCNDataConfig, SCNSamples
@@ -29,7 +31,7 @@ from efficientscn.nn import SCNConfig
 from efficientscn.settings import from_record
 from efficientscn.train.loop import TrainingConfig
 from efficientscn.train.run_folder import checkpoint_iterations, read_config
-from efficientscn.train.runs import train_stage
+from efficientscn.train.runs import resumed_config, train_stage
 from efficientscn.train.scn import SCN, SCNLoss, SCNRunConfig, SCNTask, build_exported_scn
 
 COARSE = SCNRunConfig(
@@ -119,3 +121,34 @@ def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, rea
     model = load_averaged_model(scn_run, 4, lambda: build_exported_scn(network))
     in_memory = model(np.transpose(image.astype(np.float32), (0, 2, 3, 4, 1)), training=False)["probabilities"]
     np.testing.assert_allclose(exported.astype(np.float32), np.transpose(in_memory.numpy(), (0, 4, 1, 2, 3)), atol=2e-3)
+
+
+def test_an_scn_run_resumes_from_its_checkpoint_in_the_same_folder(scn_run, real_dataset, tmp_path):
+    copy = tmp_path / "segmentation" / "cv1" / scn_run.name
+    shutil.copytree(scn_run, copy)
+    config = resumed_config(SCN, copy, max_iter=6)
+    assert config.data == COARSE.data and config.training.learning_rate == 1e-3
+    run = train_stage(SCN, real_dataset, tmp_path, 1, config, resume=True, progress=False)
+    assert run == copy and checkpoint_iterations(run) == [4, 6]
+    with (run / "train.csv").open(newline="") as file:
+        assert [row["iteration"] for row in csv.DictReader(file)] == ["2", "4", "6"]
+    reader = tf.train.load_checkpoint(str(run / "weights" / "ckpt-6"))
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
+
+
+@pytest.mark.slow
+def test_a_short_cpu_training_overfits_the_real_case_to_organ_dice_above_0_8(real_dataset, tmp_path):
+    """The whole stage learns: samples, network, loss, loop, test. One CT, no augmentation, 6 mm for speed."""
+    still = SpatialAugmentConfig(translation_mm=0, rotation_rad=0, uniform_scale=0, axis_scale=0, deformation_mm=0)
+    intensity = IntensityAugmentConfig(gamma_range=None, random_shift=0, random_scale=0)
+    config = SCNRunConfig(
+        data=SCNDataConfig(spacing_mm=6.0, spatial=still, intensity=intensity),
+        training=TrainingConfig(
+            learning_rate=1e-3, max_iter=160, test_iter=160, snapshot_iter=160, log_iter=20, ema_decay=0.9, workers=0
+        ),
+    )
+    run = train_stage(SCN, real_dataset, tmp_path, 1, config, progress=False)
+    with (run / "test.csv").open(newline="") as file:
+        (scores,) = csv.DictReader(file)
+    for organ in ("liver", "kidney", "spleen"):
+        assert float(scores[f"{organ}_dice"]) >= 0.8, scores

@@ -51,6 +51,8 @@ class SCNDataConfig:
     valid_sizes_y: tuple[int, ...] = (32, 64, 96, 128)
     valid_sizes_z: tuple[int, ...] = (32, 64, 96, 128, 160)
     roi_margin_mm: float = 32.0
+    """Quirk 2, kept: training sees the ground-truth box + 32 mm, inference the predicted box + 10 mm grown to a
+    valid size; the trained networks expect this context, and both margins are what the paper's results used."""
     smoothing_sigma_mm: float = 1.0
     label_smoothing_sigma_voxels: float = 1.0
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)

@@ -1,13 +1,13 @@
-"""Which one limits localization training: the sample loader or the network? Prints both rates side by side.
+"""Which one limits training, the sample loader or the network? Prints both rates side by side, per stage.
 
-    python benchmarks/localization_training.py                  # phantoms shaped like FLARE21 CTs
-    python benchmarks/localization_training.py --dataset DIR    # a preprocessed FLARE-layout dataset
+    python benchmarks/training.py --stage localization          # phantoms shaped like FLARE21 CTs
+    python benchmarks/training.py --stage scn --dataset DIR     # a preprocessed FLARE-layout dataset
 
-Loader: training samples per second (random 6 mm samples of the `_small` images, full augmentation) with 1..N
-worker processes. Network: training steps per second (forward, backward, Adam, weight average) at the typical
-FLARE21 network input (z 64, y 80, x 80) and the largest one (256, 80, 80), per precision. Each figure is the
-median over `--repeats` timed rounds after a warm-up; peak RSS of this process (the loader workers come on top)
-is printed at the end.
+Loader: training samples per second (random samples with the stage's full augmentation: 6 mm whole-CT samples
+of the `_small` images for localization, 2 mm organ-box samples of the full images for the SCN) with 1..N worker
+processes. Network: training steps per second (forward, backward, Adam, weight average) at a typical and at the
+largest network input of the stage, per precision. Each figure is the median over `--repeats` timed rounds after
+a warm-up; peak RSS of this process (the loader workers come on top) is printed at the end.
 """
 
 from __future__ import annotations
@@ -46,42 +46,52 @@ def _phantom_dataset(root: Path, cases: int) -> Path:
     return root
 
 
-def loader_rates(dataset: Path, workers: list[int], samples: int, repeats: int) -> dict[int, float]:
-    from efficientscn.data.layout import FlareDataset
-    from efficientscn.data.loader import SampleLoader
-    from efficientscn.data.localization import LocalizationSamples
+DEFAULT_SIZES = {"localization": "64x80x80,256x80x80", "scn": "96x96x128,160x128x160"}
+"""Typical and largest network inputs (z x y x x) per stage."""
 
-    ids = FlareDataset(dataset).training_ids()
+
+def _task(stage_name: str, dataset: Path):
+    from efficientscn.data.layout import FlareDataset
+    from efficientscn.train.localization import LOCALIZATION
+    from efficientscn.train.scn import SCN
+
+    stage = {"localization": LOCALIZATION, "scn": SCN}[stage_name]
+    config = stage.config_type()
+    return stage, config, stage.task(FlareDataset(dataset), 0, config)
+
+
+def loader_rates(stage_name: str, dataset: Path, workers: list[int], samples: int, repeats: int) -> dict[int, float]:
+    from efficientscn.data.loader import SampleLoader
+
+    _, _, task = _task(stage_name, dataset)
     rates = {}
     for count in workers:
-        with SampleLoader(LocalizationSamples(dataset), ids, workers=count) as loader:
+        with SampleLoader(task.sample_source, task.train_ids, workers=count) as loader:
             for _ in range(max(count, 2)):  # warm-up: workers started and their first sample made
                 loader.next()
             rates[count] = _median_rate(loader.next, samples, repeats)
     return rates
 
 
-def step_rates(dataset: Path, sizes_zyx: list[tuple[int, int, int]], precisions: list[str], steps: int, repeats: int):
+def step_rates(
+    stage_name: str, dataset: Path, sizes_zyx: list[tuple[int, ...]], precisions: list[str], steps: int, repeats: int
+) -> dict[tuple[str, tuple[int, ...]], float]:
     import numpy as np
     import tensorflow as tf
 
-    from efficientscn.data.layout import FlareDataset
-    from efficientscn.train.localization import LocalizationRunConfig, LocalizationTask
     from efficientscn.train.loop import Trainer
 
-    config = LocalizationRunConfig()
-    task = LocalizationTask(FlareDataset(dataset), 0, config.data, config.network)
+    _, config, task = _task(stage_name, dataset)
+    labels = task.sample_signature["label"].shape[-1]
     rates = {}
     for precision in precisions:
         with tempfile.TemporaryDirectory() as run:
-            training = replace(config.training, precision=precision)
-            trainer = Trainer(task, training, Path(run), record={}, progress=False)
+            trainer = Trainer(task, replace(config.training, precision=precision), Path(run), record={}, progress=False)
             for size in sizes_zyx:
                 rng = np.random.default_rng(0)
-                label = np.zeros((1, *size, 2), np.uint8)
-                label[..., 0] = 1
-                label[:, size[0] // 4 : size[0] // 2, 20:60, 20:60] = (0, 1)
-                batch = [{"image": tf.constant(rng.uniform(-1, 1, (1, *size, 1)).astype(np.float32)), "label": label}]
+                label = np.eye(labels, dtype=np.uint8)[rng.integers(0, labels, size)][np.newaxis]
+                image = rng.uniform(-1, 1, (1, *size, 1)).astype(np.float32)
+                batch = [{"image": tf.constant(image), "label": tf.constant(label)}]
                 trainer.step(batch)  # trace and warm up
                 rates[(precision, size)] = _median_rate(partial(trainer.step, batch), steps, repeats)
     return rates
@@ -89,25 +99,27 @@ def step_rates(dataset: Path, sizes_zyx: list[tuple[int, int, int]], precisions:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=sorted(DEFAULT_SIZES), default="localization")
     parser.add_argument("--dataset", type=Path, help="preprocessed FLARE-layout dataset (default: 4 phantoms)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts to time")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--samples", type=int, default=8, help="samples per timed loader round")
     parser.add_argument("--steps", type=int, default=3, help="steps per timed training round")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is printed")
-    parser.add_argument("--sizes", default="64x80x80,256x80x80", help="network inputs z x y x x, comma-separated")
+    parser.add_argument("--sizes", help="network inputs z x y x x, comma-separated (default: the stage's)")
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in text.split("x")) for text in args.sizes.split(",")]
+    sizes = [tuple(int(v) for v in text.split("x")) for text in (args.sizes or DEFAULT_SIZES[args.stage]).split(",")]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}")
     with tempfile.TemporaryDirectory() as scratch:
         dataset = args.dataset or _phantom_dataset(Path(scratch) / "phantoms", 4)
-        print(f"dataset: {dataset if args.dataset else '4 phantoms of 512x512x120 at 0.8x0.8x2.5 mm'}")
-        for workers, rate in loader_rates(dataset, args.workers, args.samples, args.repeats).items():
+        print(f"stage: {args.stage}; dataset: {args.dataset or '4 phantoms of 512x512x120 at 0.8x0.8x2.5 mm'}")
+        for workers, rate in loader_rates(args.stage, dataset, args.workers, args.samples, args.repeats).items():
             print(f"loader: {workers} worker(s): {rate:.2f} samples/s")
-        for (precision, size), rate in step_rates(dataset, sizes, args.precisions, args.steps, args.repeats).items():
+        rates = step_rates(args.stage, dataset, sizes, args.precisions, args.steps, args.repeats)
+        for (precision, size), rate in rates.items():
             shape = "x".join(str(v) for v in size)
-            print(f"network: {precision:8s} input {shape:>10s} (z x y x x): {rate:.2f} steps/s")
+            print(f"network: {precision:8s} input {shape:>11s} (z x y x x): {rate:.3f} steps/s")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS (this process): {peak_mb:.0f} MB")
 
