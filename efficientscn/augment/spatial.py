@@ -225,6 +225,26 @@ def resample(
     return sitk.GetArrayFromImage(resampler.Execute(image))
 
 
+def resample_image_and_label(
+    image: sitk.Image,
+    label: sitk.Image,
+    transform: sitk.Transform,
+    output_size_xyz: Sequence[int],
+    output_spacing_xyz: Sequence[float],
+    field_sampling: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A CT (linear, -1024 HU outside, float32) and its label map (nearest, 0 outside) through one transform, zyx.
+
+    With `field_sampling` the transform is first sampled once as a displacement field (see `to_displacement_field`)
+    that serves both, as training samples do; None resamples through `transform` itself (test samples).
+    """
+    if field_sampling is not None:
+        transform = to_displacement_field(transform, output_size_xyz, output_spacing_xyz, field_sampling)
+    size, spacing = output_size_xyz, output_spacing_xyz
+    resampled_image = resample(image, transform, size, spacing, "linear", CT_OUTSIDE_HU, dense_field=False)
+    return resampled_image, resample(label, transform, size, spacing, "nearest", 0, dense_field=False)
+
+
 def resample_to_input(
     output_array: np.ndarray,
     transform: sitk.Transform,

@@ -19,14 +19,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.augment import (
-    CT_OUTSIDE_HU,
     IntensityAugmentConfig,
     SpatialAugmentConfig,
     augment_intensity,
     normalize_intensity,
-    resample,
+    resample_image_and_label,
     sample_transform,
-    to_displacement_field,
 )
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.loader import Sample
@@ -113,10 +111,8 @@ class LocalizationSamples:
         A random transform is sampled once as a dense displacement field and used for image and label alike.
         """
         size, spacing = loaded.size_xyz, loaded.spacing_xyz
-        if rng is not None:
-            transform = to_displacement_field(transform, size, spacing, self.config.spatial.field_sampling)
-        image = resample(loaded.image, transform, size, spacing, "linear", CT_OUTSIDE_HU, dense_field=False)
-        label = resample(loaded.label, transform, size, spacing, "nearest", 0, dense_field=False)
+        sampling = self.config.spatial.field_sampling if rng is not None else None
+        image, label = resample_image_and_label(loaded.image, loaded.label, transform, size, spacing, sampling)
         if rng is None:
             image = normalize_intensity(image, self.config.intensity)
         else:
