@@ -21,7 +21,7 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.precision import set_precision
-from efficientscn.train.run_folder import checkpoint_iterations, checkpoint_path
+from efficientscn.train.run_folder import WEIGHTS_DIR, checkpoint_iterations, checkpoint_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[
     """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
     available = checkpoint_iterations(run)
     if not available:
-        raise InputError(f"{Path(run) / 'weights'}: no checkpoints")
+        raise InputError(f"{Path(run) / WEIGHTS_DIR}: no checkpoints")
     iteration = available[-1] if iteration is None else iteration
     if iteration not in available:
         raise InputError(f"{run}: no checkpoint of iteration {iteration} (available: {available})")

@@ -23,6 +23,7 @@ from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.scn import SCNDataConfig, SCNSamples
+from efficientscn.errors import InputError
 from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
 from efficientscn.export import load_averaged_model
 from efficientscn.io import read_ct, read_label, write_image_atomic
@@ -152,3 +153,12 @@ def test_a_short_cpu_training_overfits_the_real_case_to_organ_dice_above_0_8(rea
         (scores,) = csv.DictReader(file)
     for organ in ("liver", "kidney", "spleen"):
         assert float(scores[f"{organ}_dice"]) >= 0.8, scores
+
+
+def test_a_fold_case_without_an_organ_box_is_refused_before_training(real_dataset, tmp_path):
+    for name in ("TrainingImg", "TrainingMask"):
+        (tmp_path / name).symlink_to(real_dataset / name)
+    shutil.copytree(real_dataset / "setup", tmp_path / "setup")
+    (tmp_path / "setup" / "landmark_bb.csv").write_text("train_999,0,0,0,1,1,1\n")
+    with pytest.raises(InputError, match=r"landmark_bb\.csv: no organ box for 1 case\(s\) of fold 1: train_000"):
+        SCNTask(FlareDataset(tmp_path), 1, COARSE.data, COARSE.network, COARSE.loss)

@@ -281,3 +281,17 @@ def resample_to_input(
     resampler.SetInterpolator(_INTERPOLATORS[interpolator])
     resampler.SetDefaultPixelValue(float(default_value))
     return sitk.GetArrayFromImage(resampler.Execute(source))
+
+
+def labels_on_input(
+    scores: np.ndarray, transform: sitk.Transform, output_spacing_xyz: Sequence[float], input_image: sitk.Image
+) -> sitk.Image:
+    """The argmax label map (uint8) on `input_image`'s grid of output-space per-label scores (z, y, x, C).
+
+    The scores (logits or probabilities) are resampled linearly onto the input grid first, as the original maps
+    predictions back; outside the output grid every score is 0, so the argmax there is label 0 (background).
+    """
+    on_input = resample_to_input(scores, transform, output_spacing_xyz, input_image, "linear")
+    labels = sitk.GetImageFromArray(np.argmax(on_input, axis=-1).astype(np.uint8))
+    labels.CopyInformation(input_image)
+    return labels

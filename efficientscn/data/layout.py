@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from efficientscn.io import case_id
+import SimpleITK as sitk
+
+from efficientscn.errors import InputError
+from efficientscn.io import case_id, read_ct, read_label, require_same_grid
 
 IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"
@@ -48,6 +51,15 @@ class FlareDataset:
 
     def validation_image(self, case: str) -> Path:
         return self.root / "ValidationImg" / f"{case}{IMAGE_SUFFIX}"
+
+    def read_training_case(self, case: str, small: bool = False) -> tuple[sitk.Image, sitk.Image]:
+        """A training case's CT (int16) and mask (uint8), refusing a missing mask or one on another grid."""
+        image_path, mask_path = self.training_image(case, small), self.training_mask(case, small)
+        if not mask_path.is_file():
+            raise InputError(f"{mask_path}: mask missing for {image_path}")
+        mask, ct = read_label(mask_path), read_ct(image_path)
+        require_same_grid(mask, mask_path, ct, f"its CT {image_path}")
+        return ct, mask
 
     def training_ids(self) -> list[str]:
         """Sorted IDs of the CTs in TrainingImg (whether or not their mask exists)."""

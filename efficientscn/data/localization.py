@@ -29,7 +29,6 @@ from efficientscn.augment import (
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.loader import Sample
 from efficientscn.geometry import valid_sizes_per_axis
-from efficientscn.io import read_ct, read_label, require_same_grid
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,7 @@ class LocalizationSamples:
     def load(self, case: str, *, training: bool) -> LocalizationCase:
         """Read and smooth a case; for training also subsample the CT by floor(spacing_mm / spacing) per axis."""
         config = self.config
-        image_path = self.dataset.training_image(case, small=config.small_images)
-        mask_path = self.dataset.training_mask(case, small=config.small_images)
-        ct, label = read_ct(image_path), read_label(mask_path)
-        require_same_grid(label, mask_path, ct, f"its CT {image_path}")
+        ct, label = self.dataset.read_training_case(case, small=config.small_images)
         size = localization_size(ct, config)
         image = smooth_ct(ct, config.smoothing_sigma_mm)
         if training and config.training_shrink:

@@ -26,7 +26,7 @@ from efficientscn.data.setup_files import (
 )
 from efficientscn.errors import InputError
 from efficientscn.geometry import physical_bounding_box, shrink_factors
-from efficientscn.io import grid_of, read_ct, read_label, require_same_grid, write_image_atomic
+from efficientscn.io import grid_of, read_label, write_image_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,12 @@ def shrink_for_localization(image: sitk.Image, localization_spacing_mm: float = 
 
 def _read_case(dataset: FlareDataset, case: str, need_ct: bool) -> tuple[sitk.Image | None, sitk.Image]:
     """A training case's CT (if needed) and mask, refusing a missing mask or one on another grid."""
+    if need_ct:
+        return dataset.read_training_case(case)
     mask_path = dataset.training_mask(case)
     if not mask_path.is_file():
         raise InputError(f"{mask_path}: mask missing for {dataset.training_image(case)}")
-    mask = read_label(mask_path)
-    if not need_ct:
-        return None, mask
-    ct = read_ct(dataset.training_image(case))
-    require_same_grid(mask, mask_path, ct, f"its CT {dataset.training_image(case)}")
-    return ct, mask
+    return None, read_label(mask_path)
 
 
 class _CasePreprocessor:

@@ -36,7 +36,6 @@ from efficientscn.data.localization import smooth_ct
 from efficientscn.data.setup_files import BoundingBox, read_landmark_bb
 from efficientscn.errors import InputError
 from efficientscn.geometry import bounding_box_index, valid_sizes_per_axis
-from efficientscn.io import read_ct, read_label, require_same_grid
 from efficientscn.labels import NUM_LABELS
 
 
@@ -165,9 +164,7 @@ class SCNSamples:
     def load(self, case: str) -> SCNCase:
         """Read a case at full resolution and smooth its CT by `smoothing_sigma_mm`; the mask must share its grid."""
         roi = self.roi(case)  # before the images: a case without a box fails at once
-        image_path, mask_path = self.dataset.training_image(case), self.dataset.training_mask(case)
-        ct, label = read_ct(image_path), read_label(mask_path)
-        require_same_grid(label, mask_path, ct, f"its CT {image_path}")
+        ct, label = self.dataset.read_training_case(case)
         spacing = (self.config.spacing_mm,) * 3
         return SCNCase(case, smooth_ct(ct, self.config.smoothing_sigma_mm), label, roi, spacing)  # type: ignore[arg-type]
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from efficientscn.atomic import write_text_atomic
-from efficientscn.augment import resample_to_input
+from efficientscn.augment import labels_on_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.setup_files import fold_ids
@@ -86,13 +86,9 @@ class LocalizationTask:
     def _test_case(self, predict: Predict, case: str, folder: Path) -> list:
         loaded, transform, sample = self.sample_source.test_sample(case)
         logits = predict(tf.constant(sample["image"][np.newaxis])).numpy()[0]
-        on_input = resample_to_input(logits, transform, loaded.spacing_xyz, loaded.label, "linear")
-        mask = np.argmax(on_input, axis=-1).astype(np.uint8)
-        image = sitk.GetImageFromArray(mask)
-        image.CopyInformation(loaded.label)
-        write_label(image, folder / f"{case}.nii.gz", overwrite=True)
-        reference = sitk.GetArrayViewFromImage(loaded.label) > 0
-        dice = dice_coefficient(mask > 0, reference)
+        mask = labels_on_input(logits, transform, loaded.spacing_xyz, loaded.label)
+        write_label(mask, folder / f"{case}.nii.gz", overwrite=True)
+        dice = dice_coefficient(sitk.GetArrayViewFromImage(mask) > 0, sitk.GetArrayViewFromImage(loaded.label) > 0)
         box = network_box_mm(np.argmax(logits, axis=-1) > 0, loaded.spacing_xyz, transform)
         return [case, dice, *(box if box is not None else [float("nan")] * 6)]
 

@@ -34,14 +34,16 @@ from efficientscn.train.run_folder import (
     WEIGHTS_DIR,
     CsvLog,
     checkpoint_iterations,
+    checkpoint_path,
     log_to_file,
     write_config,
 )
 
 logger = logging.getLogger(__name__)
 
-Predict = Callable[[tf.Tensor], tf.Tensor]
-"""The network in inference mode with the averaged weights: (1, z, y, x, 1) float32 -> (1, z, y, x, C) float32."""
+Predict = Callable[[tf.Tensor], Any]
+"""The network in inference mode with the averaged weights: (1, z, y, x, 1) float32 -> its outputs, float32
+(localization: the logits (1, z, y, x, 2); SCN: a dict of (1, z, y, x, 5) tensors)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class Trainer:
         iterations = checkpoint_iterations(self.run_folder)
         if not iterations:
             raise FileNotFoundError(f"{self.run_folder / WEIGHTS_DIR}: no checkpoint to resume from")
-        path = self.run_folder / WEIGHTS_DIR / f"{CHECKPOINT_PREFIX}-{iterations[-1]}"
+        path = checkpoint_path(self.run_folder, iterations[-1])
         try:
             self.checkpoint.restore(str(path)).assert_existing_objects_matched()
         except AssertionError as error:

@@ -20,10 +20,11 @@ import SimpleITK as sitk
 import tensorflow as tf
 from tqdm import tqdm
 
-from efficientscn.augment import resample_to_input
+from efficientscn.augment import labels_on_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.scn import SCNDataConfig, SCNSamples
 from efficientscn.data.setup_files import fold_ids
+from efficientscn.errors import InputError
 from efficientscn.evaluate import METRICS, Evaluation, write_evaluation
 from efficientscn.export import SegmentationModule
 from efficientscn.io import write_label
@@ -67,6 +68,13 @@ class SCNTask:
     def __post_init__(self) -> None:
         self.sample_source = SCNSamples(self.dataset.root, self.data)
         self.train_ids, self.test_ids = fold_ids(self.dataset, self.cv, small=False)
+        cases = dict.fromkeys((*self.train_ids, *self.test_ids))  # in order, each once
+        missing = [case for case in cases if case not in self.sample_source.boxes]
+        if missing:  # found now, not hours into training in a loader worker
+            raise InputError(
+                f"{self.dataset.landmark_bb_csv}: no organ box for {len(missing)} case(s) of fold {self.cv}: "
+                f"{', '.join(missing[:5])}"
+            )
         self.sample_signature = {
             "image": tf.TensorSpec((None, None, None, 1), tf.float32),
             "label": tf.TensorSpec((None, None, None, NUM_LABELS), tf.uint8),
@@ -103,14 +111,13 @@ class SCNTask:
     def _test_case(self, predict: Predict, case: str, folder: Path) -> dict:
         loaded, transform, sample = self.sample_source.test_sample(case)
         probabilities = predict(tf.constant(sample["image"][np.newaxis]))["probabilities"].numpy()[0]
-        # outside the ROI every channel is 0, so the argmax there is background
-        on_ct = resample_to_input(probabilities, transform, loaded.spacing_xyz, loaded.label, "linear")
-        prediction = np.argmax(on_ct, axis=-1).astype(np.uint8)
-        image = sitk.GetImageFromArray(prediction)
-        image.CopyInformation(loaded.label)
-        write_label(image, folder / f"{case}.nii.gz", overwrite=True)
-        reference = sitk.GetArrayViewFromImage(loaded.label)
-        return flare_scores(prediction, reference, loaded.label.GetSpacing()[::-1])
+        prediction = labels_on_input(probabilities, transform, loaded.spacing_xyz, loaded.label)
+        write_label(prediction, folder / f"{case}.nii.gz", overwrite=True)
+        return flare_scores(
+            sitk.GetArrayViewFromImage(prediction),
+            sitk.GetArrayViewFromImage(loaded.label),
+            loaded.label.GetSpacing()[::-1],
+        )
 
 
 @dataclass(frozen=True)
