@@ -13,7 +13,7 @@ from pathlib import Path
 
 import keras
 
-from efficientscn.nn.unet import UNet3D, he_normal
+from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def build_localization_net(config: LocalizationNetConfig | None = None) -> keras
     """
     config = config or LocalizationNetConfig()
     image = keras.Input(shape=(None, None, None, 1), name="image")
-    features = UNet3D(
+    unet = UNet3D(
         levels=config.levels,
         filters=config.filters,
         convs_per_block=config.convs_per_block,
@@ -57,15 +57,8 @@ def build_localization_net(config: LocalizationNetConfig | None = None) -> keras
         l2_factor=config.l2_factor,
         seed=config.seed,
         name="unet",
-    )(image)
-    head_seed = None if config.seed is None else config.seed + 2 * config.levels * config.convs_per_block
-    logits = keras.layers.Conv3D(
-        config.num_labels,
-        1,
-        kernel_initializer=he_normal(head_seed),
-        bias_initializer="zeros",
-        name="prediction",
-    )(features)
+    )
+    logits = unet.prediction_head(config.num_labels)(unet(image))
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(image, logits, name="localization")
 

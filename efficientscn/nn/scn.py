@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from efficientscn.nn.noise import SaltAndPepperNoise
-from efficientscn.nn.unet import UNet3D, he_normal
+from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.upsample import UpSampling3DCubic
 from efficientscn.nn.weights import VALUE_SUFFIX, numbered_variable_keys
 
@@ -148,11 +148,7 @@ class SpatialConfiguration(keras.layers.Layer):
             seed=seed,
             name="unet",
         )
-        head_seed = _offset(seed, 2 * self.levels * self.convs_per_block)
-        head = keras.layers.Conv3D(
-            1, 1, kernel_initializer=he_normal(head_seed), bias_initializer="zeros", name="prediction"
-        )
-        return keras.Sequential([unet, head], name=f"label{label}")
+        return keras.Sequential([unet, unet.prediction_head(1)], name=f"label{label}")
 
     def build(self, input_shape: Sequence[tuple]) -> None:
         """Build the sub-nets in creation order; label i's input has 1 + (C - 1) - (i > 0) channels."""
@@ -229,7 +225,7 @@ def build_scn(config: SCNConfig | None = None) -> keras.Model:
     """
     config = config or SCNConfig()
     image = keras.Input(shape=(None, None, None, 1), name="image")
-    features = UNet3D(
+    local_unet = UNet3D(
         levels=config.local_levels,
         filters=config.local_filters,
         convs_per_block=config.convs_per_block,
@@ -240,15 +236,8 @@ def build_scn(config: SCNConfig | None = None) -> keras.Model:
         l2_factor=config.l2_factor,
         seed=config.seed,
         name=LOCAL_SCOPE,
-    )(image)
-    # The head has a bias and no regulariser, as the original's (its index lists prediction/{kernel,bias}).
-    local = keras.layers.Conv3D(
-        config.num_labels,
-        1,
-        kernel_initializer=he_normal(_offset(config.seed, 2 * config.local_levels * config.convs_per_block)),
-        bias_initializer="zeros",
-        name="prediction",
-    )(features)
+    )
+    local = local_unet.prediction_head(config.num_labels)(local_unet(image))
     local_probabilities = keras.layers.Activation("sigmoid", name="local_probabilities")(local)
     spatial = SpatialConfiguration(
         num_labels=config.num_labels,

@@ -98,6 +98,12 @@ class UNet3D(keras.layers.Layer):
             layers.append(keras.layers.Dropout(self.dropout, name=f"{name}_dropout{conv}"))
         return layers
 
+    def prediction_head(self, channels: int, name: str = "prediction") -> keras.layers.Conv3D:
+        """The 1x1x1 convolution to `channels` logits that follows this U-Net: He init with the seed after the
+        U-Net's own, zero bias, no regulariser (as the original's heads, whose checkpoints hold kernel and bias)."""
+        seed = None if self.seed is None else self.seed + 2 * self.levels * self.convs_per_block
+        return keras.layers.Conv3D(channels, 1, kernel_initializer=he_normal(seed), bias_initializer="zeros", name=name)
+
     def build(self, input_shape: tuple) -> None:
         """Build every convolution for `input_shape` (N, z, y, x, C_in); only C_in must be known."""
         spatial = tuple(input_shape[:-1])
