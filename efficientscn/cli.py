@@ -28,6 +28,9 @@ logger = logging.getLogger("efficientscn")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
 
+DEFAULT_MODELS = Path("saved_models")
+"""Where `predict` finds its models unless told: the folder the export commands write to."""
+
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     verbosity = parser.add_mutually_exclusive_group()
@@ -329,6 +332,86 @@ def _run_export(command: _StageCommand, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.train.precision import PRECISIONS
+
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment liver, kidneys, spleen and pancreas in CTs (a file, a folder of CTs, a DICOM folder)",
+        description=(
+            "Two-stage segmentation: the localization network finds the organs' box on the CT at 6 mm, the SCN "
+            "segments them in that box at 2 mm. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
+            "2 kidney, 3 spleen, 4 pancreas) on each input's exact grid; <case> is the file name without its "
+            "image ending and without _0000, or the DICOM folder's name. Labels already in OUTPUT are kept "
+            "(skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is reported and the "
+            "others go on; the exit status is then 1."
+        ),
+    )
+    parser.add_argument("-i", "--input", required=True, type=Path, help="a CT file, a DICOM folder or a folder of CTs")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the label maps")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=DEFAULT_MODELS,
+        help="folder with localization/ and segmentation/ SavedModels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--utils",
+        type=Path,
+        help="a traced tf_utils_module SavedModel to run the pre/post-processing (default: the package's functions)",
+    )
+    parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: float16 on a GPU, bfloat16 on a CPU with bfloat16 instructions, float32 otherwise",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing label maps and report")
+    parser.add_argument("--preview", action="store_true", help="also write OUTPUT/preview/<case>.png")
+    parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
+    _add_common_flags(parser)
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from efficientscn.infer.predict import PredictOptions, predict
+
+    options = PredictOptions(
+        inputs=args.input,
+        output=args.output,
+        models=args.models,
+        device=args.device,
+        precision=args.precision,
+        utils=args.utils,
+        overwrite=args.overwrite,
+        preview=args.preview,
+        report=args.report,
+        progress=not args.quiet,
+    )
+    return _finish(predict(options), "predict")
+
+
+def _trace_utils_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "trace-utils",
+        help="save the pre/post-processing tf.functions as a SavedModel (the original's tf_utils_module)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("saved_models/tf_utils_module"), help="default: %(default)s"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
+    _add_common_flags(parser)
+    parser.set_defaults(handler=_run_trace_utils)
+
+
+def _run_trace_utils(args: argparse.Namespace) -> int:
+    from efficientscn.infer.utils_module import save_utils_module
+
+    save_utils_module(args.output, overwrite=args.overwrite)
+    return EXIT_OK
+
+
 def _finish(report: BatchReport, what: str) -> int:
     """Log the batch summary and turn it into the exit status."""
     logger.info("%s: %s", what, report.summary())
@@ -348,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     _preprocess_parser(subparsers)
     _train_parser(subparsers)
     _export_parser(subparsers)
+    _trace_utils_parser(subparsers)
+    _predict_parser(subparsers)
     _evaluate_parser(subparsers)
     return parser
 

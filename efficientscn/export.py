@@ -8,6 +8,7 @@ in float32 with the run's averaged (EMA) weights, which runs on a CPU without XL
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -27,15 +28,28 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 
+METADATA_FILE = Path("assets.extra") / "efficientscn.json"
+"""Inside an exported SavedModel: which stage and network configuration it holds, from which run and iteration.
 
-def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[[], keras.Model]) -> keras.Model:
-    """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
+TensorFlow ignores `assets.extra`; inference reads it to rebuild the network in the precision of the device
+(bfloat16 on a CPU, for example). A SavedModel without it (the original's) is run through its signature.
+"""
+
+
+def checkpoint_iteration(run: str | Path, iteration: int | None) -> int:
+    """`iteration` if the run has a checkpoint of it, the latest checkpoint's for None; InputError otherwise."""
     available = checkpoint_iterations(run)
     if not available:
         raise InputError(f"{Path(run) / WEIGHTS_DIR}: no checkpoints")
     iteration = available[-1] if iteration is None else iteration
     if iteration not in available:
         raise InputError(f"{run}: no checkpoint of iteration {iteration} (available: {available})")
+    return iteration
+
+
+def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[[], keras.Model]) -> keras.Model:
+    """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
+    iteration = checkpoint_iteration(run, iteration)
     set_precision("float32")
     model = build()
     average = WeightAverage(model.trainable_variables, decay=0.0)
@@ -49,6 +63,9 @@ def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[
     return model
 
 
+MODEL_VARIABLES = "model_variables"
+"""The attribute of an export module listing the network's variables, in `model.variables` order."""
+
 IMAGE_SIGNATURE = tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")
 """The original's input: the CT /2048 clamped, float16, channels-first [N, 1, D, H, W]."""
 
@@ -60,7 +77,7 @@ class ExportModule(tf.Module):
         super().__init__(name=name)
         self.model = model
         # Keras 3 variables are not tf.Module children: track the TensorFlow variables so the SavedModel holds them
-        self.model_variables = [variable.value for variable in model.variables]
+        setattr(self, MODEL_VARIABLES, [variable.value for variable in model.variables])
 
     def run_network(self, image: tf.Tensor) -> Any:
         """The network on a channels-first float16 image, transposed to channels-last float32."""
@@ -103,15 +120,31 @@ def refuse_existing(output: str | Path, *, overwrite: bool) -> Path:
     return output
 
 
-def save_module(module: tf.Module, output: str | Path, *, overwrite: bool = False) -> Path:
-    """Save `module` with its `__call__` as the serving signature, atomically: a finished folder or none."""
+def save_module(
+    module: tf.Module,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    metadata: dict[str, Any] | None = None,
+    signatures: dict[str, Any] | None = None,
+) -> Path:
+    """Save `module` atomically: a finished folder or none.
+
+    `signatures` default to the module's `__call__` as the serving signature ({} for none: functions as
+    attributes only); `metadata`, if given, is written to METADATA_FILE inside the SavedModel.
+    """
     output = refuse_existing(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     replaced = output.with_name(f".{output.name}.replaced")
     try:
-        tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.__call__})
-        if output.exists():  # the old model is moved aside, not deleted, until the new one is in place
+        tf.saved_model.save(
+            module, str(staging), signatures={SIGNATURE: module.__call__} if signatures is None else signatures
+        )
+        if metadata is not None:
+            (staging / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+        if output.exists():  # the old one is moved aside, not deleted, until the new one is in place
             shutil.rmtree(replaced, ignore_errors=True)
             output.rename(replaced)
         staging.rename(output)

@@ -120,6 +120,13 @@ def _dicom_series_files(folder: Path) -> list[str]:
     return list(series[chosen])
 
 
+def is_dicom_folder(folder: Path) -> bool:
+    """Whether a folder holds DICOM files itself (one series to read), rather than other images or folders."""
+    return folder.is_dir() and any(
+        entry.suffix.lower() == ".dcm" or _has_dicom_signature(entry) for entry in folder.iterdir()
+    )
+
+
 def _has_dicom_signature(path: Path) -> bool:
     """Whether a file is a DICOM part-10 file other than a DICOMDIR index ("DICM" after the 128-byte preamble)."""
     if not path.is_file() or path.name.upper() == "DICOMDIR":

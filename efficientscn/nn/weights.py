@@ -21,23 +21,25 @@ logger = logging.getLogger(__name__)
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def numbered_variable_keys(checkpoint: str | Path, scope: str) -> list[str]:
-    """The keys `<scope>/variables/<i>/.ATTRIBUTES/VARIABLE_VALUE` of a checkpoint, in numeric order of i.
+def numbered_variable_keys(checkpoint: str | Path, scope: str, *, numbered: str = "variables") -> list[str]:
+    """The keys `<scope>/<numbered>/<i>/.ATTRIBUTES/VARIABLE_VALUE` of a checkpoint, in numeric order of i.
 
     `checkpoint` is the checkpoint prefix (for a SavedModel: `<dir>/variables/variables`); its `.index` file is
-    enough. Raises ValueError if the scope holds no numbered variables or the numbers have gaps.
+    enough. `numbered` "" reads `<scope>/<i>/...`, a list attribute of a tf.Module such as our exports'
+    `model_variables`. Raises ValueError if the scope holds no numbered variables or the numbers have gaps.
     """
-    pattern = re.compile(rf"^{re.escape(scope)}/variables/(\d+){re.escape(VALUE_SUFFIX)}$")
+    prefix = f"{scope}/{numbered}" if numbered else scope
+    pattern = re.compile(rf"^{re.escape(prefix)}/(\d+){re.escape(VALUE_SUFFIX)}$")
     numbered = {}
     for key, _ in tf.train.list_variables(str(checkpoint)):
         match = pattern.match(key)
         if match:
             numbered[int(match.group(1))] = key
     if not numbered:
-        raise ValueError(f"{checkpoint}: no variables under {scope}/variables/")
+        raise ValueError(f"{checkpoint}: no variables under {prefix}/")
     if sorted(numbered) != list(range(len(numbered))):
         missing = sorted(set(range(max(numbered) + 1)) - set(numbered))
-        raise ValueError(f"{checkpoint}: {scope}/variables/ misses numbers {missing[:8]}")
+        raise ValueError(f"{checkpoint}: {prefix}/ misses numbers {missing[:8]}")
     return [numbered[i] for i in range(len(numbered))]
 
 

@@ -38,6 +38,28 @@ def set_precision(precision: str) -> str:
     return concrete
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated, slowly."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_precision(device: str, precision: str) -> str:
+    """The concrete inference precision: "auto" is float16 on a GPU (as the original), bfloat16 on a CPU with
+    native bfloat16 (it changes organ Dice by less than 0.005, see the README), float32 on other CPUs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device == "gpu":
+        return "float16"
+    return "bfloat16" if cpu_has_bfloat16() else "float32"
+
+
 def uses_loss_scaling(precision: str) -> bool:
     """Whether a concrete precision needs a dynamic loss scale (float16 gradients underflow without one)."""
     return precision == "float16"

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from efficientscn.data.layout import FlareDataset
-from efficientscn.export import load_averaged_model, refuse_existing, save_module
+from efficientscn.export import checkpoint_iteration, load_averaged_model, refuse_existing, save_module
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.loop import Trainer, TrainingConfig, TrainingTask
 from efficientscn.train.precision import resolve_precision
@@ -88,6 +88,23 @@ def export_stage(
 ) -> Path:
     """Write the averaged network of a run's checkpoint (None: the latest) as the stage's SavedModel."""
     refuse_existing(output, overwrite=overwrite)  # before the minutes of loading and tracing
+    iteration = checkpoint_iteration(run, iteration)
     network = from_record(stage.config_type, {"network": read_config(run)["network"]}).network
     model = load_averaged_model(run, iteration, lambda: stage.network(network))
-    return save_module(stage.module(model), output, overwrite=overwrite)
+    source = {"run": str(Path(run).resolve()), "iteration": iteration}
+    return save_network(stage, model, network, output, overwrite=overwrite, source=source)
+
+
+def save_network(
+    stage: Stage,
+    model: keras.Model,
+    network: Any,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Save a stage's network (built from the configuration `network`) as its SavedModel, with the metadata
+    inference rebuilds it from; `source` says where the weights came from (a run and iteration, for example)."""
+    metadata = {"stage": stage.name, "network": to_record(network), **(source or {}), "versions": versions()}
+    return save_module(stage.module(model), output, overwrite=overwrite, metadata=metadata)

@@ -1,0 +1,18 @@
+# GPU image for FLARE21-style inference: docker run --gpus all -v IN:/workspace/inputs -v OUT:/workspace/outputs IMAGE
+# Build from the repository root after exporting models: docker build -t efficientscn .
+# (--build-arg MODELS=<folder> picks another models folder holding localization/ and segmentation/)
+FROM tensorflow/tensorflow:2.21.0-gpu
+
+ARG MODELS=saved_models
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/efficientscn
+COPY pyproject.toml README.md LICENSE ./
+COPY efficientscn ./efficientscn
+# the base image's TensorFlow 2.21 (with its CUDA libraries) satisfies the package's pin and is kept
+RUN python3 -m pip install .
+
+WORKDIR /workspace
+COPY ${MODELS} /workspace/saved_models
+COPY predict.sh /workspace/predict.sh
+CMD ["bash", "predict.sh"]

@@ -1,0 +1,159 @@
+"""Inference speed and memory: per-case seconds per stage and peak RSS of `efficientscn predict`, and the I/O floor.
+
+Each input is segmented `--repeats` times in one `efficientscn predict` process (a batch of copies, as a user's
+folder of CTs), so the figures are per case in a running batch; the first case, which also traces the
+functions, is reported apart. Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen resampled to 0.8 x 0.8 x 2 mm,
+whose organ box takes the SCN's largest input, 160 x 128 x 160) and the real CTs of ../shared/data. The I/O floor
+is the time to read the same CT (and move it to the canonical grid) and to write a label of its size.
+
+    python benchmarks/inference.py [--models DIR] [--repeats 5] [--device cpu] [--precision auto]
+
+Without --models it builds a temporary models folder: the original's released localization weights in our network
+(the boxes are the real ones) and an untrained SCN of the paper's size (its labels are meaningless, its speed is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+STAGES = ("read", "localization", "segmentation", "write")
+
+logger = logging.getLogger("benchmark")
+
+
+def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -> Path:
+    """A real abdomen (ts_example_ct) resampled onto a 512 x 512 x 200 grid of 0.8 x 0.8 x 2 mm, around its centre."""
+    from efficientscn.io import read_ct, write_image_atomic
+
+    source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
+    spacing = (0.8, 0.8, 2.0)
+    centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
+    target = sitk.Image(list(size_xyz), sitk.sitkInt16)
+    target.SetSpacing(spacing)
+    target.SetDirection(source.GetDirection())
+    corner = np.array(centre) - np.array(source.GetDirection()).reshape(3, 3) @ (
+        (np.array(size_xyz) - 1) / 2 * np.array(spacing)
+    )
+    target.SetOrigin(tuple(corner))
+    resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkInt16)
+    return write_image_atomic(resampled, path, overwrite=True)
+
+
+def temporary_models(folder: Path) -> Path:
+    """The original's localization weights in our network, and an untrained (seeded) SCN, exported as usual."""
+    from efficientscn.nn.localization import LocalizationNetConfig, build_localization_net
+    from efficientscn.nn.localization import load_original_localization_weights as load_original
+    from efficientscn.nn.scn import SCNConfig
+    from efficientscn.train.localization import LOCALIZATION
+    from efficientscn.train.runs import save_network
+    from efficientscn.train.scn import SCN, build_exported_scn
+
+    localization = build_localization_net()
+    load_original(localization, SHARED / "reference" / "original_saved_models" / "localization")
+    save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
+    save_network(SCN, build_exported_scn(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation")
+    return folder
+
+
+def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]) -> dict:
+    """`efficientscn predict` on `repeats` copies of `ct` in a fresh process; per-stage seconds and peak RSS."""
+    inputs = work / f"{ct.name}.inputs"
+    inputs.mkdir()
+    for index in range(repeats):
+        (inputs / f"case{index:02d}{''.join(ct.suffixes) if ct.is_file() else ''}").symlink_to(ct.resolve())
+    report = work / f"{ct.name}.json"
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
+    command += ["-o", str(work / f"{ct.name}.out"), "--models", str(models), "--report", str(report), *extra]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"predict failed on {ct}:\n{done.stderr[-3000:]}")
+    record = json.loads(report.read_text())
+    cases = record["cases"]
+    later = cases[1:] or cases
+    medians = {stage: statistics.median(case["seconds"][stage] for case in later) for stage in STAGES}
+    return {
+        "first": sum(cases[0]["seconds"][stage] for stage in STAGES),
+        "medians": medians,
+        "total": sum(medians.values()),
+        "wall": wall,
+        "peak_rss_mb": record["peak_rss_mb"],
+        "precision": record["precision"],
+        "sizes": (cases[0]["details"]["localization_input_zyx"], cases[0]["details"]["segmentation_input_zyx"]),
+    }
+
+
+def io_floor(ct: Path, repeats: int, work: Path) -> tuple[float, float]:
+    """Median seconds to read `ct` onto the canonical grid, and to write a uint8 label of its grid."""
+    from efficientscn.io import read_ct, to_canonical, write_label
+
+    reads, writes = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        image, reorientation = to_canonical(read_ct(ct))
+        reads.append(time.perf_counter() - start)
+        label = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+        label[::7, ::5, ::3] = 1  # not all zeros: compression has something to do, as with a real label
+        start = time.perf_counter()
+        write_label(reorientation.to_original_image(label), work / "floor.nii.gz", overwrite=True)
+        writes.append(time.perf_counter() - start)
+    return statistics.median(reads), statistics.median(writes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, help="models folder (default: a temporary one, see above)")
+    parser.add_argument("--repeats", type=int, default=5, help="cases per batch (default: %(default)s)")
+    parser.add_argument("--device", choices=("cpu", "gpu"))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--cases", nargs="*", default=["ts_example_ct", "ts_example_ct_dicom"], help="shared case IDs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    extra = ["--precision", args.precision] + (["--device", args.device] if args.device else [])
+
+    cases_json = {case["id"]: case for case in json.loads((SHARED / "data" / "cases.json").read_text())}
+    with tempfile.TemporaryDirectory(prefix="efficientscn-benchmark-") as temporary:
+        work = Path(temporary)
+        models = args.models or temporary_models(work / "models")
+        inputs = {"synthetic 512x512x200": synthetic_ct(work / "synthetic_0000.nii.gz")}
+        for case_id in args.cases:
+            image = SHARED / "data" / cases_json[case_id]["image"]
+            inputs[case_id] = image
+        rows = []
+        for name, ct in inputs.items():
+            logger.info("%s: %d cases in one batch ...", name, args.repeats)
+            result = run_batch(ct, models, args.repeats, work, extra)
+            floor = io_floor(ct, 3, work)
+            rows.append((name, result, floor))
+
+    print(f"\nefficientscn predict, {args.repeats} cases per batch; medians of cases 2..{args.repeats} (s)")
+    header = "input | loc / seg input (z,y,x) | read | localization | segmentation | write | total | first case | "
+    print(header + "batch wall / case | peak RSS | I/O floor read + write")
+    for name, result, (read, write) in rows:
+        m = result["medians"]
+        sizes = "x".join(map(str, result["sizes"][0])) + " / " + "x".join(map(str, result["sizes"][1]))
+        print(
+            f"{name} | {sizes} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
+            f"{m['write']:.2f} | {result['total']:.2f} | {result['first']:.2f} | "
+            f"{result['wall'] / args.repeats:.2f} | {result['peak_rss_mb'] / 1024:.2f} GB | {read:.2f} + {write:.2f}"
+        )
+    print(f"precision: {rows[0][1]['precision']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Two-stage inference: pre/post-processing tf.functions, networks, the pipeline."""

@@ -1,0 +1,146 @@
+"""The two networks of inference, loaded from SavedModels and run at the precision chosen for the device.
+
+A models folder holds `localization/` and `segmentation/` (SavedModels with the original's interface: `image`
+float16 [N, 1, D, H, W] in; a bool mask, or float16 probabilities [N, 5, D, H, W], out) and optionally
+`tf_utils_module/`. Our own exports carry their network configuration (`export.METADATA_FILE`): the network is
+rebuilt from it in the chosen precision (bfloat16 on a CPU that has it, float16 on a GPU) and given the
+SavedModel's weights. Any other SavedModel with that interface, the original's released localization model
+among them, runs through its serving signature; on a CPU under XLA, since its float16 channels-first
+convolutions have no CPU kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tensorflow as tf
+
+from efficientscn.errors import InputError
+from efficientscn.export import METADATA_FILE, MODEL_VARIABLES, SIGNATURE
+from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
+from efficientscn.settings import from_record
+from efficientscn.train.precision import set_precision
+
+logger = logging.getLogger(__name__)
+
+StageName = Literal["localization", "segmentation"]
+STAGES: tuple[StageName, ...] = ("localization", "segmentation")
+UTILS_FOLDER = "tf_utils_module"
+
+Device = Literal["cpu", "gpu"]
+
+
+def select_device(requested: str | None) -> Device:
+    """The device inference runs on: `requested` ("cpu" or "gpu"), or a GPU when TensorFlow sees one.
+
+    Must run before TensorFlow places any tensor: choosing the CPU hides the GPUs; on a GPU, memory grows as
+    needed instead of being taken whole (as the original), so the process holds only what it uses.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        raise InputError("--device gpu: TensorFlow sees no GPU (is the CUDA extra installed? see the README)")
+    if not gpus:
+        return "cpu"
+    if requested == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+        return "cpu"
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return "gpu"
+
+
+@dataclass(frozen=True)
+class Network:
+    """A loaded network: `run(image)` takes the /2048-clamped CT float16 [1, 1, D, H, W], channels-first."""
+
+    stage: StageName
+    path: Path
+    source: Literal["rebuilt", "signature"]
+    """"rebuilt": our export, rebuilt in `precision`; "signature": another SavedModel run as saved."""
+    precision: str
+    run: Callable[[tf.Tensor], tf.Tensor]
+
+    def describe(self) -> dict[str, str]:
+        """What the report says about this network."""
+        return {"path": str(self.path), "source": self.source, "precision": self.precision}
+
+
+def models_subfolder(models: Path, stage: str) -> Path:
+    """`models/<stage>`, checked to be a SavedModel folder; InputError naming it otherwise."""
+    folder = models / stage
+    if not (folder / "saved_model.pb").is_file():
+        raise InputError(f"{folder}: no SavedModel here (expected {stage}/saved_model.pb in the models folder)")
+    return folder
+
+
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    """The export metadata of one of our SavedModels, or None for a SavedModel exported elsewhere."""
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable export metadata ({error})") from error
+
+
+def _stage(stage: StageName) -> Any:
+    """The training `Stage` whose export made the SavedModel: its network builder and SavedModel wrapper."""
+    if stage == "localization":
+        from efficientscn.train.localization import LOCALIZATION
+
+        return LOCALIZATION
+    from efficientscn.train.scn import SCN
+
+    return SCN
+
+
+def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str) -> Callable:
+    """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order)."""
+    if metadata.get("stage") != stage:
+        raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
+    exported = _stage(stage)
+    network_config = from_record(exported.config_type, {"network": metadata["network"]}).network
+    set_precision(precision)
+    try:
+        model = exported.network(network_config)
+    finally:
+        set_precision("float32")  # the global policy is left as found for what is built next in this process
+    # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
+    checkpoint = folder / "variables" / "variables"
+    keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
+    assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
+    return exported.module(model)  # the module itself: its tf.function holds it only weakly
+
+
+def _through_signature(folder: Path, device: Device) -> Callable:
+    """A SavedModel called through its serving signature (XLA-compiled on a CPU for its float16 kernels)."""
+    saved = tf.saved_model.load(str(folder))
+    if SIGNATURE not in saved.signatures:
+        raise InputError(f"{folder}: SavedModel has no {SIGNATURE!r} signature")
+    signature = saved.signatures[SIGNATURE]
+    inputs = signature.structured_input_signature[1]
+    if set(inputs) != {"image"}:
+        raise InputError(f"{folder}: the serving signature takes {sorted(inputs)}, expected one input 'image'")
+    output_name = sorted(signature.structured_outputs)[0]
+
+    def call(image: tf.Tensor) -> tf.Tensor:
+        return signature(image=image)[output_name]
+
+    call.saved_model = saved  # type: ignore[attr-defined]  # keeps the variables alive as long as the function
+    return tf.function(call, jit_compile=device == "cpu")
+
+
+def load_network(folder: Path, stage: StageName, device: Device, precision: str) -> Network:
+    """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt."""
+    metadata = read_metadata(folder)
+    if metadata is None:
+        logger.info("%s: no export metadata; running its serving signature as saved", folder)
+        return Network(stage, folder, "signature", "as saved", _through_signature(folder, device))
+    logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
+    return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision))

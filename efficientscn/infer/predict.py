@@ -1,0 +1,266 @@
+"""`efficientscn predict`: segment a CT, a folder of CTs or a DICOM folder, one independent case after another.
+
+As the original, the models load in the background while the first CT is read, and each next CT is read while
+the current one is segmented. A case that fails is reported and the batch goes on; labels are written
+atomically as `<case>.nii.gz` (`x_0000.nii.gz` -> `x.nii.gz`, a DICOM folder -> `<folder>.nii.gz`), and
+labels already there are kept (skipped) unless `overwrite`, so an interrupted batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import tensorflow as tf
+
+from efficientscn.atomic import ensure_writable_folder, write_text_atomic
+from efficientscn.batch import BatchReport, Outcome, run_batch
+from efficientscn.errors import InputError
+from efficientscn.geometry import spacing_with_fallback
+from efficientscn.infer.models import STAGES, load_network, models_subfolder, select_device
+from efficientscn.infer.pipeline import Segmenter
+from efficientscn.infer.preview import write_preview
+from efficientscn.infer.utils_module import load_utils
+from efficientscn.io import IMAGE_SUFFIXES, case_id, image_suffix, is_dicom_folder, read_ct, to_canonical, write_label
+from efficientscn.train.precision import inference_precision
+from efficientscn.versions import versions
+
+logger = logging.getLogger(__name__)
+
+LABEL_SUFFIX = ".nii.gz"
+PREVIEW_FOLDER = "preview"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `efficientscn predict` was asked to do."""
+
+    inputs: Path
+    output: Path
+    models: Path
+    device: str | None = None
+    """"cpu", "gpu" or None: a GPU when one is visible."""
+    precision: str = "auto"
+    utils: Path | None = None
+    """A traced tf_utils_module to use instead of the functions in `efficientscn.infer.ops`."""
+    overwrite: bool = False
+    preview: bool = False
+    report: Path | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Case:
+    """One CT to segment and where its label goes."""
+
+    source: Path
+    output: Path
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def find_cases(inputs: Path, output: Path) -> list[Case]:
+    """The cases of `inputs`: an image file, a DICOM folder, or a folder of image files and DICOM folders.
+
+    Raises InputError when nothing is found or when the output folder is (inside) the input folder: predictions
+    never go where the CTs are, where a later run would take them for CTs.
+    """
+    if not inputs.exists():
+        raise InputError(f"{inputs}: no such file or folder")
+    folder = inputs if inputs.is_dir() else inputs.parent
+    if output.resolve() == folder.resolve() or folder.resolve() in output.resolve().parents:
+        raise InputError(f"{output}: the output folder is inside the input folder {folder}; choose another one")
+    if inputs.is_file() or is_dicom_folder(inputs):
+        sources = [inputs]
+    else:
+        entries = sorted(p for p in inputs.iterdir() if not p.name.startswith("."))
+        sources = [p for p in entries if p.is_dir() or image_suffix(p)]
+        ignored = [p.name for p in entries if p not in sources]
+        if ignored:
+            logger.warning("%s: ignoring %d file(s) without an image ending: %s", inputs, len(ignored), ignored[:5])
+        if not sources:
+            raise InputError(f"{inputs}: no CT found (image files {', '.join(IMAGE_SUFFIXES)} or DICOM folders)")
+    return [Case(source, output / f"{case_id(source)}{LABEL_SUFFIX}") for source in sources]
+
+
+@dataclass
+class CaseRecord:
+    """One case in the report."""
+
+    input: str
+    output: str
+    status: str = "pending"
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class _ReadCase:
+    """A CT read and moved to the canonical grid, ready for the segmenter."""
+
+    array: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+    to_original: Callable[[np.ndarray], sitk.Image]
+    seconds: float
+
+
+def _read_case(case: Case) -> _ReadCase:
+    start = time.perf_counter()
+    ct, reorientation = to_canonical(read_ct(case.source))
+    spacing_xyz = spacing_with_fallback(ct.GetSpacing(), str(case.source))
+    array = sitk.GetArrayFromImage(ct)
+    return _ReadCase(array, spacing_xyz[::-1], reorientation.to_original_image, time.perf_counter() - start)
+
+
+class _ReadAhead:
+    """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
+
+    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor) -> None:
+        self._cases = cases
+        self._executor = executor
+        self._pending: dict[int, Future[_ReadCase]] = {}
+        self._submit(0)
+
+    def _submit(self, index: int) -> None:
+        if index < len(self._cases) and index not in self._pending:
+            self._pending[index] = self._executor.submit(_read_case, self._cases[index])
+
+    def take(self, case: Case) -> _ReadCase:
+        """The read CT of `case` (waiting for it if needed), after starting to read the one after it."""
+        index = self._cases.index(case)
+        self._submit(index)
+        self._submit(index + 1)
+        return self._pending.pop(index).result()
+
+
+def load_segmenter(options: PredictOptions, device: str, precision: str) -> Segmenter:
+    """Both networks and the utils module of `options`, loaded for `device` and `precision`."""
+    localization = load_network(models_subfolder(options.models, "localization"), "localization", device, precision)
+    segmentation = load_network(models_subfolder(options.models, "segmentation"), "segmentation", device, precision)
+    return Segmenter(localization, segmentation, load_utils(options.utils))
+
+
+class Predictor:
+    """One batch of `efficientscn predict`: finds the cases, segments them, writes labels, previews and report."""
+
+    def __init__(self, options: PredictOptions) -> None:
+        self.options = options
+        self.cases = find_cases(options.inputs, options.output)
+        ensure_writable_folder(options.output)
+        if options.report is not None and options.report.exists() and not options.overwrite:
+            raise InputError(f"{options.report}: report already exists (use --overwrite to replace it)")
+        for stage in STAGES:  # a missing model stops the batch now, not once per case
+            models_subfolder(options.models, stage)
+        self.device = select_device(options.device)
+        self.precision = inference_precision(self.device, options.precision)
+        self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in self.cases}
+        self._written: dict[Path, Path] = {}
+        self.segmenter: Segmenter | None = None
+
+    def run(self) -> BatchReport:
+        """Segment every case; returns what happened to each. Writes the report if asked, even after a failure."""
+        todo = [case for case in self.cases if self.options.overwrite or not case.output.exists()]
+        logger.info(
+            "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
+        )
+        report = BatchReport()
+        try:
+            with ThreadPoolExecutor(1, "models") as loader, ThreadPoolExecutor(1, "reader") as reader:
+                loading = loader.submit(load_segmenter, self.options, self.device, self.precision)
+                reads = _ReadAhead(todo, reader)  # the first CT is read while the models load
+                self.segmenter = loading.result() if todo else None
+                report = run_batch(
+                    self.cases,
+                    lambda case: self._process(case, case in todo, reads),
+                    name_of=lambda case: case.name,
+                    description="predict",
+                    progress=self.options.progress,
+                )
+        finally:
+            if self.options.report is not None:
+                self._write_report()
+        return report
+
+    def _process(self, case: Case, needed: bool, reads: _ReadAhead) -> Outcome:
+        record = self.records[case.source]
+        if not needed:
+            record.status = "skipped"
+            logger.info("%s: %s exists, skipped", case.name, case.output)
+            return "skipped"
+        record.status = "failed"  # until it is done
+        try:
+            if case.output in self._written:
+                raise InputError(f"its label {case.output.name} was already written for {self._written[case.output]}")
+            read = reads.take(case)
+            record.seconds["read"] = read.seconds
+            self._reset_gpu_peak()
+            assert self.segmenter is not None
+            segmentation = self.segmenter.segment(read.array, read.spacing_zyx)
+            record.seconds.update(segmentation.seconds)
+            record.details = segmentation.details
+            start = time.perf_counter()
+            write_label(read.to_original(segmentation.label), case.output, overwrite=self.options.overwrite)
+            self._written[case.output] = case.source
+            record.seconds["write"] = time.perf_counter() - start
+            if self.options.preview:
+                preview = self.options.output / PREVIEW_FOLDER / f"{case_id(case.source)}.png"
+                # the preview shows the label just written, so it replaces an older one of the same case
+                write_preview(read.array, segmentation.label, read.spacing_zyx, preview, overwrite=True)
+            record.status = "done"
+            return "done"
+        except Exception as error:
+            record.error = str(error)
+            raise
+        finally:
+            record.peak_rss_mb = round(peak_rss_mb(), 1)
+            record.peak_gpu_mb = self._gpu_peak_mb()
+
+    def _reset_gpu_peak(self) -> None:
+        if self.device == "gpu":
+            tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def _gpu_peak_mb(self) -> float | None:
+        if self.device != "gpu":
+            return None
+        return round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+
+    def _write_report(self) -> None:
+        segmenter = self.segmenter
+        report = {
+            "versions": versions(),
+            "device": self.device,
+            "precision": self.precision,
+            "models": {
+                "localization": segmenter.localization.describe() if segmenter else None,
+                "segmentation": segmenter.segmentation.describe() if segmenter else None,
+                "utils": str(self.options.utils) if self.options.utils else "efficientscn.infer.ops",
+            },
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "cases": [asdict(record) for record in self.records.values()],
+        }
+        write_text_atomic(self.options.report, json.dumps(report, indent=1) + "\n", overwrite=True)
+        logger.info("wrote %s", self.options.report)
+
+
+def predict(options: PredictOptions) -> BatchReport:
+    """Run `efficientscn predict`; InputError when the batch cannot start (no CT, no models, bad output folder)."""
+    return Predictor(options).run()

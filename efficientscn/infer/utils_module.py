@@ -1,0 +1,108 @@
+"""The pre/post-processing functions of `ops` as a traceable module: the original's `tf_utils_module` interface.
+
+`UtilsModule` holds every function of `efficientscn.infer.ops` as a tf.function attribute of the same name, with
+concrete traces for the signatures the original's module was saved with, so that a saved copy can stand in for
+the original's folder and the other way round. `load_utils` gives either to the inference pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from efficientscn.export import save_module
+from efficientscn.infer import ops
+
+logger = logging.getLogger(__name__)
+
+IMAGE = tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")
+ANY_IMAGE = tf.TensorSpec([None, None, None, None, None], tf.float16, name="image")
+LABELS = tf.TensorSpec([None, 1, None, None, None], tf.uint8, name="image")
+MASK = tf.TensorSpec([None, 1, None, None, None], tf.bool, name="image")
+PROBABILITIES = tf.TensorSpec([None, 5, None, None, None], tf.float16, name="segmentation_output")
+SIZE = tf.TensorSpec([3], tf.int32)
+VECTOR = tf.TensorSpec([3], tf.float32)
+AMOUNTS = tf.TensorSpec([3, 2], tf.int32)
+VALID_SIZES = tf.TensorSpec([None], tf.int32)
+SIGMA = tf.TensorSpec(None, tf.float32, name="sigma")
+
+
+def _traced(function: Any, *signature: Any) -> Any:
+    """`function` as a tf.function with a fixed signature (tensors only)."""
+    return tf.function(function, input_signature=list(signature))
+
+
+class UtilsModule(tf.Module):
+    """Every function of `ops`, traced with the original's signatures; called the same way as the original's.
+
+    Functions with Python constants among their arguments (pad value, interpolator, data format) are traced for
+    the constants the original was traced with; other constants trace anew when called directly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="tf_utils_module")
+        self.gaussian_kernel1d = _traced(
+            ops.gaussian_kernel1d, tf.TensorSpec(None, tf.float16), tf.TensorSpec(None, tf.int32)
+        )
+        self.gaussian = _traced(ops.gaussian, IMAGE, SIGMA)
+        self.smooth_image = _traced(ops.smooth_image, IMAGE, VECTOR, SIGMA)
+        self.size_for_spacing = _traced(ops.size_for_spacing, SIZE, VECTOR, VECTOR)
+        self.get_valid_size = _traced(ops.get_valid_size, SIZE, VALID_SIZES, VALID_SIZES, VALID_SIZES)
+        self.intensity_postprocessing_ct = tf.function(ops.intensity_postprocessing_ct)
+        self.intensity_postprocessing_ct.get_concrete_function(ANY_IMAGE)
+        self.bounding_box = _traced(ops.bounding_box, tf.TensorSpec([None, None, None], tf.bool, name="image"))
+        self.bbox_from_localization_output = _traced(ops.bbox_from_localization_output, MASK, VECTOR, AMOUNTS)
+        self.valid_bbox_extent_for_segmentation = _traced(
+            ops.valid_bbox_extent_for_segmentation, VECTOR, VECTOR, VECTOR, VALID_SIZES, VALID_SIZES, VALID_SIZES
+        )
+        first = ops.CHANNELS_FIRST
+        self.resize_image = tf.function(ops.resize_image)
+        for image, interpolator in ((IMAGE, "area"), (ANY_IMAGE, "area"), (PROBABILITIES, "linear")):
+            self.resize_image.get_concrete_function(image, SIZE, interpolator, first)
+        self.center_pad_to_size = tf.function(ops.center_pad_to_size)
+        self.center_pad_to_size.get_concrete_function(ANY_IMAGE, SIZE, ops.CT_PAD_VALUE, first)
+        self.pad_image = tf.function(ops.pad_image)
+        for image, value in ((ANY_IMAGE, ops.CT_PAD_VALUE), (IMAGE, 0), (LABELS, 0)):
+            self.pad_image.get_concrete_function(image, AMOUNTS, value, first)
+        self.crop_image = tf.function(ops.crop_image)
+        for image in (IMAGE, LABELS):
+            self.crop_image.get_concrete_function(image, AMOUNTS, first)
+        self.crop_and_pad_with_bbox = tf.function(ops.crop_and_pad_with_bbox)
+        self.crop_and_pad_with_bbox.get_concrete_function(IMAGE, VECTOR, VECTOR, VECTOR, first)
+        self.preprocess_for_localization = _traced(
+            ops.preprocess_for_localization, IMAGE, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
+        )
+        self.preprocess_for_segmentation = _traced(
+            ops.preprocess_for_segmentation,
+            IMAGE,
+            VECTOR,
+            VECTOR,
+            VECTOR,
+            VECTOR,
+            SIGMA,
+            VALID_SIZES,
+            VALID_SIZES,
+            VALID_SIZES,
+        )
+        self.postprocess_for_segmentation = _traced(
+            ops.postprocess_for_segmentation, PROBABILITIES, AMOUNTS, AMOUNTS, SIZE
+        )
+
+
+def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
+    """Trace a `UtilsModule` and save it at `output`, atomically: a finished folder or none.
+
+    FileExistsError if `output` exists and `overwrite` is not set. There is no serving signature: as in the
+    original, the functions are attributes of the loaded object.
+    """
+    return save_module(UtilsModule(), output, overwrite=overwrite, signatures={})
+
+
+def load_utils(path: Path | None = None) -> Any:
+    """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's)."""
+    if path is None:
+        return UtilsModule()
+    return tf.saved_model.load(str(path))

@@ -1,0 +1,18 @@
+"""Segment a folder of CTs with the exported models (the original's inference script, driven by flags).
+
+Edit the folders below, or pass flags: `-i/--input`, `-o/--output`, `--models`, `--device`, `--overwrite`,
+`--preview`, `--report` (all of `efficientscn predict --help`). Unlike the original, labels go straight into the
+output folder (no timestamped sub-folder), so a second run skips the cases already done.
+"""
+
+import sys
+
+input_folder = "/SET/PATH/TO/INPUTS"  # CTs: *_0000.nii.gz (or any readable CT file) and DICOM folders
+output_folder = "/SET/PATH/TO/OUTPUTS"  # <case>.nii.gz label maps
+models_folder = "saved_models"  # localization/ and segmentation/ written by the main_create_model.py scripts
+
+if __name__ == "__main__":
+    from efficientscn.cli import run_script
+
+    settings = {"--input": input_folder, "--output": output_folder, "--models": models_folder}
+    sys.exit(run_script(["predict"], settings))

@@ -1,0 +1,300 @@
+"""`efficientscn predict` end to end: geometry on every real CT variant, the original's localization model,
+robust batches, resume, the report and preview, the traced utils module, `predict.sh` and the scripts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from efficientscn.cli import main
+from efficientscn.errors import InputError
+from efficientscn.infer.pipeline import InferenceConfig, check_processable, localization_spacing, segmentation_spacing
+from efficientscn.io import read_label, to_canonical
+from efficientscn.nn.localization import (
+    LocalizationNetConfig,
+    build_localization_net,
+    load_original_localization_weights,
+)
+from efficientscn.nn.scn import SCNConfig
+from efficientscn.train.localization import LOCALIZATION
+from efficientscn.train.runs import save_network
+from efficientscn.train.scn import SCN, build_exported_scn
+from tests.conftest import REPO_ROOT, shared_case
+from tests.test_nn import require_reference
+
+logger = logging.getLogger(__name__)
+
+GEOMETRY_CASES = (
+    "ts_example_ct",
+    "ts_example_ct_sm",
+    "ts_example_ct_sm_lpi",
+    "ts_example_ct_sm_asl",
+    "ts_example_ct_sm_oblique",
+    "ts_example_ct_sm_aniso",
+)
+
+
+def _untrained_scn(folder: Path, seed: int) -> None:
+    """An SCN of the paper's size with seeded random weights, exported: labels are arbitrary, geometry is not."""
+    save_network(SCN, build_exported_scn(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder as export writes it: the original's localization weights in our network, a seeded SCN."""
+    folder = tmp_path_factory.mktemp("models")
+    localization = build_localization_net()
+    load_original_localization_weights(localization, require_reference() / "localization")
+    save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
+    _untrained_scn(folder, seed=0)
+    return folder
+
+
+def _link_cases(folder: Path, case_ids: tuple[str, ...]) -> dict[str, Path]:
+    """Symlinks `<id>_0000.nii.gz` to shared cases; returns the label path per case ID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for case_id in case_ids:
+        case = shared_case(case_id)
+        (folder / f"{case_id}_0000.nii.gz").symlink_to(case.image)
+        labels[case_id] = case.label
+    return labels
+
+
+def _predict(*args: str | Path) -> int:
+    return main(["predict", "-q", *map(str, args)])
+
+
+def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(models: Path, tmp_path: Path) -> None:
+    labels = _link_cases(tmp_path / "in", GEOMETRY_CASES)
+    dicom = shared_case("ts_example_ct_dicom").image
+    (tmp_path / "in" / "dicom_case").symlink_to(dicom, target_is_directory=True)
+    report_path = tmp_path / "run.json"
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--report", report_path) == 0
+
+    for case_id, reference in labels.items():
+        written = sitk.ReadImage(str(tmp_path / "out" / f"{case_id}.nii.gz"))
+        expected = sitk.ReadImage(str(reference))
+        assert written.GetPixelID() == sitk.sitkUInt8
+        assert written.GetSize() == expected.GetSize()
+        np.testing.assert_allclose(written.GetOrigin(), expected.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(written.GetSpacing(), expected.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(written.GetDirection(), expected.GetDirection(), atol=1e-6)
+        assert sitk.GetArrayViewFromImage(written).max() <= 4
+    dicom_label = sitk.ReadImage(str(tmp_path / "out" / "dicom_case.nii.gz"))
+    assert dicom_label.GetSize() == (512, 512, 20)
+
+    # LPI and ASL hold the voxels of ts_example_ct_sm flipped and permuted: on the canonical grid the same CT,
+    # so the same label, moved back to each file's own grid
+    def canonical(case_id: str) -> np.ndarray:
+        label, _ = to_canonical(read_label(tmp_path / "out" / f"{case_id}.nii.gz"))
+        return sitk.GetArrayFromImage(label)
+
+    base = canonical("ts_example_ct_sm")
+    assert np.array_equal(canonical("ts_example_ct_sm_lpi"), base)
+    assert np.array_equal(canonical("ts_example_ct_sm_asl"), base)
+
+    report = json.loads(report_path.read_text())
+    assert report["device"] == "cpu" and report["precision"] in ("float32", "bfloat16")
+    assert report["models"]["localization"]["source"] == "rebuilt"
+    assert report["versions"]["tensorflow"].startswith("2.21")
+    cases = {Path(case["input"]).name: case for case in report["cases"]}
+    assert len(cases) == len(GEOMETRY_CASES) + 1
+    for case in cases.values():
+        assert case["status"] == "done", case
+        assert set(case["seconds"]) == {"read", "localization", "segmentation", "write"}
+        assert case["peak_rss_mb"] > 100
+        assert case["details"]["segmentation_input_zyx"][0] % 32 == 0
+
+
+def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Path) -> None:
+    """The original's released SavedModel runs as saved (float16 channels-first, XLA on this CPU) in place of
+    ours, and on whole-abdomen CTs the box that stage 2 segments contains every labelled organ voxel."""
+    original = require_reference() / "localization"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "localization").symlink_to(original, target_is_directory=True)
+    case_ids = ("ts_example_ct", "ts_example_ct_sm_oblique", "ts_example_ct_sm_aniso")
+    labels = _link_cases(tmp_path / "in", case_ids)
+    _untrained_scn(models, seed=1)  # the segmentation model is not what is checked here
+    report_path = tmp_path / "run.json"
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--report", report_path) == 0
+    report = json.loads(report_path.read_text())
+    assert report["models"]["localization"]["source"] == "signature"
+    for case in report["cases"]:
+        case_id = Path(case["input"]).name.removesuffix("_0000.nii.gz")
+        label, _ = to_canonical(read_label(labels[case_id]))
+        organ_index = np.argwhere(sitk.GetArrayViewFromImage(label) > 0)
+        spacing_zyx = np.array(label.GetSpacing()[::-1])
+        # the box is in mm from the outer edge of canonical voxel 0, z, y, x
+        low = organ_index.min(axis=0) * spacing_zyx
+        high = (organ_index.max(axis=0) + 1) * spacing_zyx
+        start, end = np.array(case["details"]["box_start_mm"]), np.array(case["details"]["box_end_mm"])
+        logger.info("%s: organs %s..%s mm, box %s..%s mm", case_id, low, high, start, end)
+        assert np.all(start <= low) and np.all(end >= high), case_id
+
+
+def test_traced_utils_module_gives_the_same_labels_as_the_functions(models: Path, tmp_path: Path) -> None:
+    utils = tmp_path / "tf_utils_module"
+    assert main(["trace-utils", "-q", "--output", str(utils)]) == 0
+    _link_cases(tmp_path / "in", ("ts_example_ct_sm_oblique",))
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "direct", "--models", models) == 0
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "traced", "--models", models, "--utils", utils) == 0
+    direct = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct" / "ts_example_ct_sm_oblique.nii.gz")))
+    traced = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "traced" / "ts_example_ct_sm_oblique.nii.gz")))
+    assert direct.any() and np.array_equal(direct, traced)
+
+
+def _write_bad_inputs(folder: Path) -> dict[str, str]:
+    """Broken inputs beside good ones; returns the expected error text per file name."""
+    good = shared_case("ts_example_ct_sm")
+    data = good.image.read_bytes()
+    (folder / "truncated_0000.nii.gz").write_bytes(data[: len(data) // 2])
+    (folder / "text_0000.nii.gz").write_bytes(gzip.compress(b"not an image at all\n" * 100))
+    flat = sitk.Image(64, 64, sitk.sitkInt16)
+    sitk.WriteImage(flat, str(folder / "flat_0000.nii.gz"))
+    four_d = sitk.Image([8, 8, 8, 3], sitk.sitkInt16)
+    sitk.WriteImage(four_d, str(folder / "fourd_0000.nii.gz"))
+    air = sitk.Image(64, 64, 64, sitk.sitkInt16) - 1024
+    air.SetSpacing((3.0, 3.0, 3.0))
+    sitk.WriteImage(sitk.Cast(air, sitk.sitkInt16), str(folder / "air_0000.nii.gz"))
+    thin = sitk.Image(128, 128, 3, sitk.sitkInt16)
+    thin.SetSpacing((0.8, 0.8, 1.0))
+    sitk.WriteImage(thin, str(folder / "thin_0000.nii.gz"))
+    (folder / "notes.txt").write_text("not a CT, ignored by name\n")
+    return {
+        "truncated_0000.nii.gz": "truncated",
+        "text_0000.nii.gz": "not a readable image",
+        "flat_0000.nii.gz": "2-D",
+        "fourd_0000.nii.gz": "4-D",
+        "air_0000.nii.gz": "no organs found",
+        "thin_0000.nii.gz": "too small",
+    }
+
+
+def test_a_batch_finishes_good_cases_reports_bad_ones_and_resumes(models: Path, tmp_path: Path) -> None:
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    expected_errors = _write_bad_inputs(inputs)
+    report_path = tmp_path / "run.json"
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", report_path, "--preview") == 1
+    report = json.loads(report_path.read_text())
+    cases = {Path(case["input"]).name: case for case in report["cases"]}
+    assert "notes.txt" not in cases
+    assert cases["ts_example_ct_sm_0000.nii.gz"]["status"] == "done"
+    for name, error in expected_errors.items():
+        assert cases[name]["status"] == "failed" and error in cases[name]["error"], cases[name]
+    assert sorted(p.name for p in output.iterdir()) == ["preview", "ts_example_ct_sm.nii.gz"]  # nothing partial
+    assert (output / "preview" / "ts_example_ct_sm.png").is_file()
+    assert sorted(p.name for p in inputs.iterdir()) == sorted(
+        [*expected_errors, "notes.txt", "ts_example_ct_sm_0000.nii.gz"]
+    )
+
+    # a second run keeps what is there and redoes the failures; --report refuses to replace the old report
+    written = (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", report_path) == 2
+    for name in expected_errors:
+        (inputs / name).unlink()
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", tmp_path / "second.json") == 0
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert [case["status"] for case in second["cases"]] == ["skipped"]
+    assert (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns == written
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--overwrite") == 0
+    assert (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns != written
+
+
+def test_unusable_batches_stop_before_any_work(models: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models) == 2  # no CT in the folder
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    assert _predict("-i", inputs, "-o", inputs, "--models", models) == 2  # never into the input folder
+    assert _predict("-i", inputs, "-o", inputs / "labels", "--models", models) == 2
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", tmp_path / "no_models") == 2
+    assert sorted(p.name for p in inputs.iterdir()) == ["ts_example_ct_sm_0000.nii.gz"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_same_output_name_twice_fails_the_second_case(models: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = shared_case("ts_example_ct_sm").image
+    (inputs / "case_0000.nii.gz").symlink_to(image)
+    sitk.WriteImage(sitk.ReadImage(str(image)), str(inputs / "case.mha"))
+    report = tmp_path / "run.json"
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", report) == 1
+    statuses = {Path(c["input"]).name: (c["status"], c["error"]) for c in json.loads(report.read_text())["cases"]}
+    assert statuses["case.mha"][0] == "done"
+    assert statuses["case_0000.nii.gz"][0] == "failed" and "already written" in statuses["case_0000.nii.gz"][1]
+
+
+def test_predict_sh_and_the_inference_script_run_the_cli(models: Path, tmp_path: Path) -> None:
+    _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
+    efficientscn = Path(sys.executable).with_name("efficientscn")
+    environment = {
+        **os.environ,
+        "INPUT_DIR": str(tmp_path / "in"),
+        "OUTPUT_DIR": str(tmp_path / "out"),
+        "MODELS_DIR": str(models),
+        "EFFICIENTSCN": str(efficientscn),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO_ROOT / "predict.sh"), "-q"], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "ts_example_ct_sm.nii.gz").is_file()
+    script = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "inference" / "inference.py"),
+            "-i",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "script_out"),
+            "--models",
+            str(models),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert script.returncode == 0, script.stderr[-2000:]
+    assert (tmp_path / "script_out" / "ts_example_ct_sm.nii.gz").is_file()
+
+
+def test_localization_spacing_grows_for_large_scans() -> None:
+    config = InferenceConfig()
+    np.testing.assert_allclose(localization_spacing((150, 512, 512), (2.5, 0.8, 0.8), config), 6.0)
+    # 512 x 0.977 mm: 84 voxels at 6 mm, /80 = 1.05 (+0.02) -> 6.42 mm, the original's figure
+    np.testing.assert_allclose(localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), config), 6.42, atol=0.01)
+    # growth already starts above a ratio of 0.98 (the margin is added before the test, a kept quirk)
+    np.testing.assert_allclose(localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), config), 6 * (79 / 80 + 0.02))
+
+
+def test_segmentation_spacing_grows_isotropically_for_large_boxes() -> None:
+    config = InferenceConfig()
+    np.testing.assert_allclose(segmentation_spacing(np.zeros(3), np.array([200.0, 200.0, 300.0]), config), 2.0)
+    # 300 mm in y over 128 voxels needs 2.34 mm: all axes go to 2.34 + 0.1
+    np.testing.assert_allclose(
+        segmentation_spacing(np.zeros(3), np.array([200.0, 300.0, 200.0]), config), 300 / 128 + 0.1, rtol=1e-6
+    )
+
+
+def test_too_small_and_too_large_cts_are_refused_with_the_reason() -> None:
+    config = InferenceConfig(max_voxels=10**6)
+    check_processable((20, 512, 512), (2.0, 0.98, 0.98), InferenceConfig())
+    with pytest.raises(InputError, match=r"too small.*3 voxel.*along z cover 3 mm"):
+        check_processable((3, 512, 512), (1.0, 0.8, 0.8), InferenceConfig())
+    with pytest.raises(InputError, match="too large"):
+        check_processable((200, 512, 512), (1.0, 0.8, 0.8), config)
