@@ -28,8 +28,8 @@ logger = logging.getLogger("efficientscn")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
 
-DEFAULT_MODELS = Path("saved_models")
-"""Where `predict` finds its models unless told: the folder the export commands write to."""
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "submitted_saved_models"
+"""Where `predict` finds its models unless told: the demonstration models shipped in the repository."""
 
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -255,6 +255,12 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
         stage.add_argument("--workers", type=_non_negative_int, help="sample loader processes (default 8)")
         stage.add_argument("--seed", type=int, help="random seed (default 0)")
         stage.add_argument(
+            "--config",
+            type=Path,
+            help="JSON file with settings that differ from the paper's, in the layout of a run's config.json "
+            '(e.g. {"training": {"ema_decay": 0.99}, "data": {"spatial": {"rotation_rad": 0.1}}}); flags win',
+        )
+        stage.add_argument(
             "--resume",
             action="store_true",
             help="continue the newest run of each fold (its config; iteration flags apply)",
@@ -284,7 +290,9 @@ def _run_train(command: _StageCommand, args: argparse.Namespace) -> int:
 
     stage = _stage(command)
     given = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
-    refused = sorted(set(given) - set(_RESUME_FLAGS)) if args.resume else []
+    refused = []
+    if args.resume:
+        refused = sorted(set(given) - set(_RESUME_FLAGS)) + (["config"] if args.config else [])
     if refused:
         raise InputError(f"--resume continues a run with its own settings; drop --{', --'.join(refused)}")
     configs = {}
@@ -296,12 +304,24 @@ def _run_train(command: _StageCommand, args: argparse.Namespace) -> int:
                 logger.warning("%s was trained on %s; continuing on %s", run, recorded, args.dataset.resolve())
             configs[cv] = resumed_config(stage, run, **given)
         else:
-            default = stage.config_type()
+            default = config_from_file(stage, args.config) if args.config else stage.config_type()
             configs[cv] = replace(default, training=replace(default.training, **given))
     for cv, config in configs.items():
         run = train_stage(stage, args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
         logger.info("fold %d done: %s", cv, run)
     return EXIT_OK
+
+
+def config_from_file(stage: Stage, path: Path) -> object:
+    """A stage's run configuration: the paper's, with the settings of a JSON file in config.json's layout."""
+    import json
+
+    from efficientscn.settings import with_changes
+
+    try:
+        return with_changes(stage.config_type(), json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"{path}: not a usable {stage.name} configuration ({error})") from error
 
 
 def _export_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -353,7 +373,8 @@ def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         type=Path,
         default=DEFAULT_MODELS,
-        help="folder with localization/ and segmentation/ SavedModels (default: %(default)s)",
+        help="folder with localization/ and segmentation/ SavedModels (default: the repository's "
+        "submitted_saved_models/, demonstration models trained on two patients; see its README.md)",
     )
     parser.add_argument(
         "--utils",

@@ -296,6 +296,12 @@ class Reorientation:
     flip_axes_xyz: tuple[bool, bool, bool]
     original_grid: Grid
 
+    @property
+    def canonical_spacing_xyz(self) -> tuple[float, float, float]:
+        """The voxel spacing along the canonical axes."""
+        spacing = self.original_grid.spacing
+        return tuple(spacing[axis] for axis in self.permute_order_xyz)  # type: ignore[return-value]
+
     def _numpy_axes(self) -> tuple[list[int], tuple[int, ...]]:
         """The transpose (input array axis per canonical array axis) and the flipped canonical array axes, zyx."""
         transpose = [2 - self.permute_order_xyz[2 - axis] for axis in range(3)]
@@ -324,21 +330,41 @@ class Reorientation:
         return image
 
 
+def _canonical_orienter() -> sitk.DICOMOrientImageFilter:
+    orienter = sitk.DICOMOrientImageFilter()
+    orienter.SetDesiredCoordinateOrientation(CANONICAL_ORIENTATION)
+    return orienter
+
+
+def _reorientation(orienter: sitk.DICOMOrientImageFilter, image: sitk.Image) -> Reorientation:
+    return Reorientation(
+        permute_order_xyz=tuple(int(a) for a in orienter.GetPermuteOrder()),  # type: ignore[arg-type]
+        flip_axes_xyz=tuple(bool(f) for f in orienter.GetFlipAxes()),  # type: ignore[arg-type]
+        original_grid=grid_of(image),
+    )
+
+
 def to_canonical(image: sitk.Image) -> tuple[sitk.Image, Reorientation]:
     """The image in canonical LPS orientation (axes permuted and flipped, voxels unchanged) and how to undo it.
 
     An axis-aligned image gets the identity direction; an oblique one keeps the rotation left after the nearest
     permutation, and processing treats its axes as the nearest patient axes, as the original does.
     """
-    orienter = sitk.DICOMOrientImageFilter()
-    orienter.SetDesiredCoordinateOrientation(CANONICAL_ORIENTATION)
+    orienter = _canonical_orienter()
     canonical = orienter.Execute(image)
-    reorientation = Reorientation(
-        permute_order_xyz=tuple(int(a) for a in orienter.GetPermuteOrder()),  # type: ignore[arg-type]
-        flip_axes_xyz=tuple(bool(f) for f in orienter.GetFlipAxes()),  # type: ignore[arg-type]
-        original_grid=grid_of(image),
-    )
-    return canonical, reorientation
+    return canonical, _reorientation(orienter, image)
+
+
+def canonical_reorientation(image: sitk.Image) -> Reorientation:
+    """How `to_canonical` reorients `image`, found without copying its voxels (it depends on the direction only).
+
+    `Reorientation.to_canonical_array` then gives the canonical voxels as a view of the image's array.
+    """
+    probe = sitk.Image([2, 2, 2], sitk.sitkUInt8)
+    probe.SetDirection(image.GetDirection())
+    orienter = _canonical_orienter()
+    orienter.Execute(probe)
+    return _reorientation(orienter, image)
 
 
 def write_image_atomic(

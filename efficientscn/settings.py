@@ -43,3 +43,19 @@ def _restore(hint: Any, value: Any) -> Any:
 
 def _to_tuple(value: Any) -> Any:
     return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def with_changes(config: T, changes: Mapping[str, Any]) -> T:
+    """`config` with the settings named in `changes` (a partial record, nested like `to_record`'s) replaced.
+
+    Unnamed settings keep `config`'s values, also inside nested dataclasses; unknown keys are an error.
+    """
+    return from_record(type(config), _merged(to_record(config), changes))
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+        merged[key] = _merged(base[key], value) if nested else value
+    return merged

@@ -15,6 +15,7 @@ from conftest import SharedCase, shared_case
 from efficientscn.errors import InputError
 from efficientscn.geometry import physical_bounding_box
 from efficientscn.io import (
+    canonical_reorientation,
     case_id,
     grid_of,
     read_ct,
@@ -93,6 +94,9 @@ def test_canonical_image_keeps_every_voxel_at_its_physical_place(any_shared_case
     assert np.array_equal(
         reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct)), sitk.GetArrayViewFromImage(canonical_ct)
     )
+    # The reorientation found from the direction alone is the same, and so is the canonical spacing.
+    assert canonical_reorientation(ct) == reorientation
+    assert reorientation.canonical_spacing_xyz == pytest.approx(canonical_ct.GetSpacing(), abs=1e-9)
 
 
 def test_canonical_axes_point_left_posterior_superior(any_shared_case: SharedCase) -> None:

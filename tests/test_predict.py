@@ -14,22 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import REPO_ROOT, shared_case
+from test_nn import require_reference
 
 from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.infer.pipeline import InferenceConfig, check_processable, localization_spacing, segmentation_spacing
 from efficientscn.io import read_label, to_canonical
-from efficientscn.nn.localization import (
-    LocalizationNetConfig,
-    build_localization_net,
-    load_original_localization_weights,
-)
-from efficientscn.nn.scn import SCNConfig
-from efficientscn.train.localization import LOCALIZATION
-from efficientscn.train.runs import save_network
-from efficientscn.train.scn import SCN, build_exported_scn
-from tests.conftest import REPO_ROOT, shared_case
-from tests.test_nn import require_reference
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +34,11 @@ GEOMETRY_CASES = (
 )
 
 
-def _untrained_scn(folder: Path, seed: int) -> None:
-    """An SCN of the paper's size with seeded random weights, exported: labels are arbitrary, geometry is not."""
-    save_network(SCN, build_exported_scn(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
-
-
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder as export writes it: the original's localization weights in our network, a seeded SCN."""
-    folder = tmp_path_factory.mktemp("models")
-    localization = build_localization_net()
-    load_original_localization_weights(localization, require_reference() / "localization")
-    save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
-    _untrained_scn(folder, seed=0)
+def models() -> Path:
+    """The shipped demonstration models (their labels are checked in test_shipped_models, their geometry here)."""
+    folder = REPO_ROOT / "submitted_saved_models"
+    assert (folder / "segmentation" / "saved_model.pb").is_file(), f"{folder}: shipped models missing"
     return folder
 
 
@@ -105,7 +88,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(models: Path, 
 
     report = json.loads(report_path.read_text())
     assert report["device"] == "cpu" and report["precision"] in ("float32", "bfloat16")
-    assert report["models"]["localization"]["source"] == "rebuilt"
+    assert {report["models"][stage]["source"] for stage in ("localization", "segmentation")} == {"rebuilt"}
     assert report["versions"]["tensorflow"].startswith("2.21")
     cases = {Path(case["input"]).name: case for case in report["cases"]}
     assert len(cases) == len(GEOMETRY_CASES) + 1
@@ -116,6 +99,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(models: Path, 
         assert case["details"]["segmentation_input_zyx"][0] % 32 == 0
 
 
+@pytest.mark.slow  # tens of seconds
 def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Path) -> None:
     """The original's released SavedModel runs as saved (float16 channels-first, XLA on this CPU) in place of
     ours, and on whole-abdomen CTs the box that stage 2 segments contains every labelled organ voxel."""
@@ -125,7 +109,7 @@ def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Pat
     (models / "localization").symlink_to(original, target_is_directory=True)
     case_ids = ("ts_example_ct", "ts_example_ct_sm_oblique", "ts_example_ct_sm_aniso")
     labels = _link_cases(tmp_path / "in", case_ids)
-    _untrained_scn(models, seed=1)  # the segmentation model is not what is checked here
+    (models / "segmentation").symlink_to(REPO_ROOT / "submitted_saved_models" / "segmentation")
     report_path = tmp_path / "run.json"
     assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--report", report_path) == 0
     report = json.loads(report_path.read_text())
@@ -143,6 +127,7 @@ def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Pat
         assert np.all(start <= low) and np.all(end >= high), case_id
 
 
+@pytest.mark.slow  # tens of seconds
 def test_traced_utils_module_gives_the_same_labels_as_the_functions(models: Path, tmp_path: Path) -> None:
     utils = tmp_path / "tf_utils_module"
     assert main(["trace-utils", "-q", "--output", str(utils)]) == 0
@@ -237,6 +222,7 @@ def test_same_output_name_twice_fails_the_second_case(models: Path, tmp_path: Pa
     assert statuses["case_0000.nii.gz"][0] == "failed" and "already written" in statuses["case_0000.nii.gz"][1]
 
 
+@pytest.mark.slow  # tens of seconds
 def test_predict_sh_and_the_inference_script_run_the_cli(models: Path, tmp_path: Path) -> None:
     _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
     efficientscn = Path(sys.executable).with_name("efficientscn")

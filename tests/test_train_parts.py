@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from efficientscn.cli import config_from_file
 from efficientscn.data.localization import LocalizationDataConfig
+from efficientscn.errors import InputError
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.ema import WeightAverage
@@ -14,6 +18,7 @@ from efficientscn.train.localization import LocalizationRunConfig
 from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits, sigmoid_cross_entropy
 from efficientscn.train.precision import resolve_precision, uses_loss_scaling
 from efficientscn.train.run_folder import CsvLog, checkpoint_iterations, new_run_folder
+from efficientscn.train.scn import SCN, SCNRunConfig
 
 
 def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -130,3 +135,17 @@ def test_sigmoid_cross_entropy_is_the_mean_binary_cross_entropy():
     probabilities = 1 / (1 + np.exp(-logits))
     expected = -np.mean(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
     assert float(sigmoid_cross_entropy(labels, logits)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_config_file_changes_only_the_settings_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "scn.json"
+    path.write_text('{"training": {"ema_decay": 0.98}, "data": {"spatial": {"rotation_rad": 0.1}}}')
+    config = config_from_file(SCN, path)
+    default = SCNRunConfig()
+    assert config.training.ema_decay == 0.98 and config.data.spatial.rotation_rad == 0.1
+    assert config.training.learning_rate == default.training.learning_rate  # the SCN's own default is kept
+    assert config.data.spatial.translation_mm == default.data.spatial.translation_mm
+    assert config.network == default.network
+    path.write_text('{"training": {"ema_decay": 0.98, "no_such_setting": 1}}')
+    with pytest.raises(InputError, match="no_such_setting"):
+        config_from_file(SCN, path)

@@ -122,8 +122,21 @@ class Segmenter:
 
     def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Segmentation:
         """Segment a canonical int16 CT (zyx array, spacing in mm zyx); raises InputError if no organ is found."""
+        check_processable(ct_zyx.shape, spacing_zyx, self.config)
+        return self._run(ct_zyx, spacing_zyx, require_organs=True)
+
+    def warm_up(self) -> None:
+        """Trace every function and network once on a small blank CT, so that the first real case runs at speed.
+
+        The traces fit any size: the functions and our networks take unknown spatial sizes. (A network run through
+        a SavedModel signature under XLA still compiles once per new input size.)
+        """
+        start_time = time.perf_counter()
+        self._run(np.full((48, 48, 48), -1000, np.int16), (6.0, 6.0, 6.0), require_organs=False)
+        logger.info("traced the pipeline in %.1f s", time.perf_counter() - start_time)
+
+    def _run(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool) -> Segmentation:
         config = self.config
-        check_processable(ct_zyx.shape, spacing_zyx, config)
         result = Segmentation(label=np.empty(0, np.uint8))
         start_time = time.perf_counter()
         image = tf.constant(ct_zyx.astype(np.float16)[np.newaxis, np.newaxis])
@@ -138,7 +151,7 @@ class Segmenter:
             *self._valid_sizes(config.localization_valid_sizes),
         )
         mask = self.localization.run(inputs)
-        if not bool(tf.reduce_any(mask)):
+        if require_organs and not bool(tf.reduce_any(mask)):
             raise InputError("no organs found: the localization network marked no voxel of this CT")
         box_end, box_start = self.utils.bbox_from_localization_output(
             mask, _constant(coarse_spacing, tf.float32), paddings

@@ -12,7 +12,6 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,16 @@ from efficientscn.infer.models import STAGES, load_network, models_subfolder, se
 from efficientscn.infer.pipeline import Segmenter
 from efficientscn.infer.preview import write_preview
 from efficientscn.infer.utils_module import load_utils
-from efficientscn.io import IMAGE_SUFFIXES, case_id, image_suffix, is_dicom_folder, read_ct, to_canonical, write_label
+from efficientscn.io import (
+    IMAGE_SUFFIXES,
+    Reorientation,
+    canonical_reorientation,
+    case_id,
+    image_suffix,
+    is_dicom_folder,
+    read_ct,
+    write_label,
+)
 from efficientscn.train.precision import inference_precision
 from efficientscn.versions import versions
 
@@ -115,20 +123,23 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class _ReadCase:
-    """A CT read and moved to the canonical grid, ready for the segmenter."""
+    """A CT read, its voxels seen on the canonical grid, ready for the segmenter."""
 
+    ct: sitk.Image
+    """The CT as read; `array` is a view of its voxels."""
     array: np.ndarray
     spacing_zyx: tuple[float, float, float]
-    to_original: Callable[[np.ndarray], sitk.Image]
+    reorientation: Reorientation
     seconds: float
 
 
 def _read_case(case: Case) -> _ReadCase:
     start = time.perf_counter()
-    ct, reorientation = to_canonical(read_ct(case.source))
-    spacing_xyz = spacing_with_fallback(ct.GetSpacing(), str(case.source))
-    array = sitk.GetArrayFromImage(ct)
-    return _ReadCase(array, spacing_xyz[::-1], reorientation.to_original_image, time.perf_counter() - start)
+    ct = read_ct(case.source)
+    reorientation = canonical_reorientation(ct)
+    spacing_xyz = spacing_with_fallback(reorientation.canonical_spacing_xyz, str(case.source))
+    array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
+    return _ReadCase(ct, array, spacing_xyz[::-1], reorientation, time.perf_counter() - start)
 
 
 class _ReadAhead:
@@ -153,10 +164,12 @@ class _ReadAhead:
 
 
 def load_segmenter(options: PredictOptions, device: str, precision: str) -> Segmenter:
-    """Both networks and the utils module of `options`, loaded for `device` and `precision`."""
+    """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced."""
     localization = load_network(models_subfolder(options.models, "localization"), "localization", device, precision)
     segmentation = load_network(models_subfolder(options.models, "segmentation"), "segmentation", device, precision)
-    return Segmenter(localization, segmentation, load_utils(options.utils))
+    segmenter = Segmenter(localization, segmentation, load_utils(options.utils))
+    segmenter.warm_up()
+    return segmenter
 
 
 class Predictor:
@@ -218,7 +231,9 @@ class Predictor:
             record.seconds.update(segmentation.seconds)
             record.details = segmentation.details
             start = time.perf_counter()
-            write_label(read.to_original(segmentation.label), case.output, overwrite=self.options.overwrite)
+            write_label(
+                read.reorientation.to_original_image(segmentation.label), case.output, overwrite=self.options.overwrite
+            )
             self._written[case.output] = case.source
             record.seconds["write"] = time.perf_counter() - start
             if self.options.preview:
