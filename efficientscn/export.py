@@ -47,6 +47,17 @@ def checkpoint_iteration(run: str | Path, iteration: int | None) -> int:
     return iteration
 
 
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    """The export metadata of one of our SavedModels, or None for a SavedModel exported elsewhere."""
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable export metadata ({error})") from error
+
+
 def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[[], keras.Model]) -> keras.Model:
     """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
     iteration = checkpoint_iteration(run, iteration)
@@ -147,7 +158,12 @@ def save_module(
         if output.exists():  # the old one is moved aside, not deleted, until the new one is in place
             shutil.rmtree(replaced, ignore_errors=True)
             output.rename(replaced)
-        staging.rename(output)
+        try:
+            staging.rename(output)
+        except OSError:
+            if replaced.exists() and not output.exists():
+                replaced.rename(output)  # the old one back where it was
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if output.exists():

@@ -222,6 +222,27 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     return image
 
 
+def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The size (x, y, z) an image file or DICOM folder declares, read without its voxels, so that a scan too large
+    to hold can be refused before it is read. Raises `InputError` for what `read_image` would refuse as unreadable.
+    """
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    if path.is_dir():
+        files = _dicom_series_files(path)
+        reader.SetFileName(files[0])
+    elif path.exists():
+        reader.SetFileName(str(path))
+    else:
+        raise InputError(f"{path}: no such file or folder")
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{path}: not a readable image: {_itk_reason(error)}") from error
+    size = tuple(int(s) for s in reader.GetSize())
+    return (*size[:2], len(files)) if path.is_dir() else size
+
+
 def _scalar_array(path: Path, image: sitk.Image) -> np.ndarray:
     """The voxels of a real-valued image, zyx; complex pixel types are refused."""
     if "complex" in image.GetPixelIDTypeAsString():

@@ -141,8 +141,13 @@ def main() -> int:
         write_model_card(args.output)
         return 0
     python = sys.executable
-    if args.work.exists():
-        shutil.rmtree(args.work)
+    marker = args.work / ".efficientscn-recipe"
+    if args.work.exists() and any(args.work.iterdir()):
+        if not marker.is_file():
+            parser.error(f"{args.work} is not empty and not an earlier work folder of this recipe; choose another")
+        shutil.rmtree(args.work)  # an earlier run of this recipe: start afresh
+    args.work.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     dataset, runs, predictions = args.work / "dataset", args.work / "runs", args.work / "predictions"
     sources = build_dataset(dataset)
     run([python, "preprocessing/preprocessing.py", "--dataset", dataset, "-q"])

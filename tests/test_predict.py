@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from test_nn import require_reference
 from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.infer.pipeline import InferenceConfig, check_processable, localization_spacing, segmentation_spacing
-from efficientscn.io import read_label, to_canonical
+from efficientscn.io import read_ct, read_label, to_canonical
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ GEOMETRY_CASES = (
     "ts_example_ct_sm_asl",
     "ts_example_ct_sm_oblique",
     "ts_example_ct_sm_aniso",
+    "ts_example_ct_dicom_oblique",
 )
 
 
@@ -74,7 +76,10 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(models: Path, 
         np.testing.assert_allclose(written.GetDirection(), expected.GetDirection(), atol=1e-6)
         assert sitk.GetArrayViewFromImage(written).max() <= 4
     dicom_label = sitk.ReadImage(str(tmp_path / "out" / "dicom_case.nii.gz"))
-    assert dicom_label.GetSize() == (512, 512, 20)
+    dicom_ct = read_ct(dicom)
+    assert dicom_label.GetSize() == dicom_ct.GetSize() == (512, 512, 20)
+    np.testing.assert_allclose(dicom_label.GetOrigin(), dicom_ct.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(dicom_label.GetDirection(), dicom_ct.GetDirection(), atol=1e-6)
 
     # LPI and ASL hold the voxels of ts_example_ct_sm flipped and permuted: on the canonical grid the same CT,
     # so the same label, moved back to each file's own grid
@@ -95,7 +100,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(models: Path, 
     for case in cases.values():
         assert case["status"] == "done", case
         assert set(case["seconds"]) == {"read", "localization", "segmentation", "write"}
-        assert case["peak_rss_mb"] > 100
+        assert 100 < case["peak_rss_mb"] <= report["peak_rss_mb"]
         assert case["details"]["segmentation_input_zyx"][0] % 32 == 0
 
 
@@ -184,17 +189,44 @@ def test_a_batch_finishes_good_cases_reports_bad_ones_and_resumes(models: Path, 
         [*expected_errors, "notes.txt", "ts_example_ct_sm_0000.nii.gz"]
     )
 
-    # a second run keeps what is there and redoes the failures; --report refuses to replace the old report
+    # a second run keeps what is there, tries the failures again, and replaces the report (a log of the run)
     written = (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns
-    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", report_path) == 2
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", report_path) == 1
+    statuses = {Path(case["input"]).name: case["status"] for case in json.loads(report_path.read_text())["cases"]}
+    assert statuses["ts_example_ct_sm_0000.nii.gz"] == "skipped" and statuses["air_0000.nii.gz"] == "failed"
     for name in expected_errors:
         (inputs / name).unlink()
-    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", tmp_path / "second.json") == 0
-    second = json.loads((tmp_path / "second.json").read_text())
+    assert _predict("-i", inputs, "-o", output, "--models", models, "--report", report_path) == 0
+    second = json.loads(report_path.read_text())
     assert [case["status"] for case in second["cases"]] == ["skipped"]
     assert (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns == written
     assert _predict("-i", inputs, "-o", output, "--models", models, "--overwrite") == 0
     assert (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns != written
+
+
+def test_a_single_ct_file_or_dicom_folder_is_one_case(models: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    _link_cases(folder, ("ts_example_ct_sm_asl",))
+    ct = folder / "ts_example_ct_sm_asl_0000.nii.gz"
+    assert _predict("-i", ct, "-o", tmp_path / "labels", "--models", models) == 0
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["ts_example_ct_sm_asl.nii.gz"]
+    assert _predict("-i", ct, "-o", folder, "--models", models) == 2  # never beside the CT itself
+    dicom = tmp_path / "series_042"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, dicom)
+    assert _predict("-i", dicom, "-o", tmp_path / "labels", "--models", models) == 0
+    assert (tmp_path / "labels" / "series_042.nii.gz").is_file()
+    assert _predict("-i", dicom, "-o", dicom / "labels", "--models", models) == 2
+    assert not (dicom / "labels").exists()
+
+
+def test_the_originals_utils_module_is_refused_on_a_cpu_with_the_reason(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
+    utils = require_reference() / "tf_utils_module"
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--utils", utils) == 2
+    assert "needs a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "ts_example_ct_sm.nii.gz").exists()
 
 
 def test_unusable_batches_stop_before_any_work(models: Path, tmp_path: Path) -> None:
@@ -219,7 +251,12 @@ def test_same_output_name_twice_fails_the_second_case(models: Path, tmp_path: Pa
     assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", report) == 1
     statuses = {Path(c["input"]).name: (c["status"], c["error"]) for c in json.loads(report.read_text())["cases"]}
     assert statuses["case.mha"][0] == "done"
-    assert statuses["case_0000.nii.gz"][0] == "failed" and "already written" in statuses["case_0000.nii.gz"][1]
+    assert statuses["case_0000.nii.gz"][0] == "failed" and "is that of case.mha" in statuses["case_0000.nii.gz"][1]
+    # a second run reports the clash again instead of taking the existing label for that case's
+    again = tmp_path / "again.json"
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", again) == 1
+    statuses = {Path(c["input"]).name: c["status"] for c in json.loads(again.read_text())["cases"]}
+    assert statuses == {"case.mha": "skipped", "case_0000.nii.gz": "failed"}
 
 
 @pytest.mark.slow  # tens of seconds

@@ -11,7 +11,6 @@ convolutions have no CPU kernels.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any, Literal
 import tensorflow as tf
 
 from efficientscn.errors import InputError
-from efficientscn.export import METADATA_FILE, MODEL_VARIABLES, SIGNATURE
+from efficientscn.export import MODEL_VARIABLES, SIGNATURE, read_metadata
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 from efficientscn.settings import from_record
 from efficientscn.train.precision import set_precision
@@ -46,11 +45,16 @@ def select_device(requested: str | None) -> Device:
         raise InputError("--device gpu: TensorFlow sees no GPU (is the CUDA extra installed? see the README)")
     if not gpus:
         return "cpu"
-    if requested == "cpu":
-        tf.config.set_visible_devices([], "GPU")
+    try:
+        if requested == "cpu":
+            tf.config.set_visible_devices([], "GPU")
+        else:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TensorFlow already started in this process: the first choice stands
+        logger.debug("devices already initialised; keeping their settings")
+    if requested == "cpu" or not tf.config.get_visible_devices("GPU"):
         return "cpu"
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
     return "gpu"
 
 
@@ -76,17 +80,6 @@ def models_subfolder(models: Path, stage: str) -> Path:
     if not (folder / "saved_model.pb").is_file():
         raise InputError(f"{folder}: no SavedModel here (expected {stage}/saved_model.pb in the models folder)")
     return folder
-
-
-def read_metadata(folder: Path) -> dict[str, Any] | None:
-    """The export metadata of one of our SavedModels, or None for a SavedModel exported elsewhere."""
-    path = folder / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: unreadable export metadata ({error})") from error
 
 
 def _stage(stage: StageName) -> Any:
@@ -127,10 +120,11 @@ def _through_signature(folder: Path, device: Device) -> Callable:
     inputs = signature.structured_input_signature[1]
     if set(inputs) != {"image"}:
         raise InputError(f"{folder}: the serving signature takes {sorted(inputs)}, expected one input 'image'")
-    output_name = sorted(signature.structured_outputs)[0]
+    if "output_0" not in signature.structured_outputs:
+        raise InputError(f"{folder}: the serving signature gives {sorted(signature.structured_outputs)}, not output_0")
 
     def call(image: tf.Tensor) -> tf.Tensor:
-        return signature(image=image)[output_name]
+        return signature(image=image)["output_0"]
 
     call.saved_model = saved  # type: ignore[attr-defined]  # keeps the variables alive as long as the function
     return tf.function(call, jit_compile=device == "cpu")
@@ -139,8 +133,13 @@ def _through_signature(folder: Path, device: Device) -> Callable:
 def load_network(folder: Path, stage: StageName, device: Device, precision: str) -> Network:
     """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt."""
     metadata = read_metadata(folder)
-    if metadata is None:
-        logger.info("%s: no export metadata; running its serving signature as saved", folder)
-        return Network(stage, folder, "signature", "as saved", _through_signature(folder, device))
-    logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
-    return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision))
+    try:
+        if metadata is None:
+            logger.info("%s: no export metadata; running its serving signature as saved", folder)
+            return Network(stage, folder, "signature", "as saved", _through_signature(folder, device))
+        logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
+        return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision))
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model
+        raise InputError(f"{folder}: cannot load the {stage} network: {type(error).__name__}: {error}") from error

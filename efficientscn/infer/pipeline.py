@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from efficientscn.data.localization import LocalizationDataConfig
+from efficientscn.data.scn import SCNDataConfig
 from efficientscn.errors import InputError
 from efficientscn.infer.models import Network
 
 logger = logging.getLogger(__name__)
+
+_LOCALIZATION, _SCN = LocalizationDataConfig(), SCNDataConfig()
 
 
 @dataclass(frozen=True)
@@ -29,17 +33,18 @@ class InferenceConfig:
 
     localization_spacing_mm: float = 6.0
     localization_valid_sizes: tuple[tuple[int, ...], ...] = (
-        tuple(range(32, 257, 16)),
-        (32, 48, 64, 80),
-        (32, 48, 64, 80),
+        _LOCALIZATION.valid_sizes_z,
+        _LOCALIZATION.valid_sizes_xy,
+        _LOCALIZATION.valid_sizes_xy,
     )
+    """The training data's valid sizes (z, y, x): what the networks were trained on."""
     localization_growth_margin: float = 0.02
     """Added to the ratio of a scan's 6 mm size to the largest input before it is tested against 1 (quirk kept)."""
     segmentation_spacing_mm: float = 2.0
     segmentation_valid_sizes: tuple[tuple[int, ...], ...] = (
-        (32, 64, 96, 128, 160),
-        (32, 64, 96, 128),
-        (32, 64, 96, 128, 160),
+        _SCN.valid_sizes_z,
+        _SCN.valid_sizes_y,
+        _SCN.valid_sizes_x,
     )
     segmentation_growth_margin_mm: float = 0.1
     """A box too large for the largest input at 2 mm is segmented at (its largest spacing + this), isotropic."""
@@ -69,17 +74,20 @@ def segmentation_spacing(box_start: np.ndarray, box_end: np.ndarray, config: Inf
     return np.full(3, spacing, np.float32)
 
 
+def check_voxel_count(size: Sequence[int], config: InferenceConfig) -> None:
+    """Refuse a CT of more than `max_voxels` (any axis order), before it is read where the header tells."""
+    voxels = math.prod(size)
+    if voxels > config.max_voxels:
+        raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {config.max_voxels:,}")
+
+
 def check_processable(size_zyx: Sequence[int], spacing_zyx: Sequence[float], config: InferenceConfig) -> None:
     """Refuse a CT the pipeline cannot process, with the reason, before any work.
 
     Too small: less than `min_extent_mm` along an axis, a few voxels of the localization grid, which then sees
     little but padding (a 3-slice scan, for example). Too large: more than `max_voxels`.
     """
-    voxels = math.prod(size_zyx)
-    if voxels > config.max_voxels:
-        raise InputError(
-            f"CT too large: {voxels:,} voxels (size z, y, x {tuple(size_zyx)}); the limit is {config.max_voxels:,}"
-        )
+    check_voxel_count(size_zyx, config)
     for axis, size, spacing in zip("zyx", size_zyx, spacing_zyx, strict=True):
         if size * spacing < config.min_extent_mm:
             raise InputError(

@@ -8,6 +8,7 @@ labels already there are kept (skipped) unless `overwrite`, so an interrupted ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
@@ -26,7 +27,7 @@ from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
 from efficientscn.geometry import spacing_with_fallback
 from efficientscn.infer.models import STAGES, load_network, models_subfolder, select_device
-from efficientscn.infer.pipeline import Segmenter
+from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_voxel_count
 from efficientscn.infer.preview import write_preview
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.io import (
@@ -34,8 +35,9 @@ from efficientscn.io import (
     Reorientation,
     canonical_reorientation,
     case_id,
-    image_suffix,
+    header_size,
     is_dicom_folder,
+    is_image_path,
     read_ct,
     write_label,
 )
@@ -81,19 +83,22 @@ class Case:
 def find_cases(inputs: Path, output: Path) -> list[Case]:
     """The cases of `inputs`: an image file, a DICOM folder, or a folder of image files and DICOM folders.
 
-    Raises InputError when nothing is found or when the output folder is (inside) the input folder: predictions
-    never go where the CTs are, where a later run would take them for CTs.
+    Raises InputError when nothing is found or when the output folder is the input folder (or inside a folder of
+    CTs): labels never go among the CTs, where a later run would take them for CTs.
     """
     if not inputs.exists():
         raise InputError(f"{inputs}: no such file or folder")
-    folder = inputs if inputs.is_dir() else inputs.parent
-    if output.resolve() == folder.resolve() or folder.resolve() in output.resolve().parents:
-        raise InputError(f"{output}: the output folder is inside the input folder {folder}; choose another one")
-    if inputs.is_file() or is_dicom_folder(inputs):
+    single = inputs.is_file() or is_dicom_folder(inputs)
+    folder = inputs.parent if inputs.is_file() else inputs
+    # a folder of CTs would take labels written inside it for CTs on the next run; a single CT's folder is its own
+    inside = output.resolve() == folder.resolve() or (not single and folder.resolve() in output.resolve().parents)
+    if inside or (inputs.is_dir() and single and folder.resolve() in output.resolve().parents):
+        raise InputError(f"{output}: the output folder is (inside) the input folder {folder}; choose another one")
+    if single:
         sources = [inputs]
     else:
         entries = sorted(p for p in inputs.iterdir() if not p.name.startswith("."))
-        sources = [p for p in entries if p.is_dir() or image_suffix(p)]
+        sources = [p for p in entries if is_image_path(p)]
         ignored = [p.name for p in entries if p not in sources]
         if ignored:
             logger.warning("%s: ignoring %d file(s) without an image ending: %s", inputs, len(ignored), ignored[:5])
@@ -112,6 +117,7 @@ class CaseRecord:
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    """Peak resident memory while this case was processed (Linux; elsewhere the process's peak so far)."""
     peak_gpu_mb: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -119,6 +125,33 @@ class CaseRecord:
 def peak_rss_mb() -> float:
     """The process's peak resident memory so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class CasePeakMemory:
+    """Peak resident memory since the last `reset`: per case on Linux (VmHWM after resetting it through
+    /proc/self/clear_refs); elsewhere the process's peak so far."""
+
+    def __init__(self) -> None:
+        self._resettable = self._write_clear_refs()
+
+    @staticmethod
+    def _write_clear_refs() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def reset(self) -> None:
+        if self._resettable:
+            self._write_clear_refs()
+
+    def peak_mb(self) -> float:
+        if self._resettable:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return peak_rss_mb()
 
 
 @dataclass
@@ -133,8 +166,9 @@ class _ReadCase:
     seconds: float
 
 
-def _read_case(case: Case) -> _ReadCase:
+def _read_case(case: Case, config: InferenceConfig) -> _ReadCase:
     start = time.perf_counter()
+    check_voxel_count(header_size(case.source), config)  # a scan too large to hold is refused before it is read
     ct = read_ct(case.source)
     reorientation = canonical_reorientation(ct)
     spacing_xyz = spacing_with_fallback(reorientation.canonical_spacing_xyz, str(case.source))
@@ -145,15 +179,16 @@ def _read_case(case: Case) -> _ReadCase:
 class _ReadAhead:
     """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
 
-    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor, config: InferenceConfig) -> None:
         self._cases = cases
+        self._config = config
         self._executor = executor
         self._pending: dict[int, Future[_ReadCase]] = {}
         self._submit(0)
 
     def _submit(self, index: int) -> None:
         if index < len(self._cases) and index not in self._pending:
-            self._pending[index] = self._executor.submit(_read_case, self._cases[index])
+            self._pending[index] = self._executor.submit(_read_case, self._cases[index], self._config)
 
     def take(self, case: Case) -> _ReadCase:
         """The read CT of `case` (waiting for it if needed), after starting to read the one after it."""
@@ -163,11 +198,11 @@ class _ReadAhead:
         return self._pending.pop(index).result()
 
 
-def load_segmenter(options: PredictOptions, device: str, precision: str) -> Segmenter:
+def load_segmenter(options: PredictOptions, device: str, precision: str, config: InferenceConfig) -> Segmenter:
     """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced."""
     localization = load_network(models_subfolder(options.models, "localization"), "localization", device, precision)
     segmentation = load_network(models_subfolder(options.models, "segmentation"), "segmentation", device, precision)
-    segmenter = Segmenter(localization, segmentation, load_utils(options.utils))
+    segmenter = Segmenter(localization, segmentation, load_utils(options.utils, device), config)
     segmenter.warm_up()
     return segmenter
 
@@ -179,31 +214,38 @@ class Predictor:
         self.options = options
         self.cases = find_cases(options.inputs, options.output)
         ensure_writable_folder(options.output)
-        if options.report is not None and options.report.exists() and not options.overwrite:
-            raise InputError(f"{options.report}: report already exists (use --overwrite to replace it)")
         for stage in STAGES:  # a missing model stops the batch now, not once per case
             models_subfolder(options.models, stage)
         self.device = select_device(options.device)
         self.precision = inference_precision(self.device, options.precision)
         self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in self.cases}
-        self._written: dict[Path, Path] = {}
+        self._label_owner: dict[Path, Path] = {}  # the first case of each label name; later ones are refused
+        for case in self.cases:
+            self._label_owner.setdefault(case.output, case.source)
         self.segmenter: Segmenter | None = None
+        self.config = InferenceConfig()
+        self._memory = CasePeakMemory()
 
     def run(self) -> BatchReport:
         """Segment every case; returns what happened to each. Writes the report if asked, even after a failure."""
-        todo = [case for case in self.cases if self.options.overwrite or not case.output.exists()]
+        todo = [
+            case
+            for case in self.cases
+            if self._label_owner[case.output] == case.source and (self.options.overwrite or not case.output.exists())
+        ]
         logger.info(
             "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
         )
         report = BatchReport()
         try:
             with ThreadPoolExecutor(1, "models") as loader, ThreadPoolExecutor(1, "reader") as reader:
-                loading = loader.submit(load_segmenter, self.options, self.device, self.precision)
-                reads = _ReadAhead(todo, reader)  # the first CT is read while the models load
-                self.segmenter = loading.result() if todo else None
+                if todo:  # nothing to segment: no minutes spent loading models
+                    loading = loader.submit(load_segmenter, self.options, self.device, self.precision, self.config)
+                    reads = _ReadAhead(todo, reader, self.config)  # the first CT is read while the models load
+                    self.segmenter = loading.result()
                 report = run_batch(
                     self.cases,
-                    lambda case: self._process(case, case in todo, reads),
+                    lambda case: self._process(case, case in todo, reads if todo else None),
                     name_of=lambda case: case.name,
                     description="predict",
                     progress=self.options.progress,
@@ -213,20 +255,23 @@ class Predictor:
                 self._write_report()
         return report
 
-    def _process(self, case: Case, needed: bool, reads: _ReadAhead) -> Outcome:
+    def _process(self, case: Case, needed: bool, reads: _ReadAhead | None) -> Outcome:
         record = self.records[case.source]
+        owner = self._label_owner[case.output]
+        if owner != case.source:
+            record.status, record.error = "failed", f"its label {case.output.name} is that of {owner.name}: rename one"
+            raise InputError(record.error)
         if not needed:
             record.status = "skipped"
             logger.info("%s: %s exists, skipped", case.name, case.output)
             return "skipped"
         record.status = "failed"  # until it is done
+        assert reads is not None and self.segmenter is not None  # there is something to do
+        self._memory.reset()
+        self._reset_gpu_peak()
         try:
-            if case.output in self._written:
-                raise InputError(f"its label {case.output.name} was already written for {self._written[case.output]}")
             read = reads.take(case)
             record.seconds["read"] = read.seconds
-            self._reset_gpu_peak()
-            assert self.segmenter is not None
             segmentation = self.segmenter.segment(read.array, read.spacing_zyx)
             record.seconds.update(segmentation.seconds)
             record.details = segmentation.details
@@ -234,7 +279,6 @@ class Predictor:
             write_label(
                 read.reorientation.to_original_image(segmentation.label), case.output, overwrite=self.options.overwrite
             )
-            self._written[case.output] = case.source
             record.seconds["write"] = time.perf_counter() - start
             if self.options.preview:
                 preview = self.options.output / PREVIEW_FOLDER / f"{case_id(case.source)}.png"
@@ -246,17 +290,21 @@ class Predictor:
             record.error = str(error)
             raise
         finally:
-            record.peak_rss_mb = round(peak_rss_mb(), 1)
+            record.peak_rss_mb = round(self._memory.peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_peak_mb()
 
     def _reset_gpu_peak(self) -> None:
         if self.device == "gpu":
-            tf.config.experimental.reset_memory_stats("GPU:0")
+            with contextlib.suppress(RuntimeError, ValueError):  # no allocator statistics: the report says None
+                tf.config.experimental.reset_memory_stats("GPU:0")
 
     def _gpu_peak_mb(self) -> float | None:
         if self.device != "gpu":
             return None
-        return round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        try:
+            return round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        except (RuntimeError, ValueError):
+            return None
 
     def _write_report(self) -> None:
         segmenter = self.segmenter
@@ -269,7 +317,7 @@ class Predictor:
                 "segmentation": segmenter.segmentation.describe() if segmenter else None,
                 "utils": str(self.options.utils) if self.options.utils else "efficientscn.infer.ops",
             },
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),  # the whole process, model loading included
             "cases": [asdict(record) for record in self.records.values()],
         }
         write_text_atomic(self.options.report, json.dumps(report, indent=1) + "\n", overwrite=True)

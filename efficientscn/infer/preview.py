@@ -67,6 +67,16 @@ def _render(ct: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
+def _centre_of_mass(mask: np.ndarray) -> np.ndarray:
+    """The rounded centre of mass (z, y, x) of a mask, from its per-axis sums; the volume centre if empty."""
+    total = np.count_nonzero(mask)
+    if not total:
+        return np.array(mask.shape) // 2
+    others = ((1, 2), (0, 2), (0, 1))
+    profiles = [mask.sum(axis=axes) for axes in others]  # voxels per index along z, y, x
+    return np.array([round(float(profile @ np.arange(profile.size)) / total) for profile in profiles])
+
+
 def write_preview(
     ct: np.ndarray,
     label: np.ndarray,
@@ -88,8 +98,7 @@ def write_preview(
         raise ValueError(f"ct {ct.shape} and label {label.shape} must be 3-D zyx arrays of the same shape")
     if len(spacing_zyx) != 3 or min(spacing_zyx) <= 0:
         raise ValueError(f"spacing_zyx {spacing_zyx} must be three positive sizes in mm")
-    voxels = np.argwhere(label > 0)
-    centre = np.rint(voxels.mean(axis=0)).astype(int) if voxels.size else np.array(ct.shape) // 2
+    centre = _centre_of_mass(label > 0)
     z, y, _ = centre
     dz, dy, dx = spacing_zyx
     views = [

@@ -13,10 +13,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from efficientscn.export import save_module
+from efficientscn.errors import InputError
+from efficientscn.export import read_metadata, save_module
 from efficientscn.infer import ops
+from efficientscn.versions import versions
 
 logger = logging.getLogger(__name__)
+
+UTILS_STAGE = "tf_utils_module"
+"""The `stage` of our traced module's export metadata."""
 
 IMAGE = tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")
 ANY_IMAGE = tf.TensorSpec([None, None, None, None, None], tf.float16, name="image")
@@ -98,11 +103,23 @@ def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
     FileExistsError if `output` exists and `overwrite` is not set. There is no serving signature: as in the
     original, the functions are attributes of the loaded object.
     """
-    return save_module(UtilsModule(), output, overwrite=overwrite, signatures={})
+    metadata = {"stage": UTILS_STAGE, "versions": versions()}
+    return save_module(UtilsModule(), output, overwrite=overwrite, signatures={}, metadata=metadata)
 
 
-def load_utils(path: Path | None = None) -> Any:
-    """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's)."""
+def load_utils(path: Path | None = None, device: str = "cpu") -> Any:
+    """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's).
+
+    The original's module smooths with float16 channels-first convolutions, which have no CPU kernel (and it
+    resizes with an op XLA cannot compile): it is refused on a CPU, with the reason.
+    """
     if path is None:
         return UtilsModule()
+    if not (Path(path) / "saved_model.pb").is_file():
+        raise InputError(f"{path}: no SavedModel here (expected a traced tf_utils_module)")
+    if device == "cpu" and (read_metadata(Path(path)) or {}).get("stage") != UTILS_STAGE:
+        raise InputError(
+            f"{path}: a tf_utils_module not traced by this package (the original's?) needs a GPU: its float16 "
+            "channels-first smoothing has no CPU kernel; leave out --utils to use the package's functions"
+        )
     return tf.saved_model.load(str(path))
