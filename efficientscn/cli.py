@@ -28,8 +28,8 @@ logger = logging.getLogger("efficientscn")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "submitted_saved_models"
-"""Where `predict` finds its models unless told: the demonstration models shipped in the repository."""
+DEFAULT_MODELS = Path("saved_models")
+"""Where `predict` finds its models unless told: the folder the export commands write to."""
 
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -373,8 +373,7 @@ def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         type=Path,
         default=DEFAULT_MODELS,
-        help="folder with localization/ and segmentation/ SavedModels (default: the repository's "
-        "submitted_saved_models/, demonstration models trained on two patients; see its README.md)",
+        help="folder with localization/ and segmentation/ SavedModels (default: %(default)s, where export writes)",
     )
     parser.add_argument(
         "--utils",

@@ -6,12 +6,10 @@ output folder (no timestamped sub-folder), so a second run skips the cases alrea
 """
 
 import sys
-from pathlib import Path
 
 input_folder = "/SET/PATH/TO/INPUTS"  # CTs: *_0000.nii.gz (or any readable CT file) and DICOM folders
 output_folder = "/SET/PATH/TO/OUTPUTS"  # <case>.nii.gz label maps
-# localization/ and segmentation/: the shipped demonstration models, or the main_create_model.py scripts' output
-models_folder = Path(__file__).resolve().parents[1] / "submitted_saved_models"
+models_folder = "saved_models"  # localization/ and segmentation/ written by the main_create_model.py scripts
 
 if __name__ == "__main__":
     from efficientscn.cli import run_script

@@ -48,7 +48,7 @@ TRAINING_CASES = (
 """The shared cases with FLARE labels of all organs they contain (dcmqi_ct3slice, 3 slices with a rough liver
 outline, is left out)."""
 
-ITERATIONS = {"localization": 400, "scn": 240}
+ITERATIONS = {"localization": 400, "scn": 160}
 """Iterations per stage: together they train in under an hour on a 2-core CPU in bfloat16."""
 
 RECORD_NAME = "training_record.json"
@@ -96,6 +96,19 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({model}), no GPU"
 
 
+def _settings_text(path: Path) -> str:
+    """The settings of a recipe JSON file as `a.b value` pairs, for the model card."""
+
+    def flat(record: dict, prefix: str = "") -> list[str]:
+        return [
+            item
+            for key, value in record.items()
+            for item in (flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"`{prefix}{key}` {value:g}"])
+        ]
+
+    return ", ".join(flat(json.loads(path.read_text(encoding="utf-8"))))
+
+
 def write_model_card(output: Path) -> Path:
     """The model card `README.md` of the output folder, from the template and the run's record (its figures)."""
     record = json.loads((output / RECORD_NAME).read_text(encoding="utf-8"))
@@ -118,6 +131,8 @@ def write_model_card(output: Path) -> Path:
             localization_minutes=minutes["localization"],
             scn_minutes=minutes["scn"],
             total_minutes=f"{sum(record['training_seconds'].values()) / 60:.0f}",
+            localization_settings=_settings_text(RECIPES / "localization.json"),
+            scn_settings=_settings_text(RECIPES / "scn.json"),
             versions=", ".join(f"{name} {version}" for name, version in record.get("versions", {}).items()),
         )
     )

@@ -22,6 +22,15 @@ from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.infer.pipeline import InferenceConfig, check_processable, localization_spacing, segmentation_spacing
 from efficientscn.io import read_ct, read_label, to_canonical
+from efficientscn.nn.localization import (
+    LocalizationNetConfig,
+    build_localization_net,
+    load_original_localization_weights,
+)
+from efficientscn.nn.scn import SCNConfig
+from efficientscn.train.localization import LOCALIZATION
+from efficientscn.train.runs import save_network
+from efficientscn.train.scn import SCN, build_exported_scn
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +45,19 @@ GEOMETRY_CASES = (
 )
 
 
+def _untrained_scn(folder: Path, seed: int) -> None:
+    """An SCN of the paper's size with seeded random weights, exported: labels are arbitrary, geometry is not."""
+    save_network(SCN, build_exported_scn(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
+
+
 @pytest.fixture(scope="session")
-def models() -> Path:
-    """The shipped demonstration models (their labels are checked in test_shipped_models, their geometry here)."""
-    folder = REPO_ROOT / "submitted_saved_models"
-    assert (folder / "segmentation" / "saved_model.pb").is_file(), f"{folder}: shipped models missing"
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder as export writes it: the original's localization weights in our network, a seeded SCN."""
+    folder = tmp_path_factory.mktemp("models")
+    localization = build_localization_net()
+    load_original_localization_weights(localization, require_reference() / "localization")
+    save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
+    _untrained_scn(folder, seed=0)
     return folder
 
 
@@ -114,7 +131,7 @@ def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Pat
     (models / "localization").symlink_to(original, target_is_directory=True)
     case_ids = ("ts_example_ct", "ts_example_ct_sm_oblique", "ts_example_ct_sm_aniso")
     labels = _link_cases(tmp_path / "in", case_ids)
-    (models / "segmentation").symlink_to(REPO_ROOT / "submitted_saved_models" / "segmentation")
+    _untrained_scn(models, seed=1)  # the segmentation model is not what is checked here
     report_path = tmp_path / "run.json"
     assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--report", report_path) == 0
     report = json.loads(report_path.read_text())

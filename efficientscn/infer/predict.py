@@ -128,10 +128,14 @@ def peak_rss_mb() -> float:
 
 
 class CasePeakMemory:
-    """Peak resident memory since the last `reset`: per case on Linux (VmHWM after resetting it through
-    /proc/self/clear_refs); elsewhere the process's peak so far."""
+    """Peak resident memory per case and of the whole process.
+
+    On Linux each case's peak is VmHWM after resetting it through /proc/self/clear_refs; that reset also resets
+    the kernel's process peak, so the process peak is kept here. Elsewhere both are the process's peak so far.
+    """
 
     def __init__(self) -> None:
+        self._process_peak = peak_rss_mb()
         self._resettable = self._write_clear_refs()
 
     @staticmethod
@@ -143,15 +147,22 @@ class CasePeakMemory:
         return True
 
     def reset(self) -> None:
+        """Start measuring a new case."""
         if self._resettable:
+            self._process_peak = max(self._process_peak, self.case_peak_mb())
             self._write_clear_refs()
 
-    def peak_mb(self) -> float:
+    def case_peak_mb(self) -> float:
+        """The peak since the last `reset`, MB."""
         if self._resettable:
             for line in Path("/proc/self/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
         return peak_rss_mb()
+
+    def process_peak_mb(self) -> float:
+        """The peak of the whole process so far, MB."""
+        return max(self._process_peak, self.case_peak_mb())
 
 
 @dataclass
@@ -290,7 +301,7 @@ class Predictor:
             record.error = str(error)
             raise
         finally:
-            record.peak_rss_mb = round(self._memory.peak_mb(), 1)
+            record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_peak_mb()
 
     def _reset_gpu_peak(self) -> None:
@@ -317,7 +328,7 @@ class Predictor:
                 "segmentation": segmenter.segmentation.describe() if segmenter else None,
                 "utils": str(self.options.utils) if self.options.utils else "efficientscn.infer.ops",
             },
-            "peak_rss_mb": round(peak_rss_mb(), 1),  # the whole process, model loading included
+            "peak_rss_mb": round(self._memory.process_peak_mb(), 1),  # the whole process, model loading included
             "cases": [asdict(record) for record in self.records.values()],
         }
         write_text_atomic(self.options.report, json.dumps(report, indent=1) + "\n", overwrite=True)
