@@ -221,6 +221,7 @@ def test_a_batch_finishes_good_cases_reports_bad_ones_and_resumes(models: Path, 
     assert (output / "ts_example_ct_sm.nii.gz").stat().st_mtime_ns != written
 
 
+@pytest.mark.slow  # tens of seconds
 def test_a_single_ct_file_or_dicom_folder_is_one_case(models: Path, tmp_path: Path) -> None:
     folder = tmp_path / "scans"
     _link_cases(folder, ("ts_example_ct_sm_asl",))
@@ -258,6 +259,7 @@ def test_unusable_batches_stop_before_any_work(models: Path, tmp_path: Path) -> 
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow  # tens of seconds
 def test_same_output_name_twice_fails_the_second_case(models: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
