@@ -191,6 +191,7 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # tens of seconds
 def test_a_batch_finishes_good_cases_reports_bad_ones_and_resumes(models: Path, tmp_path: Path) -> None:
     inputs, output = tmp_path / "in", tmp_path / "out"
     _link_cases(inputs, ("ts_example_ct_sm",))
