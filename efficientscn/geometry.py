@@ -158,3 +158,28 @@ def physical_bounding_box(mask_zyx: np.ndarray, grid: Grid) -> tuple[np.ndarray,
 def box_corners(start: Sequence[float], end: Sequence[float]) -> np.ndarray:
     """The 8 corners (8, 3) of the box spanned by `start` and `end` (any one axis order, kept)."""
     return np.array([[(start, end)[c][axis] for axis, c in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
+
+
+OBLIQUE_TOLERANCE_DEGREES = 1.0
+"""An image whose index axes lie further than this from their nearest patient axes counts as oblique."""
+
+
+def obliquity_degrees(direction: Sequence[float]) -> float:
+    """The largest angle (degrees) between an index axis of a row-major 3x3 direction and its nearest patient axis."""
+    nearest_cosine = np.abs(np.asarray(direction, dtype=np.float64).reshape(3, 3)).max(axis=0).min()
+    return float(np.degrees(np.arccos(np.clip(nearest_cosine, 0.0, 1.0))))
+
+
+def axis_aligned_grid(grid: Grid) -> Grid:
+    """The identity-direction grid covering every voxel centre of `grid`, each patient axis with the spacing of the
+    index axis nearest to it: where an oblique CT is resampled so its patient lies as the networks learnt it."""
+    corners = grid.index_to_physical(box_corners(np.zeros(3), np.asarray(grid.size) - 1.0))
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    spacing = np.asarray(grid.spacing)[np.abs(grid.direction_matrix).argmax(axis=1)]
+    size = np.ceil((high - low) / spacing - 1e-6).astype(int) + 1
+    return Grid(
+        size=tuple(int(s) for s in size),  # type: ignore[arg-type]
+        spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        origin=tuple(float(o) for o in low),  # type: ignore[arg-type]
+        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )

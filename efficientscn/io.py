@@ -388,6 +388,16 @@ def canonical_reorientation(image: sitk.Image) -> Reorientation:
     return _reorientation(orienter, image)
 
 
+def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float) -> sitk.Image:
+    """`image` resampled onto `grid` (same physical space, `interpolator` e.g. sitk.sitkLinear), keeping its pixel
+    type; points outside the image get `default`."""
+    reference = sitk.Image([int(s) for s in grid.size], sitk.sitkUInt8)
+    reference.SetSpacing(grid.spacing)
+    reference.SetOrigin(grid.origin)
+    reference.SetDirection(grid.direction)
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, image.GetPixelID())
+
+
 def write_image_atomic(
     image: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool = False, compress: bool = True
 ) -> Path:

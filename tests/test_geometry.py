@@ -12,8 +12,10 @@ from conftest import shared_case
 from efficientscn.geometry import (
     FLARE21_MEAN_SPACING_XYZ,
     Grid,
+    axis_aligned_grid,
     bounding_box_index,
     is_orthonormal,
+    obliquity_degrees,
     physical_bounding_box,
     shrink_factors,
     spacing_with_fallback,
@@ -113,3 +115,26 @@ def test_orthonormal_accepts_rotations_and_reflections_only() -> None:
     assert is_orthonormal((-1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert not is_orthonormal((1, 0, 0, 0.5, 1, 0, 0, 0, 1))
     assert not is_orthonormal((2, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def test_obliquity_is_the_largest_angle_of_an_index_axis_to_its_nearest_patient_axis() -> None:
+    assert obliquity_degrees((0, 0, 1, -1, 0, 0, 0, 1, 0)) == pytest.approx(0.0)  # permuted and flipped: not oblique
+    angle = np.radians(20.0)
+    rotated = (np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, -1)
+    assert obliquity_degrees(rotated) == pytest.approx(20.0)
+    assert obliquity_degrees(read_label(shared_case("ts_example_ct_sm_oblique").label).GetDirection()) > 10
+
+
+def test_axis_aligned_grid_covers_an_oblique_grid_with_its_spacings_along_the_nearest_axes() -> None:
+    label = read_label(shared_case("ts_example_ct_sm_oblique").label)
+    oblique = Grid(label.GetSize(), (3.0, 2.0, 5.0), label.GetOrigin(), label.GetDirection())
+    aligned = axis_aligned_grid(oblique)
+    assert aligned.direction_matrix.tolist() == np.eye(3).tolist()
+    nearest = np.abs(oblique.direction_matrix).argmax(axis=1)  # the index axis nearest to each patient axis
+    assert aligned.spacing == tuple(np.asarray(oblique.spacing)[nearest])
+    corners = oblique.index_to_physical(np.array(list(np.ndindex(2, 2, 2))) * (np.asarray(oblique.size) - 1))
+    inside = aligned.physical_to_index(corners)
+    assert np.all(inside >= -1e-6) and np.all(inside <= np.asarray(aligned.size) - 1 + 1e-6)
+    assert np.any(inside.min(axis=0) < 1e-6) and np.any(inside.max(axis=0) > np.asarray(aligned.size) - 2)
+    straight = Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert axis_aligned_grid(straight) == Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), straight.direction)

@@ -25,7 +25,13 @@ import tensorflow as tf
 from efficientscn.atomic import ensure_writable_folder, write_text_atomic
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
-from efficientscn.geometry import spacing_with_fallback
+from efficientscn.geometry import (
+    OBLIQUE_TOLERANCE_DEGREES,
+    Grid,
+    axis_aligned_grid,
+    obliquity_degrees,
+    spacing_with_fallback,
+)
 from efficientscn.infer.models import STAGES, load_network, models_subfolder, select_device
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_voxel_count
 from efficientscn.infer.preview import write_preview
@@ -35,10 +41,12 @@ from efficientscn.io import (
     Reorientation,
     canonical_reorientation,
     case_id,
+    grid_of,
     header_size,
     is_dicom_folder,
     is_image_path,
     read_ct,
+    resample_onto,
     write_label,
 )
 from efficientscn.train.precision import inference_precision
@@ -165,26 +173,51 @@ class CasePeakMemory:
         return max(self._process_peak, self.case_peak_mb())
 
 
+OUTSIDE_SCAN_HU = -1024.0
+"""What an oblique CT's axis-aligned grid holds beyond the scan: air."""
+
+
 @dataclass
 class _ReadCase:
     """A CT read, its voxels seen on the canonical grid, ready for the segmenter."""
 
     ct: sitk.Image
-    """The CT as read; `array` is a view of its voxels."""
+    """The CT processed: as read, or resampled onto an axis-aligned grid if oblique; `array` is a view of it."""
     array: np.ndarray
     spacing_zyx: tuple[float, float, float]
     reorientation: Reorientation
     seconds: float
+    oblique_grid: Grid | None = None
+    """The grid of an oblique CT as read, where its label goes back to (nearest neighbour); None if not oblique."""
+
+    def label_image(self, label_zyx: np.ndarray) -> sitk.Image:
+        """The label on the exact grid of the CT as read, from the segmenter's label on the canonical grid."""
+        label = self.reorientation.to_original_image(label_zyx)
+        if self.oblique_grid is None:
+            return label
+        return resample_onto(label, self.oblique_grid, sitk.sitkNearestNeighbor, 0)
 
 
 def _read_case(case: Case, config: InferenceConfig) -> _ReadCase:
+    """Read a CT and see it on the canonical grid. An oblique CT is first resampled (linear) onto an axis-aligned
+    grid with its own spacings, since the networks learnt the patient axis-aligned (their training samples are
+    drawn along the patient axes); treating its index axes as patient axes would show them a rotated patient."""
     start = time.perf_counter()
     check_voxel_count(header_size(case.source), config)  # a scan too large to hold is refused before it is read
     ct = read_ct(case.source)
+    oblique_grid = None
+    angle = obliquity_degrees(ct.GetDirection())
+    if angle > OBLIQUE_TOLERANCE_DEGREES:
+        oblique_grid, aligned = grid_of(ct), axis_aligned_grid(grid_of(ct))
+        check_voxel_count(aligned.size, config)
+        logger.info(
+            "%s: oblique by %.1f degrees, resampled onto an axis-aligned grid of %s", case.name, angle, aligned.size
+        )
+        ct = resample_onto(ct, aligned, sitk.sitkLinear, OUTSIDE_SCAN_HU)
     reorientation = canonical_reorientation(ct)
     spacing_xyz = spacing_with_fallback(reorientation.canonical_spacing_xyz, str(case.source))
     array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
-    return _ReadCase(ct, array, spacing_xyz[::-1], reorientation, time.perf_counter() - start)
+    return _ReadCase(ct, array, spacing_xyz[::-1], reorientation, time.perf_counter() - start, oblique_grid)
 
 
 class _ReadAhead:
@@ -287,9 +320,7 @@ class Predictor:
             record.seconds.update(segmentation.seconds)
             record.details = segmentation.details
             start = time.perf_counter()
-            write_label(
-                read.reorientation.to_original_image(segmentation.label), case.output, overwrite=self.options.overwrite
-            )
+            write_label(read.label_image(segmentation.label), case.output, overwrite=self.options.overwrite)
             record.seconds["write"] = time.perf_counter() - start
             if self.options.preview:
                 preview = self.options.output / PREVIEW_FOLDER / f"{case_id(case.source)}.png"
