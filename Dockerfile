@@ -1,9 +1,9 @@
 # GPU image for FLARE21-style inference: docker run --gpus all -v IN:/workspace/inputs -v OUT:/workspace/outputs IMAGE
-# Build from the repository root after exporting models: docker build -t efficientscn .
-# (--build-arg MODELS=<folder> picks another folder holding localization/ and segmentation/)
+# Build from the repository root: docker build -t efficientscn . (the shipped demonstration models;
+# --build-arg MODELS=saved_models, or another folder holding localization/ and segmentation/, for your own)
 FROM tensorflow/tensorflow:2.21.0-gpu
 
-ARG MODELS=saved_models
+ARG MODELS=submitted_saved_models
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/efficientscn

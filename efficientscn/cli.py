@@ -28,8 +28,9 @@ logger = logging.getLogger("efficientscn")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
 
-DEFAULT_MODELS = Path("saved_models")
-"""Where `predict` finds its models unless told: the folder the export commands write to."""
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "submitted_saved_models"
+"""Where `predict` finds its models unless told: the demonstration models shipped in the repository (their
+README.md says what they are); `--models saved_models` picks the ones the export commands write."""
 
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -373,7 +374,10 @@ def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         type=Path,
         default=DEFAULT_MODELS,
-        help="folder with localization/ and segmentation/ SavedModels (default: %(default)s, where export writes)",
+        help=(
+            "folder with localization/ and segmentation/ SavedModels (default: the shipped demonstration models, "
+            "%(default)s; the export commands write to saved_models)"
+        ),
     )
     parser.add_argument(
         "--utils",

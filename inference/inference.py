@@ -6,10 +6,12 @@ output folder (no timestamped sub-folder), so a second run skips the cases alrea
 """
 
 import sys
+from pathlib import Path
 
 input_folder = "/SET/PATH/TO/INPUTS"  # CTs: *_0000.nii.gz (or any readable CT file) and DICOM folders
 output_folder = "/SET/PATH/TO/OUTPUTS"  # <case>.nii.gz label maps
-models_folder = "saved_models"  # localization/ and segmentation/ written by the main_create_model.py scripts
+# the shipped demonstration models; for your own, "saved_models", where the main_create_model.py scripts export
+models_folder = str(Path(__file__).resolve().parents[1] / "submitted_saved_models")
 
 if __name__ == "__main__":
     from efficientscn.cli import run_script

@@ -197,6 +197,7 @@ def _train_command(dataset: Path, output: Path, *flags: str) -> list[str]:
     return [sys.executable, str(script), "--dataset", str(dataset), "--output", str(output), "--cv", "1", *flags]
 
 
+@pytest.mark.slow  # a training process started, killed and resumed: tens of seconds
 def test_a_killed_training_run_resumes_from_its_last_checkpoint_and_continues(small_phantoms, tmp_path):
     flags = ["--snapshot-iter", "3", "--test-iter", "1000", "--log-iter", "1", "--workers", "1", "-q"]
     process = subprocess.Popen(
@@ -313,6 +314,7 @@ print(train_stage(LOCALIZATION, dataset, output / "runs", 1, config, progress=Fa
 """
 
 
+@pytest.mark.slow  # a separate TensorFlow process with two logical CPUs: tens of seconds
 def test_mirrored_strategy_trains_one_sample_per_replica_on_two_logical_cpus(phantoms, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", TWO_CPU_REPLICAS, str(phantoms), str(tmp_path)],
