@@ -1,6 +1,6 @@
 """Train, export and evaluate the demonstration models shipped in `submitted_saved_models/`, in one command.
 
-    python recipes/shipped_models.py [--work /tmp/shipped] [--output submitted_saved_models]
+    python recipes/shipped_models.py [--work /tmp/shipped] [--output submitted_saved_models] [--overwrite]
 
 1. Builds a FLARE-layout dataset from the labelled real CTs of ../shared/data (two patients: ts_example_ct with
    its upper-abdomen slab ts_example_ct_sm, and ts_example_ct_dicom; plus their re-gridded LPI, ASL, oblique and
@@ -156,8 +156,8 @@ def main() -> int:
     parser.add_argument(
         "--evaluate-only",
         action="store_true",
-        help="only segment and score the work folder's training cases again with the output folder's models, and "
-        "rewrite the record's evaluation and the model card",
+        help="only segment and score the training cases of an earlier run's work folder again with the output "
+        "folder's models, and rewrite the record's evaluation and the model card",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -167,6 +167,9 @@ def main() -> int:
     if args.evaluate_only:
         evaluate_models(args.output, args.work)
         return 0
+    existing = [name for name in ("localization", "segmentation", "tf_utils_module") if (args.output / name).exists()]
+    if existing and not args.overwrite:  # found now, not by the export an hour of training later
+        parser.error(f"{args.output} already holds {', '.join(existing)}: --overwrite replaces them, or pick --output")
     python = sys.executable
     marker = args.work / ".efficientscn-recipe"
     if args.work.exists() and any(args.work.iterdir()):

@@ -126,15 +126,20 @@ def test_obliquity_is_the_largest_angle_of_an_index_axis_to_its_nearest_patient_
 
 
 def test_axis_aligned_grid_covers_an_oblique_grid_with_its_spacings_along_the_nearest_axes() -> None:
-    label = read_label(shared_case("ts_example_ct_sm_oblique").label)
-    oblique = Grid(label.GetSize(), (3.0, 2.0, 5.0), label.GetOrigin(), label.GetDirection())
-    aligned = axis_aligned_grid(oblique)
+    # rotated by 30 degrees about z: index x (1 mm) lies nearest to patient x, index y (2 mm) to patient y; the
+    # voxel centres span 10 cos30 + 40 sin30 = 28.7 mm in x (from -20 mm), 10 sin30 + 40 cos30 = 39.6 mm in y
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    rotated = Grid((11, 21, 5), (1.0, 2.0, 3.0), (0.0, 0.0, 0.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+    aligned = axis_aligned_grid(rotated)
     assert aligned.direction_matrix.tolist() == np.eye(3).tolist()
-    nearest = np.abs(oblique.direction_matrix).argmax(axis=1)  # the index axis nearest to each patient axis
-    assert aligned.spacing == tuple(np.asarray(oblique.spacing)[nearest])
+    assert aligned.spacing == (1.0, 2.0, 3.0)
+    assert aligned.size == (30, 21, 5)
+    assert aligned.origin == pytest.approx((-20.0, 0.0, 0.0))
+    # a shared oblique CT: every voxel centre lies on the axis-aligned grid
+    label = read_label(shared_case("ts_example_ct_sm_oblique").label)
+    oblique = grid_of(label)
     corners = oblique.index_to_physical(np.array(list(np.ndindex(2, 2, 2))) * (np.asarray(oblique.size) - 1))
-    inside = aligned.physical_to_index(corners)
-    assert np.all(inside >= -1e-6) and np.all(inside <= np.asarray(aligned.size) - 1 + 1e-6)
-    assert np.any(inside.min(axis=0) < 1e-6) and np.any(inside.max(axis=0) > np.asarray(aligned.size) - 2)
+    inside = axis_aligned_grid(oblique).physical_to_index(corners)
+    assert np.all(inside >= -1e-6) and np.all(inside <= np.asarray(axis_aligned_grid(oblique).size) - 1 + 1e-6)
     straight = Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert axis_aligned_grid(straight) == Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), straight.direction)
