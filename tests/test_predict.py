@@ -19,7 +19,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT, shared_case
 from test_nn import require_reference
 
-from efficientscn.cli import main
+from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.errors import InputError
 from efficientscn.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, obliquity_degrees
 from efficientscn.infer.models import load_network
@@ -37,8 +37,6 @@ from efficientscn.train.runs import save_network
 from efficientscn.train.scn import SCN, build_exported_scn
 
 logger = logging.getLogger(__name__)
-
-SHIPPED_MODELS = REPO_ROOT / "submitted_saved_models"
 
 GEOMETRY_CASES = (
     "ts_example_ct",
@@ -90,7 +88,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path
     (tmp_path / "in" / "dicom_case").symlink_to(dicom, target_is_directory=True)
     report_path = tmp_path / "run.json"
     assert (
-        _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", SHIPPED_MODELS, "--report", report_path)
+        _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", DEFAULT_MODELS, "--report", report_path)
         == 0
     )
 

@@ -208,7 +208,8 @@ def _read_case(case: Case, config: InferenceConfig) -> _ReadCase:
     oblique_grid = None
     angle = obliquity_degrees(ct.GetDirection())
     if angle > OBLIQUE_TOLERANCE_DEGREES:
-        oblique_grid, aligned = grid_of(ct), axis_aligned_grid(grid_of(ct))
+        oblique_grid = grid_of(ct)
+        aligned = axis_aligned_grid(oblique_grid)
         check_voxel_count(aligned.size, config)
         logger.info(
             "%s: oblique by %.1f degrees, resampled onto an axis-aligned grid of %s", case.name, angle, aligned.size
