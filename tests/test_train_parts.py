@@ -21,48 +21,69 @@ from efficientscn.train.run_folder import CsvLog, checkpoint_iterations, new_run
 from efficientscn.train.scn import SCN, SCNRunConfig
 
 
-def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
-    return np.eye(classes, dtype=np.float32)[labels][np.newaxis]
+def _two_organs_in_a_cube() -> np.ndarray:
+    """32^3 labels: organ 1 a 16^3 cube (4096 voxels), organ 2 a 3^3 cube (27 voxels), background the other 28645."""
+    labels = np.zeros((32, 32, 32), dtype=np.int64)
+    labels[:16, :16, :16] = 1
+    labels[-3:, -3:, -3:] = 2
+    return labels
 
 
-def _reference_dice_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The squared generalized Dice loss written out per label for one batch item."""
-    numerator, denominator = 1e-8, 0.0
-    for label in range(labels.shape[-1]):
-        truth, predicted = labels[0, ..., label], probabilities[0, ..., label]
-        weight = 1.0 / ((truth**2).sum() + 1e-4)
-        numerator += weight * (truth * predicted).sum()
-        denominator += weight * (truth + predicted**2).sum()
-    return 1.0 - 2.0 * numerator / denominator
+def _soft(predicted: np.ndarray, confidence: float, classes: int = 3) -> np.ndarray:
+    """(1, z, y, x, C) probabilities: `confidence` for the predicted label, the rest shared by the others."""
+    one_hot = np.eye(classes)[predicted]
+    return (one_hot * confidence + (1 - one_hot) * (1 - confidence) / (classes - 1))[np.newaxis].astype(np.float32)
 
 
-def test_generalized_dice_loss_matches_its_definition_and_is_zero_for_a_perfect_prediction():
-    rng = np.random.default_rng(0)
-    labels = _one_hot(rng.integers(0, 3, (4, 5, 6)), 3)
-    probabilities = rng.dirichlet(np.ones(3), (4, 5, 6))[np.newaxis].astype(np.float32)
-    loss = float(generalized_dice_loss(labels, probabilities))
-    assert loss == pytest.approx(_reference_dice_loss(labels, probabilities), rel=1e-5)
-    assert float(generalized_dice_loss(labels, labels)) == pytest.approx(0.0, abs=1e-5)
-    assert float(generalized_dice_loss(labels, 1.0 - labels)) > 0.99
+def _one_hot(labels: np.ndarray, classes: int = 3) -> np.ndarray:
+    return _soft(labels, 1.0, classes)
 
 
-def test_generalized_dice_loss_weights_a_small_organ_as_much_as_the_background():
-    labels = np.zeros((1, 10, 10, 10), dtype=np.int64)
-    labels[0, :2, :2, :2] = 1  # 8 organ voxels among 1000
-    one_hot = _one_hot(labels[0], 2)
-    missed = np.zeros_like(one_hot)
-    missed[..., 0] = 1.0  # everything background: the organ is missed entirely
-    unweighted = 1.0 - 2.0 * 992 / (992 + 1000 + 8)  # plain Dice over all voxels hardly notices: about 0.008
-    assert float(generalized_dice_loss(one_hot, missed)) > 0.3 > 10 * unweighted
+def test_generalized_dice_loss_weighs_labels_by_their_squared_voxel_count():
+    # The small organ is predicted as background (one-hot). With w_l = 1 / count_l^2 (Sudre et al., the original):
+    #   background: sum(l p) = 28645, sum(l + p^2) = 28645 + 28672; organ 1: 4096, 8192; organ 2: 0, 27
+    #   loss = 1 - 2 (1/28645 + 1/4096) / (57317/28645^2 + 8192/4096^2 + 27/27^2) = 0.98516
+    # A weight of 1 / count (the sum of squared labels) would give 1 - 2 * 2 / (57317/28645 + 2 + 1) = 0.2002.
+    labels = _two_organs_in_a_cube()
+    missed_small = np.where(labels == 2, 0, labels)
+    loss = float(generalized_dice_loss(_one_hot(labels), _one_hot(missed_small)))
+    assert loss == pytest.approx(0.98516, abs=2e-5)
+    # The same with soft predictions (0.9 for the predicted label, 0.05 for the others):
+    #   background: sum(l p) = 0.9 * 28645 = 25780.5, sum(p^2) = 0.81 * 28672 + 0.0025 * 4096 = 23234.56
+    #   organ 1: 0.9 * 4096 = 3686.4, 0.81 * 4096 + 0.0025 * 28672 = 3389.44
+    #   organ 2: 0.05 * 27 = 1.35, 0.0025 * 32768 = 81.92
+    #   loss = 1 - 2 (25780.5/28645^2 + 3686.4/4096^2 + 1.35/27^2)
+    #            / ((28645 + 23234.56)/28645^2 + (4096 + 3389.44)/4096^2 + (27 + 81.92)/27^2) = 0.97194
+    # (with 1 / count weights: 1 - 2 * 1.85 / (51879.56/28645 + 7485.44/4096 + 108.92/27) = 0.5178)
+    loss = float(generalized_dice_loss(_one_hot(labels), _soft(missed_small, 0.9)))
+    assert loss == pytest.approx(0.97194, abs=2e-5)
+    # Missing the large organ instead costs less, as the small one outweighs it (0.9 / 0.05 again):
+    #   background: 25780.5, 0.81 * (28645 + 4096) + 0.0025 * 27 = 26520.2775
+    #   organ 1: 0.05 * 4096 = 204.8, 0.0025 * 32768 = 81.92; organ 2: 0.9 * 27 = 24.3, 0.81 * 27 + 0.0025 * 32741
+    #   = 103.7225; loss = 1 - 2 (25780.5/28645^2 + 204.8/4096^2 + 24.3/27^2)
+    #            / ((28645 + 26520.2775)/28645^2 + (4096 + 81.92)/4096^2 + (27 + 103.7225)/27^2) = 0.62839
+    missed_large = np.where(labels == 1, 0, labels)
+    loss = float(generalized_dice_loss(_one_hot(labels), _soft(missed_large, 0.9)))
+    assert loss == pytest.approx(0.62839, abs=2e-5)
+
+
+def test_generalized_dice_loss_is_zero_for_a_perfect_prediction_and_one_for_a_complete_miss():
+    labels = _one_hot(_two_organs_in_a_cube())
+    assert float(generalized_dice_loss(labels, labels)) == pytest.approx(0.0, abs=1e-6)
+    assert float(generalized_dice_loss(labels, 1.0 - labels)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_generalized_dice_loss_adds_its_epsilon_to_numerator_and_denominator():
+    # no label anywhere and nothing predicted: 1 - 2 * (0 + 1e-8) / (0 + 1e-8) = -1, finite
+    empty = np.zeros((1, 2, 2, 2, 3), dtype=np.float32)
+    assert float(generalized_dice_loss(empty, empty)) == pytest.approx(-1.0, abs=1e-6)
 
 
 def test_generalized_dice_loss_averages_over_the_batch_and_takes_logits():
-    rng = np.random.default_rng(1)
-    labels = np.concatenate([_one_hot(rng.integers(0, 2, (3, 4, 5)), 2) for _ in range(2)])
-    logits = rng.normal(size=labels.shape).astype(np.float32)
-    probabilities = tf.nn.softmax(logits).numpy()
-    each = [_reference_dice_loss(labels[i : i + 1], probabilities[i : i + 1]) for i in range(2)]
-    assert float(generalized_dice_loss_from_logits(labels, logits)) == pytest.approx(np.mean(each), rel=1e-5)
+    labels = _one_hot(_two_organs_in_a_cube())
+    batch = np.concatenate([labels, labels])
+    logits = np.concatenate([labels, 1.0 - labels]) * 40.0  # softmax: item 0 perfect (loss 0), item 1 all wrong (1)
+    assert float(generalized_dice_loss_from_logits(batch, logits)) == pytest.approx(0.5, abs=1e-5)
 
 
 def test_clipping_scales_large_gradients_to_the_threshold_and_tracks_the_norm():
