@@ -15,6 +15,7 @@ from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.localization import LocalizationRunConfig
+from efficientscn.train.loss_scale import DynamicLossScale
 from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits, sigmoid_cross_entropy
 from efficientscn.train.precision import resolve_precision, uses_loss_scaling
 from efficientscn.train.run_folder import CsvLog, checkpoint_iterations, new_run_folder
@@ -170,3 +171,63 @@ def test_a_config_file_changes_only_the_settings_it_names(tmp_path: Path) -> Non
     path.write_text('{"training": {"ema_decay": 0.98, "no_such_setting": 1}}')
     with pytest.raises(InputError, match="no_such_setting"):
         config_from_file(SCN, path)
+
+
+def test_loss_scale_doubles_after_the_growth_period_and_halves_down_to_one_on_non_finite_steps():
+    scale = DynamicLossScale(initial_scale=4.0, growth_steps=3)
+    observed = []
+    for finite in (True, True, True, True, False, True, False, False, False, False):
+        scale.update(tf.constant(finite))
+        observed.append((float(scale.scale), int(scale.finite_steps)))
+    assert observed == [
+        (4.0, 1), (4.0, 2), (8.0, 0),  # doubled on the 3rd finite step in a row
+        (8.0, 1), (4.0, 0),  # a non-finite step halves and restarts the count
+        (4.0, 1), (2.0, 0), (1.0, 0),
+        (1.0, 0), (1.0, 0),  # never below 1, as TensorFlow 2.6's LossScaleOptimizer
+    ]  # fmt: skip
+
+
+class _TinyTask:
+    """A 1x1x1 convolution whose float16 gradient overflows when the loss scale is large: loss = sum(10 * w)."""
+
+    stage = "tiny"
+    loss_fields = ("loss",)
+    test_fields = ()
+
+    def build_model(self):
+        import keras
+
+        return keras.Sequential(
+            [keras.Input((None, None, None, 1)), keras.layers.Conv3D(1, 1, use_bias=False, kernel_initializer="ones")]
+        )
+
+    def loss_terms(self, model, sample):
+        return {"loss": tf.reduce_sum(tf.cast(model(sample["image"], training=True), tf.float32))}
+
+
+def test_a_float16_step_whose_gradients_overflow_is_skipped_but_still_averaged(tmp_path):
+    import keras
+
+    from efficientscn.train.loop import Trainer, TrainingConfig
+
+    config = TrainingConfig(precision="float16", loss_scale_initial=2.0**15, ema_decay=0.5, learning_rate=0.1)
+    try:
+        trainer = Trainer(_TinyTask(), config, tmp_path, record={}, progress=False)
+        trainer.average.averages[0].assign(tf.zeros_like(trainer.average.averages[0]))
+        image = tf.fill((1, 2, 2, 2, 1), 10.0)
+        # d loss / d w = 8 voxels x 10 = 80, times 2^15 is far beyond float16's 65504: the step is skipped
+        values = trainer.step([{"image": image}])
+        assert values["loss"] == pytest.approx(80.0)
+        assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0  # weights untouched
+        assert float(trainer.loss_scale.scale) == 2.0**14
+        # the weight average still moves, as the original's EMA does on every step: 0.5 * 0 + 0.5 * 1
+        assert float(trainer.average.averages[0].numpy().squeeze()) == pytest.approx(0.5)
+        for _ in range(5):  # 2^14 .. 2^10: still too large (80 x 1024 > 65504)
+            trainer.step([{"image": image}])
+        assert float(trainer.loss_scale.scale) == 2.0**9
+        assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0
+        trainer.step([{"image": image}])  # 80 x 512 fits: applied
+        assert float(trainer.model.weights[0].numpy().squeeze()) < 1.0
+        assert int(trainer.loss_scale.finite_steps) == 1
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -210,7 +210,6 @@ class Trainer:
 
         def apply() -> tf.Tensor:
             self.strategy.run(apply_on_replicas, args=(gradients,))
-            self.average.update()
             return tf.constant(True)
 
         # a float16 step whose gradients overflowed is skipped (the loss scale then shrinks); in float32 or bfloat16
@@ -219,9 +218,9 @@ class Trainer:
             apply()
         else:
             tf.cond(finite, apply, lambda: tf.constant(False))
-        if loss_scale is not None:
             loss_scale.update(finite)
             terms["loss_scale"] = tf.identity(loss_scale.scale)
+        self.average.update()  # every step, a skipped one too, as the original (docs/fidelity.md, F12)
         self.iteration.assign_add(1)
         terms.update(gradient_norm=norm, clip_threshold=threshold)
         return terms
