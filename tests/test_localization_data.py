@@ -42,6 +42,20 @@ def test_localization_size_follows_the_physical_axes_of_a_permuted_image():
     assert localization_size(_image((100, 50, 40), (3.0, 4.0, 5.0)), LocalizationDataConfig()) == (64, 48, 48)
 
 
+def test_training_size_comes_from_the_subsampled_ct_as_the_original(tmp_path):
+    # 63 voxels of 3 mm: 189 mm -> 32 voxels at 6 mm -> 48 for testing; subsampled by 2 for training, 31 voxels of
+    # 6 mm: 186 mm -> 31 -> 32, as the original sizes the grid from its datasource image after the Shrink
+    dataset = FlareDataset(tmp_path)
+    ct = _image((63, 63, 63), (3.0, 3.0, 3.0))
+    write_image_atomic(ct, dataset.training_image("train_000", small=True))
+    write_image_atomic(sitk.Cast(ct, sitk.sitkUInt8), dataset.training_mask("train_000", small=True))
+    samples = LocalizationSamples(dataset.root, LocalizationDataConfig(smoothing_sigma_mm=0.0))
+    assert samples.load("train_000", training=False).size_xyz == (48, 48, 48)
+    training = samples.load("train_000", training=True)
+    assert training.image.GetSize() == (31, 31, 31)
+    assert training.size_xyz == (32, 32, 32)
+
+
 def test_any_organ_one_hot_marks_background_and_every_organ():
     labels = np.array([[[0, 1, 2, 3, 4]]], dtype=np.uint8)
     one_hot = any_organ_one_hot(labels)
