@@ -18,19 +18,19 @@ from efficientscn.nn.upsample import linear_kernel, upsample3d
 class SaltAndPepperNoise(keras.layers.Layer):
     """Salt-and-pepper noise (N, z, y, x, C) -> (N, z, y, x, C), same dtype; the identity unless training.
 
-    The original describes the noise only as "per scale a coarse random mask, rate/2 set to 0 and rate/2 set to
-    1, linearly upsampled and applied multiplicatively". Our choice for the details: for every scale s in
-    `scales`, in that order, one uniform number u per batch item, coarse voxel and channel is drawn on a grid of
-    ceil(size / s) voxels per axis; u < rate/2 marks pepper and u >= 1 - rate/2 marks salt. Both binary masks are
-    upsampled by s with the separable linear interpolation of `UpSampling3DLinear` (half-pixel centres, edge
-    replicate) and cropped to the input size, giving soft masks p, q in [0, 1], then
+    As the original (MDAT's `salt_pepper_3D`): for every scale s in `scales`, in that order, one uniform number u
+    per batch item, coarse voxel and channel is drawn on a grid of size / s voxels per axis (ceil, so any size
+    works; the SCN's pooled sizes are multiples of 8); u >= 1 - rate/2 marks salt and u < rate/2 pepper. Both
+    binary masks are upsampled by s with the separable linear interpolation of `UpSampling3DLinear` (half-pixel
+    centres, edge replicate) and cropped to the input size, giving soft masks q (salt) and p (pepper) in [0, 1],
+    then
 
-        x <- x * (1 - p)                      (pepper: multiplied towards 0)
-        x <- x * (1 - q) + q                  (salt: 1 - x multiplied towards 0, so x moves towards 1)
+        x <- (1 - (1 - x) * (1 - q)) * (1 - p)     (salt pulls x towards 1, then pepper towards 0)
 
-    So at scale 1 exactly the marked values become 0 or 1 (about `rate` of them), at scale s soft blobs of about
-    s^3 voxels are pulled to 0 or 1, and inputs in [0, 1] stay in [0, 1]. The random numbers are float32; the
-    masks are cast to the input dtype.
+    So at scale 1 exactly the marked values become 1 or 0 (about `rate` of them), at scale s soft blobs of about
+    s^3 voxels are pulled to 1 or 0, where the soft edges of both overlap pepper acts last, and inputs in [0, 1]
+    stay in [0, 1]. The random numbers are float32 (the original draws them in the compute dtype); the masks are
+    cast to the input dtype.
     """
 
     def __init__(self, rate: float = 0.01, scales: Sequence[int] = (1, 2, 4, 8), seed: int | None = None, **kwargs):
@@ -62,8 +62,7 @@ class SaltAndPepperNoise(keras.layers.Layer):
         shape = tf.shape(x)
         for scale in self.scales:
             pepper, salt = self._masks(shape, scale, x.dtype)
-            x = x * (1 - pepper)
-            x = x * (1 - salt) + salt
+            x = (1 - (1 - x) * (1 - salt)) * (1 - pepper)
         return tf.ensure_shape(x, inputs.shape)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

@@ -238,7 +238,7 @@ def build_scn(config: SCNConfig | None = None) -> keras.Model:
         name=LOCAL_SCOPE,
     )
     local = local_unet.prediction_head(config.num_labels)(local_unet(image))
-    local_probabilities = keras.layers.Activation("sigmoid", name="local_probabilities")(local)
+    local_probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="local_probabilities")(local)
     spatial = SpatialConfiguration(
         num_labels=config.num_labels,
         levels=config.spatial_levels,
