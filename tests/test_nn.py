@@ -219,6 +219,29 @@ def test_unet_matches_the_original_segmentation_subnet_shapes() -> None:
         assert spatial[34 * subnet + 32 : 34 * subnet + 34] == [(1, 1, 1, 16, 1), (1,)]
 
 
+@pytest.mark.parametrize("dtype_policy", ["mixed_bfloat16"], indirect=True)
+def test_bfloat16_convolution_of_a_two_voxel_deep_input_has_finite_gradients(dtype_policy: str) -> None:
+    # The deepest U-Net level of a 32-slice input is 2 voxels deep; TensorFlow's bfloat16 CPU kernel gradient
+    # returned non-finite values there in about a third of the draws, so 30 draws would all but surely meet one.
+    rng = np.random.default_rng(0)
+    conv = UNet3D(levels=1, filters=32, dropout=0.0).contracting[0][0]
+    plain = keras.layers.Conv3D(32, 3, padding="same")
+    for _ in range(30):
+        x = tf.constant(rng.normal(size=(1, 2, 5, 5, 32)).astype(np.float32) * 0.1)
+        with tf.GradientTape() as tape:
+            y = conv(x)
+        gradients = tape.gradient(y, conv.trainable_weights, output_gradients=tf.ones_like(y))
+        assert y.dtype == tf.bfloat16
+        assert all(np.isfinite(g.numpy()).all() for g in gradients)
+    if not plain.built:
+        plain.build(x.shape)
+    plain.set_weights(conv.get_weights())
+    deep = tf.constant(rng.normal(size=(1, 4, 5, 5, 32)).astype(np.float32) * 0.1)  # left to the bfloat16 kernel
+    for tensor in (x, deep):
+        expected = plain(tensor).numpy().astype(np.float32)
+        np.testing.assert_allclose(conv(tensor).numpy().astype(np.float32), expected, atol=0.02, rtol=0.02)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Localization network
 

@@ -20,6 +20,28 @@ UPSAMPLING_LAYERS = {"linear": UpSampling3DLinear, "cubic": UpSampling3DCubic}
 """The interpolations available for the expanding path's x2 upsampling."""
 
 
+@keras.saving.register_keras_serializable(package="efficientscn")
+class Conv3D(keras.layers.Conv3D):
+    """Keras' Conv3D, computed in float32 where a bfloat16 input has fewer than 3 voxels along an axis.
+
+    TensorFlow 2.21's CPU (oneDNN) bfloat16 kernel gradient of a 3x3x3 convolution with 32 channels returns
+    non-finite values, at random, for inputs 2 voxels deep: the deepest U-Net level of a 32-slice input, which
+    then stops a bfloat16 training run. Such tensors are a few hundred voxels, so float32 costs nothing there;
+    the result is the bfloat16 convolution's up to its rounding. Other dtypes and sizes are untouched.
+    """
+
+    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        if inputs.dtype != tf.bfloat16:
+            return super().convolution_op(inputs, kernel)
+
+        def in_float32() -> tf.Tensor:
+            result = super(Conv3D, self).convolution_op(tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32))
+            return tf.cast(result, inputs.dtype)
+
+        tiny = tf.reduce_any(tf.shape(inputs)[1:4] < 3)
+        return tf.cond(tiny, in_float32, lambda: super(Conv3D, self).convolution_op(inputs, kernel))
+
+
 def he_normal(seed: int | None = None) -> keras.initializers.Initializer:
     """He initialisation as the original: variance scaling 2.0, fan-in, truncated normal."""
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="truncated_normal", seed=seed)
@@ -81,7 +103,7 @@ class UNet3D(keras.layers.Layer):
         for conv in range(self.convs_per_block):
             seed = None if self.seed is None else self.seed + index * self.convs_per_block + conv
             layers.append(
-                keras.layers.Conv3D(
+                Conv3D(
                     self.filters,
                     3,
                     padding="same",
