@@ -24,6 +24,7 @@ from efficientscn.augment import (
     sample_transform,
     to_displacement_field,
 )
+from efficientscn.geometry import Grid
 from efficientscn.io import grid_of, read_ct, read_label, to_canonical
 
 MEDIAN_HU = {1: 46.0, 2: 14.0, 3: 35.0}
@@ -125,6 +126,43 @@ def test_augmentation_keeps_image_and_label_aligned(ct_pair) -> None:
         label, sample_transform(image, size, spacing, config, np.random.default_rng(101)), size, spacing, "nearest", 0
     )
     assert max(abs(np.median(values[other == k]) - m) for k, m in MEDIAN_HU.items()) > 10.0
+
+
+def test_random_transforms_cover_the_papers_ranges_over_many_draws() -> None:
+    """Translation U[±20 mm], rotations U[±0.35 rad] about x, then y, then z, uniform scale 1 ± 0.2 times per-axis
+    1 ± 0.1, B-spline coefficients U[±15 mm] on 8 nodes per axis (spline order 2), read back from 400 transforms."""
+    from scipy.spatial.transform import Rotation
+
+    grid = Grid((64, 64, 64), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    size, spacing = (32, 32, 32), (6.0, 6.0, 6.0)
+    centre_in, centre_out = image_center(grid), output_center(size, spacing)
+    rng = np.random.default_rng(0)
+    translations, angles, scales, coefficients = [], [], [], []
+    for _ in range(400):
+        transform = sample_transform(grid, size, spacing, SpatialAugmentConfig(), rng)
+        affine = sitk.AffineTransform(transform.GetNthTransform(0))
+        matrix = np.asarray(affine.GetMatrix()).reshape(3, 3)
+        translations.append(np.asarray(affine.TransformPoint(centre_out.tolist())) - centre_in)
+        scale = np.linalg.norm(matrix, axis=0)  # matrix = rotation @ diag(scale)
+        scales.append(scale)
+        # extrinsic x, y, z: the rotation about x acts first; another order shows as angles beyond the range
+        angles.append(Rotation.from_matrix(matrix / scale).as_euler("xyz"))
+        bspline = sitk.BSplineTransform(transform.GetNthTransform(1))
+        assert bspline.GetOrder() == 2 and bspline.GetTransformDomainMeshSize() == (6, 6, 6)  # 6 + 2 = 8 nodes
+        coefficients.append(np.asarray(bspline.GetParameters()))
+    translations, angles, scales = np.array(translations), np.array(angles), np.array(scales)
+    coefficients = np.concatenate(coefficients)
+    for values, limit in ((translations, 20.0), (angles, 0.35), (coefficients, 15.0)):
+        assert np.abs(values).max() <= limit + 1e-9
+        assert np.abs(values).max() > 0.99 * limit
+        assert values.std() == pytest.approx(limit / np.sqrt(3), rel=0.08)  # the standard deviation of U[±limit]
+        assert abs(values.mean()) < 0.1 * limit
+    assert coefficients.size == 400 * 3 * 8**3
+    assert scales.min() >= 0.8 * 0.9 - 1e-9 and scales.max() <= 1.2 * 1.1 + 1e-9
+    assert scales.min() < 0.75 and scales.max() > 1.28
+    # one uniform factor shared by the axes: var(U[±0.2]) / (var(U[±0.2]) + var(U[±0.1])) = 0.8 of the variance
+    correlation = np.corrcoef(scales.T)[np.triu_indices(3, 1)]
+    assert np.all((correlation > 0.7) & (correlation < 0.9))
 
 
 def test_dense_field_agrees_with_direct_resampling(ct_pair) -> None:
