@@ -6,7 +6,6 @@ Its Gaussian is a channels-first float16 conv3d with no CPU kernel, so it runs u
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +14,11 @@ import pytest
 import scipy.ndimage
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import REPO_ROOT, shared_case
+from conftest import require_original_models, shared_case
 
 from efficientscn.infer import ops
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.io import read_ct, to_canonical
-
-ORIGINAL_UTILS = REPO_ROOT.parent / "shared" / "reference" / "original_saved_models" / "tf_utils_module"
 
 LOCALIZATION_SIZES = (list(range(32, 257, 16)), [32, 48, 64, 80], [32, 48, 64, 80])  # z first
 SEGMENTATION_SIZES = ([32, 64, 96, 128, 160], [32, 64, 96, 128], [32, 64, 96, 128, 160])
@@ -57,12 +54,7 @@ def assert_identical(ours: Any, theirs: Any, label: str = "") -> None:
 @pytest.fixture(scope="module")
 def original() -> Any:
     """The original's tf_utils_module; skips if missing, fails under CI."""
-    if not (ORIGINAL_UTILS / "saved_model.pb").is_file():
-        message = f"original tf_utils_module not found at {ORIGINAL_UTILS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return tf.saved_model.load(str(ORIGINAL_UTILS))
+    return tf.saved_model.load(str(require_original_models() / "tf_utils_module"))
 
 
 @pytest.fixture(scope="module")

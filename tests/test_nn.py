@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import REPO_ROOT, shared_case
+from conftest import ORIGINAL_MODELS, require_original_models, shared_case
 
 from efficientscn.geometry import spacing_with_fallback
 from efficientscn.io import read_ct, to_canonical
@@ -33,22 +32,10 @@ from efficientscn.nn import (
 
 logger = logging.getLogger(__name__)
 
-REFERENCE = REPO_ROOT.parent / "shared" / "reference"
-ORIGINAL_MODELS = REFERENCE / "original_saved_models"
 LOCALIZATION_CHECKPOINT = ORIGINAL_MODELS / "localization" / "variables" / "variables"
 SEGMENTATION_CHECKPOINT = ORIGINAL_MODELS / "segmentation" / "variables" / "variables"
 LAYERS = {"linear": UpSampling3DLinear, "cubic": UpSampling3DCubic}
 KERNELS = {"linear": (linear_kernel, 1), "cubic": (keys_cubic_kernel, 2)}
-
-
-def require_reference() -> Path:
-    """The original's released models in ../shared/reference; skips if missing, fails under CI."""
-    if not (ORIGINAL_MODELS / "localization" / "saved_model.pb").is_file():
-        message = f"original saved models not found at {ORIGINAL_MODELS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return ORIGINAL_MODELS
 
 
 @pytest.fixture
@@ -203,7 +190,7 @@ def test_unet_l2_losses_dropout_and_valid_sizes() -> None:
 
 def test_unet_matches_the_original_segmentation_subnet_shapes() -> None:
     """Stage 2 reuse: the local-appearance U-Net and the five spatial-configuration U-Nets of the original."""
-    require_reference()
+    require_original_models()
     local = numbered_variable_keys(SEGMENTATION_CHECKPOINT, "local_appearance")
     unet = UNet3D(levels=5, filters=32)
     unet.build((None, None, None, None, 1))
@@ -269,14 +256,14 @@ def test_localization_net_builds_and_runs_under_mixed_precision(dtype_policy: st
 
 
 def test_localization_weight_shapes_equal_the_original_checkpoint_in_order() -> None:
-    require_reference()
+    require_original_models()
     keys = numbered_variable_keys(LOCALIZATION_CHECKPOINT, "model")
     model = build_localization_net()
     assert [tuple(w.shape) for w in model.weights] == checkpoint_shapes(LOCALIZATION_CHECKPOINT, keys)
 
 
 def test_loading_into_a_different_architecture_names_the_mismatch_and_assigns_nothing() -> None:
-    require_reference()
+    require_original_models()
     model = build_localization_net(LocalizationNetConfig(filters=16, seed=0))
     before = [w.numpy() for w in model.weights]
     with pytest.raises(ValueError, match=r"weight 0 \(unet/contracting0_conv0/kernel\) has shape \(3, 3, 3, 1, 16\)"):
@@ -289,7 +276,7 @@ def test_loading_into_a_different_architecture_names_the_mismatch_and_assigns_no
 @pytest.fixture(scope="module")
 def localization_pair() -> tuple:
     """The original's utils module, its localization model (XLA, float16 ch-first) and ours with its weights."""
-    models = require_reference()
+    models = require_original_models()
     utils = tf.saved_model.load(str(models / "tf_utils_module"))
     loaded = tf.saved_model.load(str(models / "localization"))  # kept referenced: the signature needs its variables
     original = tf.function(

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import REPO_ROOT, shared_case
-from test_nn import require_reference
+from conftest import REPO_ROOT, require_original_models, shared_case
 
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.errors import InputError
@@ -59,7 +58,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder as export writes it: the original's localization weights in our network, a seeded SCN."""
     folder = tmp_path_factory.mktemp("models")
     localization = build_localization_net()
-    load_original_localization_weights(localization, require_reference() / "localization")
+    load_original_localization_weights(localization, require_original_models() / "localization")
     save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
     _untrained_scn(folder, seed=0)
     return folder
@@ -87,10 +86,8 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path
     dicom = shared_case("ts_example_ct_dicom").image
     (tmp_path / "in" / "dicom_case").symlink_to(dicom, target_is_directory=True)
     report_path = tmp_path / "run.json"
-    assert (
-        _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", DEFAULT_MODELS, "--report", report_path)
-        == 0
-    )
+    arguments = ("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", DEFAULT_MODELS, "--report", report_path)
+    assert _predict(*arguments, "--device", "cpu") == 0  # the CPU path, on a GPU machine too
 
     for case_id, reference in labels.items():
         written = sitk.ReadImage(str(tmp_path / "out" / f"{case_id}.nii.gz"))
@@ -134,7 +131,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path
 def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Path) -> None:
     """The original's released SavedModel runs as saved (float16 channels-first, XLA on this CPU) in place of
     ours, and on whole-abdomen CTs the box that stage 2 segments contains every labelled organ voxel."""
-    original = require_reference() / "localization"
+    original = require_original_models() / "localization"
     models = tmp_path / "models"
     models.mkdir()
     (models / "localization").symlink_to(original, target_is_directory=True)
@@ -257,8 +254,9 @@ def test_the_originals_utils_module_is_refused_on_a_cpu_with_the_reason(
     models: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
-    utils = require_reference() / "tf_utils_module"
-    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--utils", utils) == 2
+    utils = require_original_models() / "tf_utils_module"
+    arguments = ("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--utils", utils)
+    assert _predict(*arguments, "--device", "cpu") == 2  # refused on a GPU machine's CPU as well
     assert "needs a GPU" in capsys.readouterr().err
     assert not (tmp_path / "out" / "ts_example_ct_sm.nii.gz").exists()
 

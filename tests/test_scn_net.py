@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT
+from conftest import ORIGINAL_MODELS, require_original_models
 
 from efficientscn.nn import (
     CombineLocalSpatial,
@@ -25,21 +24,9 @@ from efficientscn.nn import (
 
 logger = logging.getLogger(__name__)
 
-SEGMENTATION_CHECKPOINT = (
-    REPO_ROOT.parent / "shared" / "reference" / "original_saved_models" / "segmentation" / "variables" / "variables"
-)
+SEGMENTATION_CHECKPOINT = ORIGINAL_MODELS / "segmentation" / "variables" / "variables"
 LOCAL_WEIGHTS = 42
 """The local-appearance U-Net's 40 weights and its head's kernel and bias come first."""
-
-
-def require_segmentation_index() -> Path:
-    """The original segmentation checkpoint prefix (only its .index exists); skips if missing, fails under CI."""
-    if not SEGMENTATION_CHECKPOINT.with_suffix(".index").is_file():
-        message = f"original segmentation variables.index not found at {SEGMENTATION_CHECKPOINT.parent}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return SEGMENTATION_CHECKPOINT
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +71,8 @@ def test_parameter_count_and_l2_on_unet_kernels_only(model: keras.Model) -> None
 
 
 def test_weight_shapes_equal_the_original_index_in_order(model: keras.Model) -> None:
-    checkpoint = require_segmentation_index()
+    require_original_models()
+    checkpoint = SEGMENTATION_CHECKPOINT
     keys = original_scn_variable_keys(checkpoint)  # reads names and shapes from the .index, without a data file
     expected = checkpoint_shapes(checkpoint, keys)
     assert len(keys) == len(model.weights) == 212

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_original_setup
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.setup_files import (
@@ -156,9 +156,7 @@ def test_landmark_bb_with_a_bad_row_names_the_line(tmp_path: Path) -> None:
 
 
 def test_original_landmark_bb_reads() -> None:
-    original = REPO_ROOT.parent / "shared" / "reference" / "original_setup" / "landmark_bb.csv"
-    if not original.is_file():
-        pytest.skip("original setup not available")
+    original = require_original_setup() / "landmark_bb.csv"
     boxes = read_landmark_bb(original)
     assert len(boxes) == 361
     extents = np.array([high - low for low, high in boxes.values()])
