@@ -17,6 +17,7 @@ import tensorflow as tf
 from conftest import require_original_models, shared_case
 
 from efficientscn.infer import ops
+from efficientscn.infer.pipeline import InferenceConfig, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.io import read_ct, to_canonical
 
@@ -74,11 +75,9 @@ def canonical_ct(case_id: str) -> tuple[tf.Tensor, tf.Tensor]:
     return _CT_CACHE[case_id]
 
 
-def localization_spacing(image: tf.Tensor, spacing: tf.Tensor) -> tf.Tensor:
-    """6 mm, grown as the original's inference does when the scan would not fit the largest input."""
-    expected = np.ceil(np.array(image.shape[2:]) * spacing.numpy() / 6.0)
-    ratio = float(np.max(expected / [256, 80, 80])) + 0.02
-    return _f32([6.0 * max(ratio, 1.0)] * 3) if ratio > 1 else _f32([6.0] * 3)
+def coarse_spacing(image: tf.Tensor, spacing: tf.Tensor) -> tf.Tensor:
+    """The localization spacing of a CT as inference computes it: 6 mm, grown if the scan would not fit."""
+    return _f32(localization_spacing(tuple(image.shape[2:]), spacing.numpy(), InferenceConfig()))
 
 
 def probability_map(shape: tuple[int, ...], seed: int, batch: int = 1) -> tf.Tensor:
@@ -124,16 +123,28 @@ def test_sizes_match_the_original(original: Any) -> None:
 @pytest.mark.parametrize("case_id", ["ts_example_ct", "ts_example_ct_dicom"])
 def test_localization_input_equals_the_original_bit_for_bit(original: Any, case_id: str) -> None:
     image, spacing = canonical_ct(case_id)
-    args = (image, spacing, localization_spacing(image, spacing), _f32(0.0), *_sizes(LOCALIZATION_SIZES))
+    args = (image, spacing, coarse_spacing(image, spacing), _f32(0.0), *_sizes(LOCALIZATION_SIZES))
     ours, theirs = ops.preprocess_for_localization(*args), original.preprocess_for_localization(*args)
     assert ours[0].dtype == tf.float16 and ours[0].shape[:2] == (1, 1)
     assert_identical(ours, theirs)  # max abs difference 0: the same area resizes and float16 roundings
     assert float(tf.reduce_min(tf.cast(ours[0], tf.float32))) == -0.5  # the -1024 HU padding, / 2048
 
 
+def test_localization_input_of_a_ct_too_large_for_the_largest_input_equals_the_original(original: Any) -> None:
+    image, spacing = canonical_ct("ts_example_ct")  # 112 x 101 x 122 voxels (z, y, x) of 3 mm
+    large = tf.pad(image, [[0, 0], [0, 0], [0, 0], [40, 40], [60, 60]], constant_values=-1024)  # 543 x 726 mm in y, x
+    coarse = coarse_spacing(large, spacing)
+    # the original's inference: 726 mm / 6 mm = 121 voxels, 121 / 80 + 0.02 = 1.5325, so 9.195 mm on every axis
+    np.testing.assert_allclose(coarse, 6.0 * 1.5325, rtol=1e-6)
+    args = (large, spacing, coarse, _f32(0.0), *_sizes(LOCALIZATION_SIZES))
+    ours, theirs = ops.preprocess_for_localization(*args), original.preprocess_for_localization(*args)
+    assert_identical(ours, theirs)
+    assert ours[0].shape[2:] == (48, 64, 80)  # 37, 60 and 79 voxels of 9.195 mm: the largest x still fits
+
+
 def test_localization_box_equals_the_original(original: Any) -> None:
     image, spacing = canonical_ct("ts_example_ct")
-    coarse = localization_spacing(image, spacing)
+    coarse = coarse_spacing(image, spacing)
     inputs, paddings = ops.preprocess_for_localization(image, spacing, coarse, _f32(0.0), *_sizes(LOCALIZATION_SIZES))
     mask = np.asarray(inputs) > -100 * F16_HU  # the body, then cut to an organ-sized part of it
     mask[:, :, :20] = False
@@ -357,7 +368,7 @@ def test_saved_module_has_the_original_signatures(saved_utils: Any, original: An
 
 def test_saved_module_gives_the_results_of_the_functions(saved_utils: Any, utils: UtilsModule) -> None:
     image, spacing = canonical_ct("ts_example_ct")
-    coarse = localization_spacing(image, spacing)
+    coarse = coarse_spacing(image, spacing)
     probabilities = probability_map((16, 20, 24), seed=1)
     amounts = _i32([[1, 0], [0, 2], [3, 3]])
     calls: dict[str, Callable[[Any], Any]] = {

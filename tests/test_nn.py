@@ -307,7 +307,9 @@ def _original_localization_input(utils: object, path: Path) -> tf.Tensor:
     return inputs
 
 
-@pytest.mark.parametrize("case", ["ts_example_ct", "ts_example_ct_sm", "ts_example_ct_sm_oblique"])
+@pytest.mark.parametrize(
+    "case", ["ts_example_ct", "ts_example_ct_sm", "ts_example_ct_sm_oblique", "ts_example_ct_dicom"]
+)  # two patients
 def test_localization_mask_agrees_with_the_original_model(case: str, localization_pair: tuple) -> None:
     utils, original, ours = localization_pair
     inputs = _original_localization_input(utils, shared_case(case).image)
@@ -315,10 +317,10 @@ def test_localization_mask_agrees_with_the_original_model(case: str, localizatio
     expected = original(inputs).numpy()[0, 0]
     logits = ours(tf.cast(tf.transpose(inputs, [0, 2, 3, 4, 1]), tf.float32)).numpy()[0]
     mask = logits[..., 1] > logits[..., 0]
-    agreement = float(np.mean(mask == expected))
-    logger.info("%s: input %s, foreground %d voxels, agreement %.6f", case, inputs.shape, expected.sum(), agreement)
-    assert expected.mean() > 0.001  # the original finds the organs
-    assert agreement >= 0.999
+    dice = 2 * np.logical_and(mask, expected).sum() / (mask.sum() + expected.sum())
+    logger.info("%s: input %s, foreground %d voxels, Dice %.6f", case, inputs.shape, expected.sum(), dice)
+    assert expected.sum() > 500  # the original finds the organs (874 voxels on the 20-slice DICOM slab)
+    assert dice >= 0.999  # on the foreground: 0.1 % of the voxels of all would hide a few % of the organs
 
 
 # Keras 3.15 saving calls np.array on TF variables, which NumPy 2 flags; it is Keras's, not ours.
