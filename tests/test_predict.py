@@ -21,9 +21,15 @@ from conftest import REPO_ROOT, require_original_models, shared_case
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.errors import InputError
 from efficientscn.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, obliquity_degrees
-from efficientscn.infer.models import load_network
-from efficientscn.infer.pipeline import InferenceConfig, check_processable, localization_spacing, segmentation_spacing
-from efficientscn.infer.utils_module import load_utils
+from efficientscn.infer.models import Network, load_network
+from efficientscn.infer.pipeline import (
+    InferenceConfig,
+    Segmenter,
+    check_processable,
+    localization_spacing,
+    segmentation_spacing,
+)
+from efficientscn.infer.utils_module import UtilsModule, load_utils
 from efficientscn.io import canonical_reorientation, grid_of, read_ct, read_label, resample_onto, to_canonical
 from efficientscn.nn.localization import (
     LocalizationNetConfig,
@@ -364,6 +370,32 @@ def test_localization_spacing_grows_for_large_scans() -> None:
     np.testing.assert_allclose(localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), config), 6.42, atol=0.01)
     # growth already starts above a ratio of 0.98 (the margin is added before the test, a kept quirk)
     np.testing.assert_allclose(localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), config), 6 * (79 / 80 + 0.02))
+
+
+def test_each_ct_of_a_batch_is_localized_at_its_own_spacing() -> None:
+    """The original's inference reassigns its localization spacing inside the batch loop, so once a large CT has
+    grown it, every later CT is localized coarser too; here each CT gets its own (docs/fidelity.md)."""
+
+    def central_block(inputs: tf.Tensor) -> tf.Tensor:  # an organ-sized block amid the localization input
+        mask = np.zeros(inputs.shape, bool)
+        mask[..., 8:-8, 8:-8, 8:-8] = True
+        return tf.constant(mask)
+
+    def uniform(inputs: tf.Tensor) -> tf.Tensor:
+        return tf.fill([1, 5, *inputs.shape[2:]], tf.constant(0.2, tf.float16))
+
+    segmenter = Segmenter(
+        Network("localization", Path("block"), "rebuilt", "float32", central_block),
+        Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform),
+        UtilsModule(),
+    )
+    large, small = np.full((40, 100, 100), -1000, np.int16), np.full((40, 40, 40), -1000, np.int16)
+    spacings = [
+        segmenter.segment(ct, spacing).details["localization_spacing_mm"]
+        for ct, spacing in ((large, (3.0, 6.0, 6.0)), (small, (3.0, 3.0, 3.0)), (large, (3.0, 6.0, 6.0)))
+    ]
+    # 600 mm: 100 voxels of 6 mm, 100 / 80 + 0.02 = 1.27; the 120 mm CT after it at 6 mm, as if it came first
+    np.testing.assert_allclose(spacings, [[6 * 1.27] * 3, [6.0] * 3, [6 * 1.27] * 3], rtol=1e-6)
 
 
 def test_segmentation_spacing_grows_isotropically_for_large_boxes() -> None:
