@@ -37,11 +37,25 @@ def test_folds_depend_on_the_seed_only() -> None:
     assert cv_folds(train, seed=0) != cv_folds(train, seed=1)
 
 
-def test_committed_setup_is_what_the_generator_makes_for_flare21() -> None:
-    files = cv_setup_files(*flare21_ids())
-    committed = REPO_ROOT / "setup" / "cv"
-    on_disk = {str(p.relative_to(committed)): p.read_text() for p in committed.rglob("*.txt")}
-    assert on_disk == files
+def test_committed_setup_is_the_originals_folds_and_boxes() -> None:
+    original = require_original_setup()
+    files = sorted(p.relative_to(original) for p in original.rglob("*") if p.is_file())
+    committed = REPO_ROOT / "setup"
+    assert (
+        sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and p.name != "README.md") == files
+    )
+    for name in files:
+        assert (committed / name).read_bytes() == (original / name).read_bytes(), name
+    # read as training reads them: four disjoint folds of the 361 cases, each fold's train list the rest
+    all_train = read_id_list(committed / "cv" / "all_train.txt")
+    assert all_train == flare21_ids()[0]
+    tests = [read_id_list(committed / "cv" / str(k) / "test.txt") for k in range(1, 5)]
+    assert [len(fold) for fold in tests] == [90, 90, 90, 91]
+    assert sorted(case for fold in tests for case in fold) == all_train
+    for k, fold in enumerate(tests, start=1):
+        assert sorted(read_id_list(committed / "cv" / str(k) / "train.txt")) == sorted(set(all_train) - set(fold))
+        assert sorted(read_id_list(committed / "cv" / "cv_folds" / f"{5 - k}.txt")) == sorted(fold)
+    assert sorted(read_landmark_bb(committed / "landmark_bb.csv")) == all_train
 
 
 def test_train_and_test_of_a_fold_are_disjoint_and_cover_all_cases() -> None:
