@@ -165,6 +165,17 @@ def test_random_transforms_cover_the_papers_ranges_over_many_draws() -> None:
     assert np.all((correlation > 0.7) & (correlation < 0.9))
 
 
+def test_bspline_spans_the_output_from_the_first_voxel_centre_to_the_last_field_node() -> None:
+    # A deviation (docs/fidelity.md #26): the original's B-spline domain is output size x spacing from origin 0;
+    # ours ends at the last node of the coarse field grid (2 voxels apart), so the dense field never samples it
+    # outside: 31 voxels of 6 mm -> 16 nodes, 180 mm (the original: 186); 32 and 33 voxels -> 17 nodes, 192 mm.
+    grid = Grid((64, 64, 64), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    transform = sample_transform(grid, (31, 32, 33), (6.0, 6.0, 6.0), SpatialAugmentConfig(), np.random.default_rng(0))
+    bspline = sitk.BSplineTransform(transform.GetNthTransform(1))
+    assert bspline.GetTransformDomainOrigin() == (0.0, 0.0, 0.0)
+    assert bspline.GetTransformDomainPhysicalDimensions() == pytest.approx((180.0, 192.0, 192.0))
+
+
 def test_dense_field_agrees_with_direct_resampling(ct_pair) -> None:
     image, label = ct_pair
     size, spacing = (64, 56, 64), (6.0, 6.0, 6.0)

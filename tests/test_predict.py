@@ -372,11 +372,14 @@ def test_localization_spacing_grows_for_large_scans() -> None:
     np.testing.assert_allclose(localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), config), 6 * (79 / 80 + 0.02))
 
 
-def test_each_ct_of_a_batch_is_localized_at_its_own_spacing() -> None:
-    """The original's inference reassigns its localization spacing inside the batch loop, so once a large CT has
-    grown it, every later CT is localized coarser too; here each CT gets its own (docs/fidelity.md)."""
+@pytest.fixture
+def block_segmenter() -> tuple[Segmenter, list[tf.Tensor]]:
+    """The pipeline with stand-in networks (an organ-sized block amid the localization input, uniform
+    probabilities), and the list of the localization inputs it received."""
+    received: list[tf.Tensor] = []
 
-    def central_block(inputs: tf.Tensor) -> tf.Tensor:  # an organ-sized block amid the localization input
+    def central_block(inputs: tf.Tensor) -> tf.Tensor:
+        received.append(inputs)
         mask = np.zeros(inputs.shape, bool)
         mask[..., 8:-8, 8:-8, 8:-8] = True
         return tf.constant(mask)
@@ -389,6 +392,13 @@ def test_each_ct_of_a_batch_is_localized_at_its_own_spacing() -> None:
         Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform),
         UtilsModule(),
     )
+    return segmenter, received
+
+
+def test_each_ct_of_a_batch_is_localized_at_its_own_spacing(block_segmenter: tuple) -> None:
+    """The original's inference reassigns its localization spacing inside the batch loop, so once a large CT has
+    grown it, every later CT is localized coarser too; here each CT gets its own (docs/fidelity.md #33)."""
+    segmenter, _ = block_segmenter
     large, small = np.full((40, 100, 100), -1000, np.int16), np.full((40, 40, 40), -1000, np.int16)
     spacings = [
         segmenter.segment(ct, spacing).details["localization_spacing_mm"]
@@ -396,6 +406,22 @@ def test_each_ct_of_a_batch_is_localized_at_its_own_spacing() -> None:
     ]
     # 600 mm: 100 voxels of 6 mm, 100 / 80 + 0.02 = 1.27; the 120 mm CT after it at 6 mm, as if it came first
     np.testing.assert_allclose(spacings, [[6 * 1.27] * 3, [6.0] * 3, [6 * 1.27] * 3], rtol=1e-6)
+
+
+def test_the_localization_network_sees_the_unsmoothed_ct(block_segmenter: tuple) -> None:
+    # kept from the original (docs/fidelity.md #3): trained on CTs smoothed with sigma 3 mm, run on unsmoothed ones
+    segmenter, received = block_segmenter
+    ct = np.random.default_rng(0).integers(-1000, 1000, (40, 40, 40)).astype(np.int16)
+    segmenter.segment(ct, (3.0, 3.0, 3.0))
+    image, spacing, coarse = (
+        tf.constant(ct.astype(np.float16)[None, None]),
+        tf.constant([3.0] * 3),
+        tf.constant([6.0] * 3),
+    )
+    sizes = [tf.constant(axis, tf.int32) for axis in InferenceConfig().localization_valid_sizes]
+    for sigma, same in ((0.0, True), (3.0, False)):
+        expected, _ = UtilsModule().preprocess_for_localization(image, spacing, coarse, tf.constant(sigma), *sizes)
+        assert np.array_equal(received[-1].numpy(), expected.numpy()) == same
 
 
 def test_segmentation_spacing_grows_isotropically_for_large_boxes() -> None:

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from conftest import impulse_ct, impulse_response_sigma_mm, shared_case
 from scipy import ndimage
 
-from efficientscn.augment import IntensityAugmentConfig, resample_to_input
+from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig, resample_to_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.scn import SCNDataConfig, SCNSamples, label_one_hot, scn_roi, smooth_labels
 from efficientscn.data.setup_files import write_landmark_bb
@@ -190,6 +190,27 @@ def test_the_smoothing_is_a_gaussian_of_sigma_1mm_in_physical_units(tmp_path):
     # SimpleITK's recursive (Deriche) Gaussian, which the original uses too, comes out 3 % narrow
     np.testing.assert_allclose(impulse_response_sigma_mm(loaded.image), 1.0, rtol=0.05)
     assert sitk.GetArrayViewFromImage(loaded.image).sum() == pytest.approx(10_000, rel=0.01)
+
+
+def test_test_samples_keep_the_labels_unsmoothed_where_training_samples_smooth_them(tmp_path):
+    # A deviation (docs/fidelity.md #24): the original smooths the labels of its validation samples too, which only
+    # its validation loss sees; here a test sample keeps the exact resampled ground truth. One isolated voxel of
+    # organ 3 shows it: label smoothing removes it, the test sample keeps it.
+    dataset = FlareDataset(tmp_path)
+    label = np.zeros((64, 64, 64), np.uint8)
+    label[20:32, 20:32, 20:32] = 1
+    label[40, 40, 40] = 3
+    mask = sitk.GetImageFromArray(label)
+    mask.SetSpacing((2.0, 2.0, 2.0))
+    write_image_atomic(sitk.Cast(mask, sitk.sitkInt16) * 40, dataset.training_image("train_000"))
+    write_image_atomic(mask, dataset.training_mask("train_000"))
+    write_landmark_bb(dataset.landmark_bb_csv, {"train_000": physical_bounding_box(label > 0, grid_of(mask))})
+    still = SpatialAugmentConfig(translation_mm=0, rotation_rad=0, uniform_scale=0, axis_scale=0, deformation_mm=0)
+    samples = SCNSamples(dataset.root, SCNDataConfig(spatial=still))
+    _, _, test = samples.test_sample("train_000")
+    training = samples.sample("train_000", np.random.default_rng(0))  # the same grid, not moved
+    assert test["label"][..., 3].sum() == 1 and training["label"][..., 3].sum() == 0
+    assert test["label"][..., 1].sum() > 1000 and training["label"][..., 1].sum() > 1000
 
 
 def _tiny(origin: tuple[float, float, float], pixel: int) -> sitk.Image:
