@@ -3,7 +3,8 @@
 The exported models take `image` float16 [N, 1, D, H, W] (channels-first, any spatial size the network accepts);
 the localization model returns `output_0` bool [N, 1, D, H, W] (foreground logit > background logit), the SCN
 float16 [N, 5, D, H, W] normalised probabilities. Inside, the image is transposed to channels-last and computed
-in float32 with the run's averaged (EMA) weights, which runs on a CPU without XLA as well as on a GPU.
+in float32 with the run's averaged (EMA) weights, which runs on a CPU without XLA as well as on a GPU (the
+original computes in float16, docs/fidelity.md #31).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ class LocalizationModule(ExportModule):
 class SegmentationModule(ExportModule):
     """The SCN: `image` -> `output_0` float16 [N, 5, D, H, W], the normalised combined probabilities.
 
-    Quirk 8, kept: probabilities, not labels, leave the model, so that inference can upsample them to the CT's
-    resolution before the argmax, as the original does.
+    Kept as the original (docs/fidelity.md #9): probabilities, not labels, leave the model, so that inference can
+    upsample them to the CT's resolution before the argmax, as the original does.
     """
 
     def __init__(self, model: keras.Model) -> None:

@@ -100,7 +100,7 @@ def spacing_with_fallback(spacing_xyz: Sequence[float], source: str) -> tuple[fl
 def valid_size(size: float, valid_sizes: Sequence[int]) -> int:
     """The smallest valid size strictly greater than `size`, or the largest valid size if none is.
 
-    Strictly greater, as the original: an exact fit moves on to the next valid size (upstream quirk 1, kept
+    Strictly greater, as the original: an exact fit moves on to the next valid size (docs/fidelity.md #1, kept
     because it decides the network input sizes users compare with the paper).
     """
     ordered = sorted(valid_sizes)
@@ -146,7 +146,7 @@ def physical_bounding_box(mask_zyx: np.ndarray, grid: Grid) -> tuple[np.ndarray,
     The eight corners of the index box are mapped to physical space and the box is taken around them. For the
     axis-aligned grids of FLARE21 this is exactly the original's `landmark_bb.csv` box (the two extreme voxel
     centres, swapped per axis where the direction flips); on an oblique grid it still encloses every organ voxel,
-    where two mapped corners alone would not. Returns None for an empty mask.
+    where two mapped corners alone would not (docs/fidelity.md #25). Returns None for an empty mask.
     """
     box = bounding_box_index(mask_zyx)
     if box is None:

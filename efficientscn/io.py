@@ -253,8 +253,9 @@ def _scalar_array(path: Path, image: sitk.Image) -> np.ndarray:
 def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
     """Read a CT as int16 HU, geometry kept (size, origin, spacing, direction as stored).
 
-    Other integer and float pixel types are rounded and clipped to the int16 range (never wrapped around), with a
-    warning when clipping changes values. Non-finite values are refused.
+    Other integer and float pixel types are rounded and clipped to the int16 range (never wrapped around, where the
+    original's cast wraps: docs/fidelity.md #40), with a warning when clipping changes values. Non-finite values are
+    refused.
     """
     path = Path(path)
     image = read_image(path)

@@ -40,7 +40,7 @@ def test_index_to_physical_matches_simpleitk_on_an_oblique_grid() -> None:
 
 def test_valid_size_is_the_smallest_strictly_greater() -> None:
     assert valid_size(31, LOCALIZATION_XY) == 32
-    assert valid_size(32, LOCALIZATION_XY) == 48  # an exact fit moves on (upstream quirk 1, kept)
+    assert valid_size(32, LOCALIZATION_XY) == 48  # an exact fit moves on (docs/fidelity.md #1)
     assert valid_size(47.5, LOCALIZATION_XY) == 48
     assert valid_size(80, LOCALIZATION_XY) == 80  # nothing greater: the largest
     assert valid_size(500, LOCALIZATION_Z) == 256

@@ -6,6 +6,7 @@ Its Gaussian is a channels-first float16 conv3d with no CPU kernel, so it runs u
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,14 @@ import SimpleITK as sitk
 import tensorflow as tf
 from conftest import require_original_models, shared_case
 
+from efficientscn.cli import DEFAULT_MODELS
 from efficientscn.infer import ops
-from efficientscn.infer.pipeline import InferenceConfig, localization_spacing
+from efficientscn.infer.models import STAGES, load_network
+from efficientscn.infer.pipeline import InferenceConfig, Segmenter, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.io import read_ct, to_canonical
+
+logger = logging.getLogger(__name__)
 
 LOCALIZATION_SIZES = (list(range(32, 257, 16)), [32, 48, 64, 80], [32, 48, 64, 80])  # z first
 SEGMENTATION_SIZES = ([32, 64, 96, 128, 160], [32, 64, 96, 128], [32, 64, 96, 128, 160])
@@ -180,7 +185,7 @@ def test_valid_segmentation_box_equals_the_original(original: Any) -> None:
     start, end, valid = _numpy(
         ops.valid_bbox_extent_for_segmentation(_f32([138.0] * 3), _f32([10.0] * 3), _f32([2.0] * 3), *sizes)
     )
-    assert valid.tolist() == [96, 96, 96]  # 64 voxels fit 64 exactly: strictly greater takes 96 (quirk 1)
+    assert valid.tolist() == [96, 96, 96]  # 64 voxels fit 64 exactly: strictly greater takes 96 (docs/fidelity.md #1)
     np.testing.assert_allclose(end - start, [192.0] * 3)
 
 
@@ -195,7 +200,7 @@ def test_crop_and_pad_with_bbox_equals_the_original_and_pads_outside_with_0(orig
         assert_identical(ours, original.crop_and_pad_with_bbox(*args))
     cropped, paddings, croppings = _numpy(ours)
     assert paddings[:, 0].tolist()[:2] == [4, 21] and np.all(paddings[:, 1] > 0)
-    assert np.all(cropped[:, :, : paddings[0, 0]] == 0)  # quirk 4: 0, not -1024
+    assert np.all(cropped[:, :, : paddings[0, 0]] == 0)  # docs/fidelity.md #5: 0, not -1024
     assert croppings[2, 0] > 0 and croppings[:2, 0].tolist() == [0, 0]
 
 
@@ -238,6 +243,33 @@ def test_postprocess_labels_agree_with_the_original(original: Any) -> None:
     assert np.mean(ours == theirs) >= 0.999
     assert np.all(ours[:, :, :2] == 0) and np.all(ours[:, :, :, :, -9:] == 0)  # the croppings: background
     assert set(np.unique(ours)) == {0, 1, 2, 3, 4}
+
+
+class _RecordingUtils:
+    """A utils module that remembers the arguments of its last `postprocess_for_segmentation`."""
+
+    def __init__(self, utils: Any) -> None:
+        self._utils, self.postprocessed = utils, ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._utils, name)
+
+    def postprocess_for_segmentation(self, *args: Any) -> tf.Tensor:
+        self.postprocessed = args
+        return self._utils.postprocess_for_segmentation(*args)
+
+
+@pytest.mark.parametrize("case_id", ["ts_example_ct", "ts_example_ct_dicom"])
+def test_postprocess_labels_on_real_ct_agree_with_the_original(original: Any, case_id: str) -> None:
+    """Real probabilities, the shipped models' on a shared CT, made into labels by ours and by the original's."""
+    utils = _RecordingUtils(UtilsModule())
+    networks = [load_network(DEFAULT_MODELS / stage, stage, "cpu", "float32") for stage in STAGES]
+    image, spacing = canonical_ct(case_id)
+    ours = Segmenter(*networks, utils).segment(image.numpy()[0, 0].astype(np.int16), spacing.numpy()).label
+    theirs = original.postprocess_for_segmentation(*utils.postprocessed).numpy()[0, 0]
+    differing, organs = int(np.sum(ours != theirs)), int(np.sum((ours > 0) | (theirs > 0)))
+    logger.info("%s: %d of %d organ voxels differ", case_id, differing, organs)
+    assert organs > 10_000 and differing <= 1e-4 * organs  # the original rounds the probabilities to float16
 
 
 # --- our own guarantees ----------------------------------------------------------------------------------------

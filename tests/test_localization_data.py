@@ -29,7 +29,7 @@ def test_localization_size_is_the_smallest_valid_size_strictly_above_the_extent(
     config = LocalizationDataConfig()
     # 512 x 0.8 mm = 409.6 mm -> 69 voxels -> 80; 150 x 2.5 mm = 375 mm -> 63 -> 64 in z
     assert localization_size(_image((512, 512, 150), (0.8, 0.8, 2.5)), config) == (80, 80, 64)
-    # an exact fit moves on: 192 mm = 32 voxels -> 48 (upstream quirk 1)
+    # an exact fit moves on: 192 mm = 32 voxels -> 48 (docs/fidelity.md #1)
     assert localization_size(_image((64, 64, 64), (3.0, 3.0, 3.0)), config) == (48, 48, 48)
     # larger than the largest valid size: the largest
     assert localization_size(_image((700, 700, 1000), (1.0, 1.0, 2.0)), config) == (80, 80, 256)

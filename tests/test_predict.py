@@ -368,7 +368,7 @@ def test_localization_spacing_grows_for_large_scans() -> None:
     np.testing.assert_allclose(localization_spacing((150, 512, 512), (2.5, 0.8, 0.8), config), 6.0)
     # 512 x 0.977 mm: 84 voxels at 6 mm, /80 = 1.05 (+0.02) -> 6.42 mm, the original's figure
     np.testing.assert_allclose(localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), config), 6.42, atol=0.01)
-    # growth already starts above a ratio of 0.98 (the margin is added before the test, a kept quirk)
+    # growth already starts above a ratio of 0.98 (the margin is added before the test, docs/fidelity.md #11)
     np.testing.assert_allclose(localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), config), 6 * (79 / 80 + 0.02))
 
 

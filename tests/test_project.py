@@ -1,7 +1,9 @@
-"""The project's own promises: CI runs the README's commands, and the code is ruff clean."""
+"""The project's own promises: CI runs the README's commands with every test, the fidelity register holds what the
+code cites and the tests it names exist, and the code is ruff clean."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from conftest import REPO_ROOT
 
 def _ci_commands() -> list[str]:
     lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
-    return [line for line in lines if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    return [line for line in lines if line.strip() and not line.startswith(("#", "set ", "cd ", "export "))]
 
 
 def test_ci_runs_exactly_the_readme_set_up_and_test_commands() -> None:
@@ -24,6 +26,21 @@ def test_ci_runs_exactly_the_readme_set_up_and_test_commands() -> None:
     assert "## Set up" in readme and f"\n{set_up}\n" in readme.split("## Set up")[1].split("## ")[0]
     for test in tests:  # the default suite, then the long checks marked slow
         assert f"\n{test}\n" in readme.split("## Test")[1].split("## ")[0]
+    # a clone without ../shared fails instead of skipping the tests that need it
+    assert "\nexport CI=true\n" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_fidelity_register_holds_every_entry_the_code_cites_and_every_test_it_names_exists() -> None:
+    register = (REPO_ROOT / "docs" / "fidelity.md").read_text()
+    entries = [int(n) for n in re.findall(r"^\*\*#(\d+) ", register, flags=re.MULTILINE)]
+    assert entries == list(range(1, len(entries) + 1))  # numbered once each, in order
+    sources = [*(REPO_ROOT / "efficientscn").rglob("*.py"), *(REPO_ROOT / "tests").glob("*.py")]
+    cited = {int(n) for path in sources for n in re.findall(r"fidelity\.md #(\d+)", path.read_text())}
+    assert cited and cited <= set(entries)
+    named = set(re.findall(r"`tests/(test_\w+\.py)::(test_\w+)`", register))
+    assert len(named) > 40
+    for file, test in sorted(named):
+        assert re.search(rf"^def {test}\(", (REPO_ROOT / "tests" / file).read_text(), flags=re.MULTILINE), (file, test)
 
 
 @pytest.mark.parametrize("check", [["check"], ["format", "--check"]])

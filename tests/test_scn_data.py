@@ -27,7 +27,7 @@ def test_scn_roi_is_the_box_plus_32mm_on_the_smallest_valid_2mm_grid_strictly_ab
     roi = scn_roi((0, 0, 0), (100, 60, 36), config)
     assert roi.size_xyz == (96, 64, 64) and roi.scale == 1.0
     assert roi.center_xyz == pytest.approx((50, 30, 18))  # the middle of the box, not upstream's 0.5 mm lower
-    # exact fits move on (quirk 1): 128 mm = 64 voxels -> 96, 192 mm = 96 -> 128; 126 mm = 63 -> 64
+    # exact fits move on (docs/fidelity.md #1): 128 mm = 64 voxels -> 96, 192 mm = 96 -> 128; 126 mm = 63 -> 64
     roi = scn_roi((10, 20, 30), (74, 148, 92), config)
     assert roi.size_xyz == (96, 128, 64) and roi.scale == 1.0
     assert roi.center_xyz == pytest.approx((42, 84, 61))

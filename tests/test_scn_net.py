@@ -85,7 +85,7 @@ def test_weight_shapes_equal_the_original_index_in_order(model: keras.Model) -> 
         "spatial_configuration/variables/0/.ATTRIBUTES/VARIABLE_VALUE",
     ]
     assert keys[-1] == "spatial_configuration/variables/169/.ATTRIBUTES/VARIABLE_VALUE"
-    # Quirk 6: the sub-nets of labels 1..4 come first; the background's, with 5 input channels, is created last.
+    # docs/fidelity.md #8: the sub-nets of labels 1..4 come first; the background's, with 5 inputs, is created last.
     firsts = [model.weights[LOCAL_WEIGHTS + 34 * i] for i in range(5)]
     assert [w.path.split("/")[1] for w in firsts] == ["label1", "label2", "label3", "label4", "label0"]
     assert [w.shape[3] for w in firsts] == [4, 4, 4, 4, 5] == [expected[LOCAL_WEIGHTS + 34 * i][3] for i in range(5)]
@@ -104,7 +104,7 @@ def test_outputs_are_float32_and_probabilities_sum_to_one_for_a_batch_of_two(
     combined = _combined(outputs["local_logits"].numpy(), outputs["spatial_logits"].numpy())
     np.testing.assert_allclose(probabilities, combined / combined.sum(axis=-1, keepdims=True), atol=1e-5)
     sums = combined.sum(axis=-1)
-    # the items differ, so one item's sum cannot serve both: each is normalised by its own (docs/fidelity.md)
+    # the items differ, so one item's sum cannot serve both: each is normalised by its own (docs/fidelity.md #14)
     assert abs(sums[0].mean() - sums[1].mean()) > 1e-3
 
 

@@ -108,7 +108,8 @@ def _random_bspline(
 
     The domain runs from the first output voxel centre to the last node of the coarse field grid, which is the
     last voxel centre when `field_sampling` divides size - 1; so the dense field never samples outside it
-    (where ITK's B-spline would suddenly give zero displacement).
+    (where ITK's B-spline would suddenly give zero displacement). The original's spans output size x spacing
+    (docs/fidelity.md #26).
     """
     size, spacing = field_grid(output_size_xyz, output_spacing_xyz, config.field_sampling)
     extent = [max((n - 1) * s, s) for n, s in zip(size, spacing, strict=True)]

@@ -54,7 +54,7 @@ def physical_extent_mm(image: sitk.Image) -> np.ndarray:
 def localization_size(image: sitk.Image, config: LocalizationDataConfig) -> tuple[int, int, int]:
     """The network grid size (x, y, z) for a CT: per axis the valid size strictly greater than ceil(extent / 6 mm).
 
-    The extent is taken along the physical axes, where the original takes it in index order (docs/fidelity.md):
+    The extent is taken along the physical axes, where the original takes it in index order (docs/fidelity.md #21):
     the same for axial CTs, right for a CT whose index axes are permuted.
     """
     voxels = [math.ceil(e / config.spacing_mm) for e in physical_extent_mm(image)]

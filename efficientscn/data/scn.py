@@ -48,8 +48,9 @@ class SCNDataConfig:
     valid_sizes_y: tuple[int, ...] = (32, 64, 96, 128)
     valid_sizes_z: tuple[int, ...] = (32, 64, 96, 128, 160)
     roi_margin_mm: float = 32.0
-    """Quirk 2, kept: training sees the ground-truth box + 32 mm, inference the predicted box + 10 mm grown to a
-    valid size; the trained networks expect this context, and both margins are what the paper's results used."""
+    """Kept as the original (docs/fidelity.md #2): training sees the ground-truth box + 32 mm, inference the
+    predicted box + 10 mm grown to a valid size; the trained networks expect this context, and both margins are
+    what the paper's results used."""
     smoothing_sigma_mm: float = 1.0
     label_smoothing_sigma_voxels: float = 1.0
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
@@ -69,7 +70,7 @@ def scn_roi(box_min_xyz: Sequence[float], box_max_xyz: Sequence[float], config: 
     """The network grid of an organ box (min and max corners in mm, physical xyz, extreme voxel centres).
 
     The ROI is the box widened by `roi_margin_mm` per side. Its extent in voxels (ROI mm / `spacing_mm`) gives
-    per axis the smallest valid size strictly greater than its ceiling (an exact fit moves on, upstream quirk 1),
+    per axis the smallest valid size strictly greater than its ceiling (an exact fit moves on, docs/fidelity.md #1),
     capped at the largest valid size. Where the ROI is larger than that, the grid zooms out uniformly by
     scale = max_i(floor(voxels_i) / largest valid size_i) (at least 1), the factor `sample_transform` takes as
     `fixed_scale`, so the whole ROI still fits.
@@ -77,15 +78,16 @@ def scn_roi(box_min_xyz: Sequence[float], box_max_xyz: Sequence[float], config: 
     low, high = np.asarray(box_min_xyz, dtype=np.float64), np.asarray(box_max_xyz, dtype=np.float64)
     if low.shape != (3,) or high.shape != (3,) or not np.all(high >= low):
         raise ValueError(f"expected box corners min <= max, xyz; got {low} and {high}")
-    # rounded to 1e-6 voxels so that decimal noise of the csv's millimetres cannot move a ceiling or floor
+    # docs/fidelity.md #23: rounded to 1e-6 voxels so that decimal noise of the csv's millimetres cannot move a
+    # ceiling or floor
     voxels = np.round((high - low + 2 * config.roi_margin_mm) / config.spacing_mm, 6)
     valid = (config.valid_sizes_x, config.valid_sizes_y, config.valid_sizes_z)
     size = valid_sizes_per_axis([math.ceil(v) for v in voxels], valid)
     scale = max(1.0, *(math.floor(v) / max(sizes) for v, sizes in zip(voxels, valid, strict=True)))
-    # Decision: the centre is the middle of the box, (min + max) / 2. The original computes start + (extent - 1) / 2,
-    # which is 0.5 mm lower per axis: a voxel-index "- 1" applied to millimetres. Half a millimetre is a quarter of
-    # an output voxel and far below the ±20 mm translation augmentation, and the exact middle is what inference
-    # centres a predicted box on, so training and inference agree.
+    # docs/fidelity.md #22: the centre is the middle of the box, (min + max) / 2. The original computes
+    # start + (extent - 1) / 2, which is 0.5 mm lower per axis: a voxel-index "- 1" applied to millimetres. Half a
+    # millimetre is a quarter of an output voxel and far below the ±20 mm translation augmentation, and the exact
+    # middle is what inference centres a predicted box on, so training and inference agree.
     center = (low + high) / 2
     return ScnRoi(tuple(float(c) for c in center), size, scale)  # type: ignore[arg-type]
 
@@ -190,9 +192,9 @@ class SCNSamples:
 
         With `rng` (training): the transform is sampled once as a dense displacement field for image and label,
         the intensities are augmented and the labels smoothed. Without (test): /2048 and the clamp only, and the
-        nearest-neighbour label as it is. Decision: the test label is not smoothed, because the original validates
-        against the ground truth on the CT's own grid; the test sample's label is informative only, and unsmoothed
-        it is the exact resampled ground truth.
+        nearest-neighbour label as it is. The test label is not smoothed (docs/fidelity.md #24), because the
+        original validates against the ground truth on the CT's own grid; the test sample's label is informative
+        only, and unsmoothed it is the exact resampled ground truth.
         """
         size, spacing = loaded.roi.size_xyz, loaded.spacing_xyz
         sampling = self.config.spatial.field_sampling if rng is not None else None

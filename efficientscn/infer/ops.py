@@ -7,7 +7,7 @@ croppings int32 [3, 2] (before, after per axis), and the results agree with the 
 Inside, the work is done the way a CPU does it fast and in little memory: float32 arithmetic on channels-last or
 plain tensors (the original's channels-first float16 convolutions have no CPU kernels), the segmentation input
 smoothed only around the organ box instead of over the whole CT, and the label map upsampled slab by slab so the
-five probability channels never exist at the CT's resolution all at once.
+five probability channels never exist at the CT's resolution all at once (docs/fidelity.md #29, #30).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def get_valid_size(
 ) -> tf.Tensor:
     """Per axis the smallest valid size strictly greater than `size`, else the last (largest) one; int32 [3].
 
-    The lists pair by position with the z, y, x size (the original calls them x, y, z). Quirk 1, kept on purpose:
-    "strictly greater", so an exact fit takes the next size, as in the original's training and inference.
+    The lists pair by position with the z, y, x size (the original calls them x, y, z). Kept as the original
+    (docs/fidelity.md #1): "strictly greater", so an exact fit takes the next size, as in training and inference.
     """
     chosen = []
     for axis, valid in enumerate((valid_sizes_z, valid_sizes_y, valid_sizes_x)):
@@ -272,8 +272,8 @@ def _bbox_index_range(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(first, stop, begin, end) int32 [3]: the box's voxel range first..stop-1 and that range clipped to the image.
 
-    first = floor(start / spacing), stop = ceil((end + 1) / spacing). Quirk 4, kept on purpose: the "+1" is
-    in mm, not a voxel, as in the original, so that crops and results stay comparable with the paper's.
+    first = floor(start / spacing), stop = ceil((end + 1) / spacing). Kept as the original (docs/fidelity.md #6):
+    the "+1" is in mm, not a voxel, so that crops and results stay comparable with the paper's.
     """
     first = tf.cast(tf.math.floor(bbox_start / spacing), tf.int32)
     stop = tf.cast(tf.math.ceil((bbox_end + 1.0) / spacing), tf.int32)
@@ -296,7 +296,7 @@ def crop_and_pad_with_bbox(
     first, stop, begin, end = _bbox_index_range(size, spacing, bbox_start, bbox_end)
     croppings = tf.stack([begin, size - end], axis=1)
     paddings = tf.stack([begin - first, stop - end], axis=1)
-    # quirk 4, kept on purpose: the outside is padded with 0 HU, not air (-1024), as in the original
+    # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
     return pad_image(crop_image(image, croppings), paddings, 0), paddings, croppings
 
 
@@ -359,7 +359,7 @@ def preprocess_for_segmentation(
         lambda: _smoothed_region(image, begin, end_index, sigma_voxels),
         lambda: crop_image(image, croppings),
     )
-    # quirk 4, kept on purpose: the outside is padded with 0 HU, not air (-1024), as in the original
+    # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
     cropped = pad_image(cropped, paddings, 0)
     cropped_size = _spatial_size(cropped)
     resized = resize_image(cropped, valid_size, "area")

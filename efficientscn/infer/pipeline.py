@@ -39,7 +39,8 @@ class InferenceConfig:
     )
     """The training data's valid sizes (z, y, x): what the networks were trained on."""
     localization_growth_margin: float = 0.02
-    """Added to the ratio of a scan's 6 mm size to the largest input before it is tested against 1 (quirk kept)."""
+    """Added to the ratio of a scan's 6 mm size to the largest input before it is tested against 1, as the
+    original (docs/fidelity.md #11)."""
     segmentation_spacing_mm: float = 2.0
     segmentation_valid_sizes: tuple[tuple[int, ...], ...] = (
         _SCN.valid_sizes_z,
@@ -150,16 +151,17 @@ class Segmenter:
         image = tf.constant(ct_zyx.astype(np.float16)[np.newaxis, np.newaxis])
         spacing = _constant(spacing_zyx, tf.float32)
 
+        # per CT: the original keeps a grown spacing for the rest of its batch (docs/fidelity.md #33)
         coarse_spacing = localization_spacing(ct_zyx.shape, spacing_zyx, config)
         inputs, paddings = self.utils.preprocess_for_localization(
             image,
             spacing,
             _constant(coarse_spacing, tf.float32),
-            tf.constant(0.0),  # the original localizes on the unsmoothed CT (quirk 3, kept)
+            tf.constant(0.0),  # the original localizes on the unsmoothed CT (docs/fidelity.md #3)
             *self._valid_sizes(config.localization_valid_sizes),
         )
         mask = self.localization.run(inputs)
-        if require_organs and not bool(tf.reduce_any(mask)):
+        if require_organs and not bool(tf.reduce_any(mask)):  # the original goes on (docs/fidelity.md #34)
             raise InputError("no organs found: the localization network marked no voxel of this CT")
         box_end, box_start = self.utils.bbox_from_localization_output(
             mask, _constant(coarse_spacing, tf.float32), paddings

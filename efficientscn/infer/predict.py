@@ -201,7 +201,8 @@ class _ReadCase:
 def _read_case(case: Case, config: InferenceConfig) -> _ReadCase:
     """Read a CT and see it on the canonical grid. An oblique CT is first resampled (linear) onto an axis-aligned
     grid with its own spacings, since the networks learnt the patient axis-aligned (their training samples are
-    drawn along the patient axes); treating its index axes as patient axes would show them a rotated patient."""
+    drawn along the patient axes); treating its index axes as patient axes, as the original does, would show them a
+    rotated patient (docs/fidelity.md #36)."""
     start = time.perf_counter()
     check_voxel_count(header_size(case.source), config)  # a scan too large to hold is refused before it is read
     ct = read_ct(case.source)

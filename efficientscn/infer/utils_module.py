@@ -111,7 +111,7 @@ def load_utils(path: Path | None = None, device: str = "cpu") -> Any:
     """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's).
 
     The original's module smooths with float16 channels-first convolutions, which have no CPU kernel (and it
-    resizes with an op XLA cannot compile): it is refused on a CPU, with the reason.
+    resizes with an op XLA cannot compile): it is refused on a CPU, with the reason (docs/fidelity.md #38).
     """
     if path is None:
         return UtilsModule()

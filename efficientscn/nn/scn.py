@@ -54,7 +54,7 @@ class SCNConfig:
     """Salt-and-pepper scales in voxels of the pooled (8 mm) grid."""
     channel_dropout_rate: float = 0.25
     channel_dropout_passes: int = 2
-    """How often the channel dropout is applied to the pooled local-appearance probabilities (quirk 5)."""
+    """How often the channel dropout is applied to the pooled local-appearance probabilities (docs/fidelity.md #7)."""
     image_dropout_rate: float = 0.5
     normalisation_epsilon: float = 1e-8
     """Added to the channel sum of the combined probabilities: 1e-8 in training, 1e-5 in the original's export."""
@@ -117,18 +117,18 @@ class SpatialConfiguration(keras.layers.Layer):
         self.size_multiple = downsample_factor * 2 ** (levels - 1)
         self.downsample = keras.layers.AveragePooling3D(downsample_factor, strides=downsample_factor, name="downsample")
         self.noise = SaltAndPepperNoise(salt_pepper_rate, salt_pepper_scales, name="salt_and_pepper")
-        # Quirk 5: the original applies its 0.25 channel dropout twice in training (keep probability 0.5625, kept
-        # channels scaled by 1/0.5625). We keep that by default, since the published weights were trained so, and
-        # make it explicit here: `channel_dropout_passes` independent whole-channel dropouts; 1 gives the evident
-        # intent of a single dropout.
+        # docs/fidelity.md #7: the original applies its 0.25 channel dropout twice in training (keep probability
+        # 0.5625, kept channels scaled by 1/0.5625). We keep that by default, since the published weights were
+        # trained so, and make it explicit here: `channel_dropout_passes` independent whole-channel dropouts; 1
+        # gives the evident intent of a single dropout.
         self.channel_dropouts = [
             keras.layers.SpatialDropout3D(channel_dropout_rate, name=f"channel_dropout{i}")
             for i in range(channel_dropout_passes)
         ]
-        # Quirk 5, second half, kept as the original: Keras dropout scales a kept image by 1 / (1 - 0.5) = 2.
+        # docs/fidelity.md #7, kept as the original: Keras dropout scales a kept image by 1 / (1 - 0.5) = 2.
         self.image_dropout = keras.layers.SpatialDropout3D(image_dropout_rate, name="image_dropout")
-        # Quirk 6: creation order is weight order, and the original created the sub-nets of labels 1..C-1 first and
-        # the background's (the one with all foreground channels as inputs) last; we create them in that order.
+        # docs/fidelity.md #8: creation order is weight order, and the original created the sub-nets of labels
+        # 1..C-1 first and the background's (all foreground channels as inputs) last; we create them in that order.
         self.subnet_labels = [*range(1, num_labels), 0]
         self.subnets = [self._subnet(label, index) for index, label in enumerate(self.subnet_labels)]
         self.upsample = UpSampling3DCubic(downsample_factor, name="upsample")
@@ -205,7 +205,7 @@ class CombineLocalSpatial(keras.layers.Layer):
         # H(p) = BCE(labels=p, logits=s) with p = sigmoid(s): max(s, 0) - s p + log(1 + exp(-|s|)), stable for any s.
         uncertainty = tf.nn.sigmoid_cross_entropy_with_logits(labels=spatial, logits=spatial_logits) / math.log(2.0)
         combined = local * uncertainty + spatial * (1 - uncertainty)
-        # Quirk 7 fixed: the original summed without keepdims ([N, C, z, y, x] / [N, z, y, x]), which broadcasts
+        # docs/fidelity.md #14: the original summed without keepdims ([N, C, z, y, x] / [N, z, y, x]), which broadcasts
         # right only for batch 1; keepdims normalises every batch item by its own sum, for any batch size.
         return combined / (tf.reduce_sum(combined, axis=-1, keepdims=True) + self.epsilon)
 

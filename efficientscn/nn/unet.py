@@ -27,7 +27,8 @@ class Conv3D(keras.layers.Conv3D):
     TensorFlow 2.21's CPU (oneDNN) bfloat16 kernel gradient of a 3x3x3 convolution with 32 channels returns
     non-finite values, at random, for inputs 2 voxels deep: the deepest U-Net level of a 32-slice input, which
     then stops a bfloat16 training run. Such tensors are a few hundred voxels, so float32 costs nothing there;
-    the result is the bfloat16 convolution's up to its rounding. Other dtypes and sizes are untouched.
+    the result is the bfloat16 convolution's up to its rounding. Other dtypes and sizes are untouched
+    (docs/fidelity.md #19).
     """
 
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:

@@ -220,7 +220,7 @@ class Trainer:
             tf.cond(finite, apply, lambda: tf.constant(False))
             loss_scale.update(finite)
             terms["loss_scale"] = tf.identity(loss_scale.scale)
-        self.average.update()  # every step, a skipped one too, as the original (docs/fidelity.md, F12)
+        self.average.update()  # every step, a skipped one too, as the original
         self.iteration.assign_add(1)
         terms.update(gradient_norm=norm, clip_threshold=threshold)
         return terms

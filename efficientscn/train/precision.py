@@ -2,7 +2,8 @@
 
 "float16" is Keras mixed float16 (float16 compute, float32 weights, dynamic loss scaling), what the original
 trains with on a GPU. On a CPU float16 convolution is an order of magnitude slower than float32, so "auto" picks
-float32 there; "bfloat16" (mixed bfloat16, no loss scaling) is the option for CPUs with bfloat16 instructions.
+float32 there; "bfloat16" (mixed bfloat16, no loss scaling) is the option for CPUs with bfloat16 instructions
+(docs/fidelity.md #18; inference: #32).
 """
 
 from __future__ import annotations
