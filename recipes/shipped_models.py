@@ -56,6 +56,14 @@ recipe is allowed."""
 
 RECORD_NAME = "training_record.json"
 
+PREVIOUS_RELEASE = {
+    "liver": {"dice": 0.9428, "nsd": 0.7199},
+    "kidney": {"dice": 0.9102, "nsd": 0.7896},
+    "spleen": {"dice": 0.9351, "nsd": 0.7592},
+    "pancreas": {"dice": 0.4720, "nsd": 0.4556},
+}
+"""The mean scores of the previous release's model card on the same cases, for this card's comparison."""
+
 logger = logging.getLogger("recipe")
 
 
@@ -119,6 +127,17 @@ def write_model_card(output: Path) -> Path:
     table = "\n".join(
         f"| {organ} | {scores['dice']:.4f} | {scores['nsd']:.4f} |" for organ, scores in evaluation["mean"].items()
     )
+    comparison = "\n".join(
+        [
+            "| organ | Dice, previous release | Dice, these models | NSD, previous release | NSD, these models |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {organ} | {PREVIOUS_RELEASE[organ]['dice']:.4f} | {scores['dice']:.4f} "
+                f"| {PREVIOUS_RELEASE[organ]['nsd']:.4f} | {scores['nsd']:.4f} |"
+                for organ, scores in evaluation["mean"].items()
+            ),
+        ]
+    )
     cases = "\n".join(f"| {train_id} | {case_id} |" for train_id, case_id in record["sources"].items())
     minutes = {stage: f"{seconds / 60:.0f}" for stage, seconds in record["training_seconds"].items()}
     text = (
@@ -127,6 +146,7 @@ def write_model_card(output: Path) -> Path:
         .format(
             cases=cases,
             table=table,
+            comparison=comparison,
             scored=evaluation["cases"],
             machine=record["machine"],
             localization_iterations=record["iterations"]["localization"],
