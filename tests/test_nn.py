@@ -320,7 +320,9 @@ def test_localization_mask_agrees_with_the_original_model(case: str, localizatio
     dice = 2 * np.logical_and(mask, expected).sum() / (mask.sum() + expected.sum())
     logger.info("%s: input %s, foreground %d voxels, Dice %.6f", case, inputs.shape, expected.sum(), dice)
     assert expected.sum() > 500  # the original finds the organs (874 voxels on the 20-slice DICOM slab)
-    assert dice >= 0.999  # on the foreground: 0.1 % of the voxels of all would hide a few % of the organs
+    # on the foreground: 0.1 % of the voxels of all would hide a few % of the organs. On the DICOM slab's 874
+    # voxels this allows one voxel to differ (one does: float32 here, float16 there)
+    assert dice >= 0.999
 
 
 # Keras 3.15 saving calls np.array on TF variables, which NumPy 2 flags; it is Keras's, not ours.

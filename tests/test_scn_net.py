@@ -247,7 +247,8 @@ def test_assembled_scn_pools_by_4_routes_each_label_upsamples_cubically_and_comb
 def test_channel_dropout_twice_keeps_probabilities_with_0_5625_and_a_kept_image_doubles() -> None:
     """The spatial part in training, noise and U-Net dropout off, every sub-net passing one input through: each
     foreground probability is kept with probability 0.75^2 and scaled by 1 / 0.75^2 (the original's dropout of
-    0.25 applied twice), the pooled image is kept with probability 0.5 and doubled; 200 draws of each."""
+    0.25 applied twice), the pooled image is kept with probability 0.5 and doubled; 800 and 200 draws."""
+    keras.utils.set_random_seed(7)  # the dropout masks too: the bounds below are 3 standard deviations wide
     layer = SpatialConfiguration(dropout_rate=0.0, salt_pepper_rate=0.0, seed=1)
     items = 100
     probabilities = np.full((items, 32, 32, 32, 5), 0.5, np.float32)
@@ -261,7 +262,9 @@ def test_channel_dropout_twice_keeps_probabilities_with_0_5625_and_a_kept_image_
     np.testing.assert_allclose(values[:, 1:][kept_probabilities], 0.5 / 0.75**2, rtol=1e-5)
     np.testing.assert_allclose(values[:, 0][kept_image], 1.0, rtol=1e-5)
     assert np.all(values[~kept_image, 0] == 0) and np.all(values[:, 1:][~kept_probabilities] == 0)
-    assert kept_probabilities.mean() == pytest.approx(0.5625, abs=0.06)  # 800 draws: 3.4 standard deviations
+    # 800 draws: 3.4 standard deviations; one mask shared by the batch (the original's) would give k / 8, none of
+    # which is this close (docs/fidelity.md #16)
+    assert kept_probabilities.mean() == pytest.approx(0.5625, abs=0.06)
     assert kept_image.mean() == pytest.approx(0.5, abs=0.11)  # 200 draws: 3.1 standard deviations
     # without training, nothing is dropped or scaled
     quiet = layer([probabilities[:2], image[:2]], training=False).numpy()[:, 16, 16, 16]

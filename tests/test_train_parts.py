@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +16,7 @@ from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.localization import LocalizationRunConfig
+from efficientscn.train.loop import Trainer, TrainingConfig
 from efficientscn.train.loss_scale import DynamicLossScale
 from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits, sigmoid_cross_entropy
 from efficientscn.train.precision import resolve_precision, uses_loss_scaling
@@ -185,6 +187,9 @@ def test_loss_scale_doubles_after_the_growth_period_and_halves_down_to_one_on_no
         (4.0, 1), (2.0, 0), (1.0, 0),
         (1.0, 0), (1.0, 0),  # never below 1, as TensorFlow 2.6's LossScaleOptimizer
     ]  # fmt: skip
+    largest = DynamicLossScale(initial_scale=2.0**127, growth_steps=1)  # doubled, it would overflow float32
+    largest.update(tf.constant(True))
+    assert (float(largest.scale), int(largest.finite_steps)) == (2.0**127, 0)  # kept, and the count restarts
 
 
 class _TinyTask:
@@ -195,8 +200,6 @@ class _TinyTask:
     test_fields = ()
 
     def build_model(self):
-        import keras
-
         return keras.Sequential(
             [keras.Input((None, None, None, 1)), keras.layers.Conv3D(1, 1, use_bias=False, kernel_initializer="ones")]
         )
@@ -206,11 +209,8 @@ class _TinyTask:
 
 
 def test_a_float16_step_whose_gradients_overflow_is_skipped_but_still_averaged(tmp_path):
-    import keras
-
-    from efficientscn.train.loop import Trainer, TrainingConfig
-
     config = TrainingConfig(precision="float16", loss_scale_initial=2.0**15, ema_decay=0.5, learning_rate=0.1)
+    previous = keras.mixed_precision.global_policy()
     try:
         trainer = Trainer(_TinyTask(), config, tmp_path, record={}, progress=False)
         trainer.average.averages[0].assign(tf.zeros_like(trainer.average.averages[0]))
@@ -230,4 +230,4 @@ def test_a_float16_step_whose_gradients_overflow_is_skipped_but_still_averaged(t
         assert float(trainer.model.weights[0].numpy().squeeze()) < 1.0
         assert int(trainer.loss_scale.finite_steps) == 1
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)

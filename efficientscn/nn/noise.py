@@ -29,8 +29,8 @@ class SaltAndPepperNoise(keras.layers.Layer):
 
     So at scale 1 exactly the marked values become 1 or 0 (about `rate` of them), at scale s soft blobs of about
     s^3 voxels are pulled to 1 or 0, where the soft edges of both overlap pepper acts last, and inputs in [0, 1]
-    stay in [0, 1]. The random numbers are float32 (the original draws them in the compute dtype, docs/fidelity.md
-    #17); the masks are cast to the input dtype.
+    stay in [0, 1]. The random numbers are float32 (the original draws them in the compute dtype:
+    docs/fidelity.md #17); the masks are cast to the input dtype.
     """
 
     def __init__(self, rate: float = 0.01, scales: Sequence[int] = (1, 2, 4, 8), seed: int | None = None, **kwargs):

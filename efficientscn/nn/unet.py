@@ -21,8 +21,8 @@ UPSAMPLING_LAYERS = {"linear": UpSampling3DLinear, "cubic": UpSampling3DCubic}
 
 
 @keras.saving.register_keras_serializable(package="efficientscn")
-class Conv3D(keras.layers.Conv3D):
-    """Keras' Conv3D, computed in float32 where a bfloat16 input has fewer than 3 voxels along an axis.
+class BFloat16SafeConv3D(keras.layers.Conv3D):
+    """Keras' channels-last Conv3D, computed in float32 where a bfloat16 input has fewer than 3 voxels along an axis.
 
     TensorFlow 2.21's CPU (oneDNN) bfloat16 kernel gradient of a 3x3x3 convolution with 32 channels returns
     non-finite values, at random, for inputs 2 voxels deep: the deepest U-Net level of a 32-slice input, which
@@ -31,16 +31,21 @@ class Conv3D(keras.layers.Conv3D):
     (docs/fidelity.md #19).
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.data_format != "channels_last":
+            raise ValueError(f"{type(self).__name__} is channels-last only, got data_format {self.data_format!r}")
+
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        convolve = super().convolution_op
         if inputs.dtype != tf.bfloat16:
-            return super().convolution_op(inputs, kernel)
+            return convolve(inputs, kernel)
 
         def in_float32() -> tf.Tensor:
-            result = super(Conv3D, self).convolution_op(tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32))
-            return tf.cast(result, inputs.dtype)
+            return tf.cast(convolve(tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32)), inputs.dtype)
 
-        tiny = tf.reduce_any(tf.shape(inputs)[1:4] < 3)
-        return tf.cond(tiny, in_float32, lambda: super(Conv3D, self).convolution_op(inputs, kernel))
+        tiny = tf.reduce_any(tf.shape(inputs)[1:4] < 3)  # z, y, x
+        return tf.cond(tiny, in_float32, lambda: convolve(inputs, kernel))
 
 
 def he_normal(seed: int | None = None) -> keras.initializers.Initializer:
@@ -104,7 +109,7 @@ class UNet3D(keras.layers.Layer):
         for conv in range(self.convs_per_block):
             seed = None if self.seed is None else self.seed + index * self.convs_per_block + conv
             layers.append(
-                Conv3D(
+                BFloat16SafeConv3D(
                     self.filters,
                     3,
                     padding="same",
