@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO_ROOT, shared_case
 
 from efficientscn.augment import (
     IntensityAugmentConfig,
@@ -26,6 +25,8 @@ from efficientscn.augment import (
 )
 from efficientscn.geometry import Grid
 from efficientscn.io import grid_of, read_ct, read_label, to_canonical
+
+from helpers import REPO_ROOT, shared_case
 
 MEDIAN_HU = {1: 46.0, 2: 14.0, 3: 35.0}
 """Median HU inside liver, kidney and spleen of ts_example_ct (shared/data/README.md)."""

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-from conftest import shared_case
 
 from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.evaluate import label_files
 from efficientscn.io import read_label
+
+from helpers import shared_case
 
 CASES = ("ts_example_ct", "ts_example_ct_dicom", "ts_example_ct_sm_oblique", "dcmqi_ct3slice")
 

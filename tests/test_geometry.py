@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import shared_case
 
 from efficientscn.geometry import (
     FLARE21_MEAN_SPACING_XYZ,
@@ -23,6 +22,8 @@ from efficientscn.geometry import (
     valid_sizes_per_axis,
 )
 from efficientscn.io import grid_of, read_label
+
+from helpers import shared_case
 
 LOCALIZATION_XY = (32, 48, 64, 80)
 LOCALIZATION_Z = tuple(range(32, 257, 16))

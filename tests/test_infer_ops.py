@@ -15,7 +15,6 @@ import pytest
 import scipy.ndimage
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import require_original_models, shared_case
 
 from efficientscn.cli import DEFAULT_MODELS
 from efficientscn.infer import ops
@@ -23,6 +22,8 @@ from efficientscn.infer.models import STAGES, load_network
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.io import read_ct, to_canonical
+
+from helpers import require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
 

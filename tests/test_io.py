@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SharedCase, shared_case
 
 from efficientscn.errors import InputError
 from efficientscn.geometry import physical_bounding_box
@@ -24,6 +23,8 @@ from efficientscn.io import (
     write_image_atomic,
     write_label,
 )
+
+from helpers import SharedCase, shared_case
 
 
 def _image(array: np.ndarray, spacing=(1.5, 1.0, 2.5), origin=(10.0, -20.0, 30.0), direction=None) -> sitk.Image:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import impulse_ct, impulse_response_sigma_mm, shared_case
 
 from efficientscn.augment import resample_to_input
 from efficientscn.data.layout import FlareDataset
@@ -16,6 +15,8 @@ from efficientscn.data.localization import (
     localization_size,
 )
 from efficientscn.io import read_ct, read_label, write_image_atomic
+
+from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
 
 
 def _image(size_xyz, spacing_xyz, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:

@@ -21,7 +21,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
@@ -35,6 +34,8 @@ from efficientscn.train.localization import LOCALIZATION, LocalizationRunConfig,
 from efficientscn.train.loop import Trainer, TrainingConfig, TrainingDiverged
 from efficientscn.train.run_folder import checkpoint_iterations, read_config
 from efficientscn.train.runs import train_stage
+
+from helpers import REPO_ROOT
 
 FAST = LocalizationRunConfig(
     data=LocalizationDataConfig(spacing_mm=12.0),

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import surface_distance
-from conftest import shared_case
 
 from efficientscn.evaluate import evaluate_case
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.metrics import dice_coefficient, normalized_surface_dice, organ_score
+
+from helpers import shared_case
 
 
 def _box(shape=(40, 40, 40), start=(10, 10, 10), size=(20, 20, 20)) -> np.ndarray:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import ORIGINAL_MODELS, require_original_models, shared_case
 
 from efficientscn.geometry import spacing_with_fallback
 from efficientscn.io import read_ct, to_canonical
@@ -29,6 +28,8 @@ from efficientscn.nn import (
     numbered_variable_keys,
     phase_taps,
 )
+
+from helpers import ORIGINAL_MODELS, require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import REPO_ROOT, require_original_models, shared_case
 
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.errors import InputError
@@ -40,6 +39,8 @@ from efficientscn.nn.scn import SCNConfig
 from efficientscn.train.localization import LOCALIZATION
 from efficientscn.train.runs import save_network
 from efficientscn.train.scn import SCN, build_exported_scn
+
+from helpers import REPO_ROOT, require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
 

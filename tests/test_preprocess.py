@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO_ROOT, shared_case
 
 from efficientscn.cli import main
 from efficientscn.data.layout import FlareDataset
@@ -19,6 +18,8 @@ from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.setup_files import read_id_list, read_landmark_bb
 from efficientscn.geometry import physical_bounding_box
 from efficientscn.io import grid_of, read_ct, read_label
+
+from helpers import REPO_ROOT, shared_case
 
 TRAINING = {
     "train_000": "ts_example_ct",

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import shared_case
 
 from efficientscn.infer.preview import GAP_PIXELS, LABEL_COLOURS, write_preview
 from efficientscn.io import read_ct, read_label, to_canonical
+
+from helpers import shared_case
 
 SHAPE = (20, 64, 80)  # z, y, x
 

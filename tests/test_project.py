@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+
+from helpers import REPO_ROOT
 
 
 def _ci_commands() -> list[str]:

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import impulse_ct, impulse_response_sigma_mm, shared_case
 from scipy import ndimage
 
 from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig, resample_to_input
@@ -19,6 +18,8 @@ from efficientscn.errors import InputError
 from efficientscn.geometry import box_corners, physical_bounding_box
 from efficientscn.io import grid_of, read_ct, read_label, write_image_atomic
 from efficientscn.labels import ORGAN_NAMES
+
+from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
 
 
 def test_scn_roi_is_the_box_plus_32mm_on_the_smallest_valid_2mm_grid_strictly_above_it():

@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ORIGINAL_MODELS, require_original_models
 
 from efficientscn.nn import (
     CombineLocalSpatial,
@@ -21,6 +20,8 @@ from efficientscn.nn import (
     checkpoint_shapes,
     original_scn_variable_keys,
 )
+
+from helpers import ORIGINAL_MODELS, require_original_models
 
 logger = logging.getLogger(__name__)
 

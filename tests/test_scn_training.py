@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
-from conftest import REPO_ROOT, shared_case
 
 from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig
 from efficientscn.data.layout import FlareDataset
@@ -34,6 +33,8 @@ from efficientscn.train.loop import TrainingConfig
 from efficientscn.train.run_folder import checkpoint_iterations, read_config
 from efficientscn.train.runs import resumed_config, train_stage
 from efficientscn.train.scn import SCN, SCNLoss, SCNRunConfig, SCNTask, build_exported_scn
+
+from helpers import REPO_ROOT, shared_case
 
 COARSE = SCNRunConfig(
     data=SCNDataConfig(spacing_mm=8.0),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, require_original_setup
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.setup_files import (
@@ -21,6 +20,8 @@ from efficientscn.data.setup_files import (
     write_landmark_bb,
 )
 from efficientscn.errors import InputError
+
+from helpers import REPO_ROOT, require_original_setup
 
 
 def test_folds_partition_the_cases_with_the_original_sizes() -> None:

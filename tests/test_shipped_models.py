@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case
 
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.evaluate import SUMMARY_NAME, evaluate_case
 from efficientscn.labels import ORGAN_NAMES
+
+from helpers import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case
 
 SHIPPED = REPO_ROOT / "submitted_saved_models"
 CASES = sorted(case for case in SHARED_CASES if case != "dcmqi_ct3slice")  # 3 slices, a rough liver outline

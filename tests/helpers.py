@@ -1,0 +1,112 @@
+"""Test helpers: the real CT cases of ../shared/data, the original's released files and synthetic phantoms.
+
+The real cases are found at $EFFICIENTSCN_SHARED_DATA or at ../shared/data beside the repository, the original's
+released models and setup folder at $EFFICIENTSCN_SHARED_REFERENCE or ../shared/reference. Without them the tests
+that need them are skipped locally; under CI=true (which .ci/run sets) that is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_REFERENCE = Path(os.environ.get("EFFICIENTSCN_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
+ORIGINAL_MODELS = SHARED_REFERENCE / "original_saved_models"
+"""The original's released SavedModels: localization, tf_utils_module, and segmentation's variables.index only."""
+ORIGINAL_SETUP = SHARED_REFERENCE / "original_setup"
+"""The original's setup folder: cv splits and landmark_bb.csv of the FLARE21 training cases."""
+
+
+def _load_cases() -> dict[str, dict]:
+    path = SHARED_DATA / "cases.json"
+    return {case["id"]: case for case in json.loads(path.read_text())} if path.is_file() else {}
+
+
+SHARED_CASES = _load_cases()
+MISSING = "<shared data missing>"
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip the test for want of shared files, or fail it under CI=true, where every test must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_shared_data() -> Path:
+    """The shared data folder; skips the test if it is missing, or fails it under CI."""
+    if not SHARED_CASES:
+        skip_or_fail(f"shared test data not found at {SHARED_DATA} (set EFFICIENTSCN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def _require_reference(folder: Path, files: tuple[str, ...]) -> Path:
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        skip_or_fail(
+            f"the original's files not found in {folder}: {', '.join(missing)} (set EFFICIENTSCN_SHARED_REFERENCE)"
+        )
+    return folder
+
+
+def require_original_models() -> Path:
+    """The original's released models folder; skips the test if a file is missing, or fails it under CI."""
+    files = ("localization/saved_model.pb", "tf_utils_module/saved_model.pb", "segmentation/variables/variables.index")
+    return _require_reference(ORIGINAL_MODELS, files)
+
+
+def require_original_setup() -> Path:
+    """The original's setup folder; skips the test if a file is missing, or fails it under CI."""
+    files = (
+        "landmark_bb.csv",
+        "cv/all_train.txt",
+        *(f"cv/{k}/{part}.txt" for k in range(1, 5) for part in ("train", "test")),
+    )
+    return _require_reference(ORIGINAL_SETUP, files)
+
+
+def impulse_ct(spacing_xyz: tuple[float, float, float], size: int = 41, value: int = 10_000) -> sitk.Image:
+    """An int16 CT of zeros with one voxel of `value` HU at its centre, to read a smoothing's impulse response."""
+    array = np.zeros((size, size, size), np.int16)
+    array[size // 2, size // 2, size // 2] = value
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing_xyz)
+    return image
+
+
+def impulse_response_sigma_mm(image: sitk.Image) -> np.ndarray:
+    """The standard deviation (x, y, z) in mm of a smoothed impulse: the square root of its second moments."""
+    weights = sitk.GetArrayFromImage(image).astype(np.float64)
+    axes = [np.arange(n) * s for n, s in zip(weights.shape, image.GetSpacing()[::-1], strict=True)]
+    sigmas = []
+    for axis, positions in enumerate(axes):
+        profile = weights.sum(axis=tuple(a for a in range(3) if a != axis))
+        mean = (profile * positions).sum() / profile.sum()
+        sigmas.append(np.sqrt((profile * (positions - mean) ** 2).sum() / profile.sum()))
+    return np.array(sigmas[::-1])
+
+
+@dataclass(frozen=True)
+class SharedCase:
+    """One real case of ../shared/data/cases.json."""
+
+    id: str
+    image: Path
+    label: Path
+    meta: dict
+
+
+def shared_case(case_id: str) -> SharedCase:
+    """A case by ID, after `require_shared_data`."""
+    root = require_shared_data()
+    meta = SHARED_CASES[case_id]
+    return SharedCase(case_id, root / meta["image"], root / meta["flare_label"], meta)
