@@ -39,7 +39,8 @@ logger = logging.getLogger("benchmark")
 def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -> Path:
     """A real abdomen (ts_example_ct) stretched 1.6 times along z, so that its organ box needs the SCN's largest
     input, resampled onto a 512 x 512 x 200 grid of 0.8 x 0.8 x 2 mm around its centre."""
-    from efficientscn.io import read_ct, write_image_atomic
+    from efficientscn.imaging.read import read_ct
+    from efficientscn.imaging.write import write_image_atomic
 
     source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
     source.SetSpacing((*source.GetSpacing()[:2], source.GetSpacing()[2] * Z_STRETCH))
@@ -58,17 +59,16 @@ def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -
 
 def temporary_models(folder: Path) -> Path:
     """The original's localization weights in our network, and an untrained (seeded) SCN, exported as usual."""
-    from efficientscn.nn.localization import LocalizationNetConfig, build_localization_net
+    from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
+    from efficientscn.model.savedmodel import save_network
+    from efficientscn.model.specs import LOCALIZATION, SEGMENTATION
+    from efficientscn.nn.localization import build_localization_net
     from efficientscn.nn.localization import load_original_localization_weights as load_original
-    from efficientscn.nn.scn import SCNConfig
-    from efficientscn.train.localization import LOCALIZATION
-    from efficientscn.train.runs import save_network
-    from efficientscn.train.scn import SCN, build_exported_scn
 
     localization = build_localization_net()
     load_original(localization, SHARED / "reference" / "original_saved_models" / "localization")
     save_network(LOCALIZATION, localization, LocalizationNetConfig(), folder / "localization")
-    save_network(SCN, build_exported_scn(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation")
+    save_network(SEGMENTATION, SEGMENTATION.build(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation")
     return folder
 
 
@@ -103,17 +103,18 @@ def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]
 
 def io_floor(ct: Path, repeats: int, work: Path) -> tuple[float, float]:
     """Median seconds to read `ct` onto the canonical grid, and to write a uint8 label of its grid."""
-    from efficientscn.io import read_ct, to_canonical, write_label
+    from efficientscn.imaging.canonical import CanonicalCT
+    from efficientscn.imaging.write import write_label
 
     reads, writes = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        image, reorientation = to_canonical(read_ct(ct))
+        on_grid = CanonicalCT.read(ct)  # as predict reads it: header checks, oblique resampling, canonical view
         reads.append(time.perf_counter() - start)
-        label = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+        label = np.zeros(on_grid.array_zyx.shape, np.uint8)
         label[::7, ::5, ::3] = 1  # not all zeros: compression has something to do, as with a real label
         start = time.perf_counter()
-        write_label(reorientation.to_original_image(label), work / "floor.nii.gz", overwrite=True)
+        write_label(on_grid.restore(label), work / "floor.nii.gz", overwrite=True)
         writes.append(time.perf_counter() - start)
     return statistics.median(reads), statistics.median(writes)
 
@@ -125,7 +126,7 @@ import json, resource, statistics, time
 import tensorflow as tf
 from pathlib import Path
 from efficientscn.infer.models import load_network, select_device
-from efficientscn.train.precision import inference_precision
+from efficientscn.model.precision import inference_precision
 device = select_device({device!r})
 network = load_network(Path({str(models)!r}) / "segmentation", "segmentation", device,
                        inference_precision(device, {precision!r}))

@@ -52,10 +52,9 @@ DEFAULT_SIZES = {"localization": "64x80x80,256x80x80", "scn": "96x96x128,160x128
 
 def _task(stage_name: str, dataset: Path):
     from efficientscn.data.layout import FlareDataset
-    from efficientscn.train.localization import LOCALIZATION
-    from efficientscn.train.scn import SCN
+    from efficientscn.train.stages import stage_named
 
-    stage = {"localization": LOCALIZATION, "scn": SCN}[stage_name]
+    stage = stage_named(stage_name)
     config = stage.config_type()
     return stage, config, stage.task(FlareDataset(dataset), 0, config)
 

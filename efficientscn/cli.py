@@ -7,22 +7,16 @@ usage error or an input that stops the whole command (for example an empty folde
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from efficientscn import __version__
 from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError, RunStopped
-
-if TYPE_CHECKING:
-    from efficientscn.train.runs import Stage
 
 logger = logging.getLogger("efficientscn")
 
@@ -56,6 +50,7 @@ def _fold_count(text: str) -> int:
 
 
 def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.data.preprocess import PreprocessConfig
     from efficientscn.data.setup_files import DEFAULT_FOLDS, DEFAULT_SEED
 
     parser = subparsers.add_parser(
@@ -76,7 +71,12 @@ def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="dataset folder in FLARE layout (preprocessing/preprocessing.py: or set base_dataset_folder in it)",
     )
-    parser.add_argument("--localization-spacing-mm", type=_positive_float, default=6.0, help="default: %(default)s")
+    parser.add_argument(
+        "--localization-spacing-mm",
+        type=_positive_float,
+        default=PreprocessConfig.localization_spacing_mm,
+        help="default: %(default)s",
+    )
     parser.add_argument("--no-small", action="store_true", help="skip the _small images and masks")
     parser.add_argument("--no-landmark-bb", action="store_true", help="skip setup/landmark_bb.csv")
     parser.add_argument("--no-cv-setup", action="store_true", help="skip the setup/cv split files")
@@ -170,191 +170,129 @@ def _positive_int(text: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class _StageCommand:
-    """How `efficientscn train|export <name>` presents one stage (texts only; the stage is imported when run)."""
-
-    name: str
-    stage: str
-    """`module:attribute` of the stage's `efficientscn.train.runs.Stage`."""
-    folder: str
-    network: str
-    inputs: str
-    test_outputs: str
-    learning_rate: str
-    saved_model: str
-    interface: str
-
-
-_STAGE_COMMANDS = (
-    _StageCommand(
-        name="localization",
-        stage="efficientscn.train.localization:LOCALIZATION",
-        folder="localization",
-        network="the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
-        inputs="TrainingImg_small/, TrainingMask_small/, setup/cv/",
-        test_outputs="masks, boxes.csv",
-        learning_rate="1e-5",
-        saved_model="saved_models/localization",
-        interface="output_0 bool [N,1,D,H,W] (organ foreground)",
-    ),
-    _StageCommand(
-        name="scn",
-        stage="efficientscn.train.scn:SCN",
-        folder="segmentation",
-        network="the stage-2 SpatialConfiguration-Net (organ box + 32 mm at 2 mm, 5 labels)",
-        inputs="TrainingImg/, TrainingMask/, setup/landmark_bb.csv, setup/cv/",
-        test_outputs="label maps on the CT grid, metrics.csv and summary.json with Dice and NSD per organ",
-        learning_rate="1e-4",
-        saved_model="saved_models/segmentation",
-        interface="output_0 float16 [N,5,D,H,W] (normalised probabilities of labels 0-4)",
-    ),
-)
-
-
-def _stage(command: _StageCommand) -> Stage:
-    """The stage of a command, imported only when the command runs (it imports TensorFlow)."""
-    module, attribute = command.stage.split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
-    from efficientscn.train.precision import PRECISIONS
+    from efficientscn.model.precision import PRECISIONS
+    from efficientscn.train.stages import STAGES
 
     parser = subparsers.add_parser("train", help="train a network for cross-validation folds")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
-    for command in _STAGE_COMMANDS:
-        stage = stages.add_parser(
-            command.name,
-            help=f"train {command.network}",
+    for stage in STAGES:
+        defaults = stage.config_type().training
+        command = stages.add_parser(
+            stage.name,
+            aliases=list(stage.aliases),
+            help=f"train {stage.model.description}",
             description=(
-                f"Train {command.network} on a preprocessed FLARE-layout dataset ({command.inputs}). Fold k trains "
-                "on setup/cv/<k>/train.txt and tests on setup/cv/<k>/test.txt every --test-iter iterations; fold 0 "
-                f"trains on all_train.txt and skips tests. Each fold writes OUTPUT/{command.folder}/cv<k>/<timestamp>/ "
-                "with config.json, train.csv, test.csv, tensorboard/, weights/ckpt-<iteration> every "
-                f"--snapshot-iter, and test/iter_<n>/ ({command.test_outputs}). --resume continues the newest run of "
+                f"Train {stage.model.description} on a preprocessed FLARE-layout dataset ({stage.reads}). Fold k "
+                "trains on setup/cv/<k>/train.txt and tests on setup/cv/<k>/test.txt every --test-iter iterations; "
+                f"fold 0 trains on all_train.txt and skips tests. Each fold writes OUTPUT/{stage.name}/cv<k>/"
+                "<timestamp>/ with config.json, train.csv, test.csv, tensorboard/, weights/ckpt-<iteration> every "
+                f"--snapshot-iter, and test/iter_<n>/ ({stage.test_writes}). --resume continues the newest run of "
                 "each fold from its last checkpoint."
             ),
         )
-        stage.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset folder (FLARE layout)")
-        stage.add_argument("--output", required=True, type=Path, help="folder for the runs")
-        stage.add_argument(
+        command.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset folder (FLARE layout)")
+        command.add_argument("--output", required=True, type=Path, help="folder for the runs")
+        command.add_argument(
             "--cv",
             type=_non_negative_int,
             nargs="+",
             default=[1, 2, 3, 4],
-            help="fold(s), 0 = all cases (default: 1 2 3 4)",
+            help="fold(s), 0 = all cases (default: %(default)s)",
         )
-        stage.add_argument("--max-iter", type=_positive_int, help="iterations (default 100000)")
-        stage.add_argument("--test-iter", type=_positive_int, help="test every N iterations (default 10000)")
-        stage.add_argument("--snapshot-iter", type=_positive_int, help="checkpoint every N iterations (default 10000)")
-        stage.add_argument("--log-iter", type=_positive_int, help="log the mean loss every N iterations (default 100)")
-        stage.add_argument(
-            "--learning-rate", type=_positive_float, help=f"Adam learning rate (default {command.learning_rate})"
-        )
-        stage.add_argument("--precision", choices=PRECISIONS, help="default: auto (float16 on a GPU, else float32)")
-        stage.add_argument("--workers", type=_non_negative_int, help="sample loader processes (default 8)")
-        stage.add_argument("--seed", type=int, help="random seed (default 0)")
-        stage.add_argument(
+        for flag, kind, text in _TRAINING_FLAGS:
+            name = flag[2:].replace("-", "_")
+            default = getattr(defaults, name)
+            if name == "precision":
+                command.add_argument(
+                    flag, choices=PRECISIONS, help=f"{text} (default: {default}: float16 on a GPU, else float32)"
+                )
+            else:
+                command.add_argument(flag, type=kind, help=f"{text} (default: {default:g})")
+        command.add_argument(
             "--config",
             type=Path,
             help="JSON file with settings that differ from the paper's, in the layout of a run's config.json "
             '(e.g. {"training": {"ema_decay": 0.99}, "data": {"spatial": {"rotation_rad": 0.1}}}); flags win',
         )
-        stage.add_argument(
+        command.add_argument(
             "--resume",
             action="store_true",
             help="continue the newest run of each fold (its config; iteration flags apply)",
         )
-        _add_common_flags(stage)
-        stage.set_defaults(handler=partial(_run_train, command))
+        _add_common_flags(command)
+        command.set_defaults(handler=partial(_run_train, stage.name))
 
 
 _TRAINING_FLAGS = (
-    "max_iter",
-    "test_iter",
-    "snapshot_iter",
-    "log_iter",
-    "learning_rate",
-    "precision",
-    "workers",
-    "seed",
+    ("--max-iter", _positive_int, "iterations"),
+    ("--test-iter", _positive_int, "test every N iterations"),
+    ("--snapshot-iter", _positive_int, "checkpoint every N iterations"),
+    ("--log-iter", _positive_int, "log the mean loss every N iterations"),
+    ("--learning-rate", _positive_float, "Adam learning rate"),
+    ("--precision", str, "numeric precision"),
+    ("--workers", _non_negative_int, "sample loader processes"),
+    ("--seed", int, "random seed"),
 )
-_RESUME_FLAGS = ("max_iter", "test_iter", "snapshot_iter", "log_iter", "workers")
+"""The `train` flags that set a TrainingConfig field of the same name; their defaults are the stage's."""
 
 
-def _run_train(command: _StageCommand, args: argparse.Namespace) -> int:
-    from dataclasses import replace
+def _run_train(stage_name: str, args: argparse.Namespace) -> int:
+    from efficientscn.train.runs import train_folds
+    from efficientscn.train.stages import stage_named
 
-    from efficientscn.train.run_folder import latest_resumable_run, read_config
-    from efficientscn.train.runs import resumed_config, train_stage
-
-    stage = _stage(command)
-    given = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
-    refused = []
-    if args.resume:
-        refused = sorted(set(given) - set(_RESUME_FLAGS)) + (["config"] if args.config else [])
-    if refused:
-        raise InputError(f"--resume continues a run with its own settings; drop --{', --'.join(refused)}")
-    configs = {}
-    for cv in args.cv:  # every fold's run is found before the first one trains for hours
-        if args.resume:
-            run = latest_resumable_run(args.output, stage.name, cv)
-            recorded = read_config(run).get("dataset")
-            if recorded and Path(recorded) != args.dataset.resolve():
-                logger.warning("%s was trained on %s; continuing on %s", run, recorded, args.dataset.resolve())
-            configs[cv] = resumed_config(stage, run, **given)
-        else:
-            default = config_from_file(stage, args.config) if args.config else stage.config_type()
-            configs[cv] = replace(default, training=replace(default.training, **given))
-    for cv, config in configs.items():
-        run = train_stage(stage, args.dataset, args.output, cv, config, resume=args.resume, progress=not args.quiet)
-        logger.info("fold %d done: %s", cv, run)
+    names = [flag[2:].replace("-", "_") for flag, _, _ in _TRAINING_FLAGS]
+    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    train_folds(
+        stage_named(stage_name),
+        args.dataset,
+        args.output,
+        args.cv,
+        training_changes=changes,
+        config_file=args.config,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
     return EXIT_OK
 
 
-def config_from_file(stage: Stage, path: Path) -> object:
-    """A stage's run configuration: the paper's, with the settings of a JSON file in config.json's layout."""
-    import json
-
-    from efficientscn.settings import with_changes
-
-    try:
-        return with_changes(stage.config_type(), json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as error:
-        raise InputError(f"{path}: not a usable {stage.name} configuration ({error})") from error
-
-
 def _export_parser(subparsers: argparse._SubParsersAction) -> None:
+    from efficientscn.train.stages import STAGES
+
     parser = subparsers.add_parser("export", help="export a trained network as a SavedModel")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
-    for command in _STAGE_COMMANDS:
-        stage = stages.add_parser(
-            command.name,
-            help=f"export a {command.name} run's checkpoint (averaged weights) as a SavedModel",
+    for stage in STAGES:
+        command = stages.add_parser(
+            stage.name,
+            aliases=list(stage.aliases),
+            help=f"export a {stage.name} run's checkpoint (averaged weights) as a SavedModel",
             description=(
-                f"Write the averaged (EMA) weights of a checkpoint of {command.network} as a SavedModel with the "
-                "original's interface: signature serving_default, input image float16 [N,1,D,H,W], output "
-                f"{command.interface}."
+                f"Write the averaged (EMA) weights of a checkpoint of {stage.model.description} as a SavedModel with "
+                "the original's interface: signature serving_default, input image float16 [N,1,D,H,W], output "
+                f"{stage.model.interface}. Its metadata records the network and the input it was trained for "
+                "(spacing, valid sizes, smoothing), which predict then gives it."
             ),
         )
-        stage.add_argument("--run", required=True, type=Path, help=f"run folder (OUTPUT/{command.folder}/cv<k>/<time>)")
-        stage.add_argument("--iter", type=_positive_int, help="checkpoint iteration (default: the latest)")
-        stage.add_argument("--output", type=Path, default=Path(command.saved_model), help="default: %(default)s")
-        stage.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
-        _add_common_flags(stage)
-        stage.set_defaults(handler=partial(_run_export, command))
+        command.add_argument("--run", required=True, type=Path, help=f"run folder (OUTPUT/{stage.name}/cv<k>/<time>)")
+        command.add_argument("--iter", type=_positive_int, help="checkpoint iteration (default: the latest)")
+        command.add_argument(
+            "--output", type=Path, default=Path("saved_models") / stage.name, help="default: %(default)s"
+        )
+        command.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
+        _add_common_flags(command)
+        command.set_defaults(handler=partial(_run_export, stage.name))
 
 
-def _run_export(command: _StageCommand, args: argparse.Namespace) -> int:
+def _run_export(stage_name: str, args: argparse.Namespace) -> int:
     from efficientscn.train.runs import export_stage
+    from efficientscn.train.stages import stage_named
 
-    export_stage(_stage(command), args.run, args.iter, args.output, overwrite=args.overwrite)
+    export_stage(stage_named(stage_name), args.run, args.iter, args.output, overwrite=args.overwrite)
     return EXIT_OK
 
 
 def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
-    from efficientscn.train.precision import PRECISIONS
+    from efficientscn.model.precision import PRECISIONS
 
     parser = subparsers.add_parser(
         "predict",

@@ -1,6 +1,6 @@
 """Evaluate a folder of predicted label maps against reference labels: per-case CSV and a per-organ summary.
 
-Files pair by case ID (`efficientscn.io.case_id`: `train_000.nii.gz` and `train_000_0000.nii.gz` are both
+Files pair by case ID (`efficientscn.imaging.names.case_id`: `train_000.nii.gz` and `train_000_0000.nii.gz` are both
 `train_000`). Each pair must lie on the same grid; the reference's spacing is used for the surface distances.
 """
 
@@ -19,7 +19,8 @@ import SimpleITK as sitk
 from efficientscn.atomic import write_text_atomic
 from efficientscn.batch import BatchReport, run_batch
 from efficientscn.errors import InputError
-from efficientscn.io import case_id, image_suffix, read_label, require_same_grid
+from efficientscn.imaging.names import case_id, image_suffix
+from efficientscn.imaging.read import read_label, require_same_grid
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, OrganScore, flare_scores
 

@@ -117,7 +117,7 @@ def write_phantom_dataset(
     that a network must find the organs rather than memorise one position. Returns the case IDs (train_000, ...).
     """
     from efficientscn.data.layout import FlareDataset
-    from efficientscn.io import write_image_atomic
+    from efficientscn.imaging.write import write_image_atomic
 
     dataset = FlareDataset(Path(root))
     rng = np.random.default_rng(seed)

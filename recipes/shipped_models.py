@@ -50,7 +50,7 @@ TRAINING_CASES = (
 """The shared cases with FLARE labels of all organs they contain (dcmqi_ct3slice, 3 slices with a rough liver
 outline, is left out)."""
 
-ITERATIONS = {"localization": 400, "scn": 480}
+ITERATIONS = {"localization": 400, "segmentation": 480}
 """Iterations per stage, to fill the hour the recipe is allowed on a 2-core CPU in bfloat16: with the original's
 generalized Dice the large organs learn more slowly than with the earlier loss (400 SCN iterations, 50 minutes in
 all, reached a mean kidney Dice of 0.68), so the SCN gets the minutes left."""
@@ -70,7 +70,8 @@ logger = logging.getLogger("recipe")
 
 def build_dataset(root: Path) -> dict[str, str]:
     """TrainingImg/train_XXX_0000.nii.gz and TrainingMask/train_XXX.nii.gz from the shared cases; ID -> source."""
-    from efficientscn.io import read_ct, read_label, write_image_atomic, write_label
+    from efficientscn.imaging.read import read_ct, read_label
+    from efficientscn.imaging.write import write_image_atomic, write_label
 
     cases = {case["id"]: case for case in json.loads((SHARED_DATA / "cases.json").read_text())}
     sources = {}
@@ -151,12 +152,12 @@ def write_model_card(output: Path) -> Path:
             scored=evaluation["cases"],
             machine=record["machine"],
             localization_iterations=record["iterations"]["localization"],
-            scn_iterations=record["iterations"]["scn"],
+            segmentation_iterations=record["iterations"]["segmentation"],
             localization_minutes=minutes["localization"],
-            scn_minutes=minutes["scn"],
+            segmentation_minutes=minutes["segmentation"],
             total_minutes=f"{sum(record['training_seconds'].values()) / 60:.1f}",
             localization_settings=_settings_text(RECIPES / "localization.json"),
-            scn_settings=_settings_text(RECIPES / "scn.json"),
+            segmentation_settings=_settings_text(RECIPES / "segmentation.json"),
             versions=", ".join(f"{name} {version}" for name, version in record.get("versions", {}).items()),
         )
     )
@@ -204,7 +205,7 @@ def main() -> int:
     run([python, "preprocessing/preprocessing.py", "--dataset", dataset, "-q"])
 
     seconds = {}
-    for stage, script_folder in (("localization", "localization"), ("scn", "scn")):
+    for stage, script_folder in (("localization", "localization"), ("segmentation", "scn")):
         iterations = ITERATIONS[stage]
         seconds[stage] = run(
             [python, f"{script_folder}/main.py", "--dataset", dataset, "--output", runs, "--cv", "0",
@@ -212,13 +213,10 @@ def main() -> int:
              "--precision", "bfloat16", "--workers", 1, "--seed", 0, "--config", RECIPES / f"{stage}.json", "-q"]
         )  # fmt: skip
     overwrite = ["--overwrite"] if args.overwrite else []
-    for stage, folder, run_name in (
-        ("localization", "localization", "localization"),
-        ("scn", "segmentation", "segmentation"),
-    ):
+    for stage, script_folder in (("localization", "localization"), ("segmentation", "scn")):
         run(
-            [python, f"{stage}/main_create_model.py", "--run", latest_run(runs, run_name), "--iter", ITERATIONS[stage],
-             "--output", args.output / folder, *overwrite]
+            [python, f"{script_folder}/main_create_model.py", "--run", latest_run(runs, stage), "--iter",
+             ITERATIONS[stage], "--output", args.output / stage, *overwrite]
         )  # fmt: skip
     run([python, "inference/inference_tf_utils_module.py", "--output", args.output / "tf_utils_module", *overwrite])
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from efficientscn.data.layout import FlareDataset
+from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.write import write_image_atomic
 
 from helpers import MISSING, SHARED_CASES, SharedCase, require_shared_data, shared_case
 
@@ -12,3 +19,22 @@ def any_shared_case(request: pytest.FixtureRequest) -> SharedCase:
     """Every real case in turn: NIfTI, DICOM folders, LPI, ASL, oblique and thick-slice variants."""
     require_shared_data()
     return shared_case(request.param)
+
+
+@pytest.fixture(scope="session")
+def one_case_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ts_example_ct as train_000 of a preprocessed FLARE-layout dataset (its `_small` images, its organ box in
+    landmark_bb.csv), with a fold 1 that trains and tests on it and fold 0 (all cases, no test). Tests read it, never
+    change it."""
+    case = shared_case("ts_example_ct")
+    root = tmp_path_factory.mktemp("one_case")
+    dataset = FlareDataset(root)
+    write_image_atomic(read_ct(case.image), dataset.training_image("train_000"))
+    write_image_atomic(read_label(case.label), dataset.training_mask("train_000"))
+    assert preprocess_dataset(root, PreprocessConfig(cv_setup=False), progress=False).ok
+    fold = dataset.cv_dir / "1"
+    fold.mkdir(parents=True)
+    for split in ("train.txt", "test.txt"):
+        (fold / split).write_text("train_000\n")
+    (dataset.cv_dir / "all_train.txt").write_text("train_000\n")
+    return root

@@ -19,12 +19,13 @@ from efficientscn.augment import (
     output_center,
     random_gamma,
     resample,
-    resample_to_input,
     sample_transform,
     to_displacement_field,
 )
-from efficientscn.geometry import Grid
-from efficientscn.io import grid_of, read_ct, read_label, to_canonical
+from efficientscn.imaging.canonical import to_canonical
+from efficientscn.imaging.geometry import Grid, grid_of
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.resample import resample_to_input
 
 from helpers import REPO_ROOT, shared_case
 

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.evaluate import label_files
-from efficientscn.io import read_label
+from efficientscn.imaging.read import read_label
 
 from helpers import shared_case
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from efficientscn.geometry import (
+from efficientscn.imaging.geometry import (
     FLARE21_MEAN_SPACING_XYZ,
     Grid,
     axis_aligned_grid,
     bounding_box_index,
+    grid_of,
     is_orthonormal,
     obliquity_degrees,
     physical_bounding_box,
@@ -21,7 +22,7 @@ from efficientscn.geometry import (
     valid_size,
     valid_sizes_per_axis,
 )
-from efficientscn.io import grid_of, read_label
+from efficientscn.imaging.read import read_label
 
 from helpers import shared_case
 

@@ -17,11 +17,14 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 from efficientscn.cli import DEFAULT_MODELS
+from efficientscn.imaging.canonical import to_canonical
+from efficientscn.imaging.read import read_ct
 from efficientscn.infer import ops
-from efficientscn.infer.models import STAGES, load_network
+from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
-from efficientscn.io import read_ct, to_canonical
+from efficientscn.model.contract import PAPER_LOCALIZATION
+from efficientscn.model.specs import STAGES
 
 from helpers import require_original_models, shared_case
 
@@ -83,7 +86,7 @@ def canonical_ct(case_id: str) -> tuple[tf.Tensor, tf.Tensor]:
 
 def coarse_spacing(image: tf.Tensor, spacing: tf.Tensor) -> tf.Tensor:
     """The localization spacing of a CT as inference computes it: 6 mm, grown if the scan would not fit."""
-    return _f32(localization_spacing(tuple(image.shape[2:]), spacing.numpy(), InferenceConfig()))
+    return _f32(localization_spacing(tuple(image.shape[2:]), spacing.numpy(), PAPER_LOCALIZATION, InferenceConfig()))
 
 
 def probability_map(shape: tuple[int, ...], seed: int, batch: int = 1) -> tf.Tensor:

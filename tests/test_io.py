@@ -12,17 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.geometry import physical_bounding_box
-from efficientscn.io import (
-    canonical_reorientation,
-    case_id,
-    grid_of,
-    read_ct,
-    read_label,
-    to_canonical,
-    write_image_atomic,
-    write_label,
-)
+from efficientscn.imaging.canonical import canonical_reorientation, to_canonical
+from efficientscn.imaging.geometry import grid_of, physical_bounding_box
+from efficientscn.imaging.names import case_id
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.write import write_image_atomic, write_label
 
 from helpers import SharedCase, shared_case
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from efficientscn.augment import resample_to_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import (
     LocalizationDataConfig,
@@ -14,7 +13,9 @@ from efficientscn.data.localization import (
     any_organ_one_hot,
     localization_size,
 )
-from efficientscn.io import read_ct, read_label, write_image_atomic
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.resample import resample_to_input
+from efficientscn.imaging.write import write_image_atomic
 
 from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
 

@@ -26,14 +26,16 @@ from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.setup_files import read_landmark_bb
-from efficientscn.export import load_averaged_model
 from efficientscn.nn import LocalizationNetConfig, build_localization_net
 from efficientscn.phantom import PhantomGrid, write_phantom_dataset
 from efficientscn.settings import from_record
-from efficientscn.train.localization import LOCALIZATION, LocalizationRunConfig, LocalizationTask, network_box_mm
-from efficientscn.train.loop import Trainer, TrainingConfig, TrainingDiverged
+from efficientscn.train.checkpoints import load_averaged_model
+from efficientscn.train.config import LocalizationRunConfig, TrainingConfig
+from efficientscn.train.localization import LocalizationTask, network_box_mm
+from efficientscn.train.loop import Trainer, TrainingDiverged
 from efficientscn.train.run_folder import checkpoint_iterations, read_config
 from efficientscn.train.runs import train_stage
+from efficientscn.train.stages import LOCALIZATION
 
 from helpers import REPO_ROOT
 
@@ -280,8 +282,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.nn import LocalizationNetConfig
-from efficientscn.train.localization import LOCALIZATION, LocalizationRunConfig, LocalizationTask
-from efficientscn.train.loop import Trainer, TrainingConfig
+from efficientscn.train.config import LocalizationRunConfig
+from efficientscn.train.localization import LocalizationTask
+from efficientscn.train.stages import LOCALIZATION
+from efficientscn.train.config import TrainingConfig
+from efficientscn.train.loop import Trainer
 from efficientscn.train.runs import train_stage
 
 dataset, output = Path(sys.argv[1]), Path(sys.argv[2])

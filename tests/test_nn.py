@@ -12,8 +12,9 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from efficientscn.geometry import spacing_with_fallback
-from efficientscn.io import read_ct, to_canonical
+from efficientscn.imaging.canonical import to_canonical
+from efficientscn.imaging.geometry import spacing_with_fallback
+from efficientscn.imaging.read import read_ct
 from efficientscn.nn import (
     LocalizationNetConfig,
     UNet3D,

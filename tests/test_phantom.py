@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from efficientscn.geometry import physical_bounding_box
-from efficientscn.io import grid_of
+from efficientscn.imaging.geometry import grid_of, physical_bounding_box
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.phantom import ORGANS, PhantomGrid, make_phantom
 

@@ -19,7 +19,10 @@ import tensorflow as tf
 
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.errors import InputError
-from efficientscn.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, obliquity_degrees
+from efficientscn.imaging.canonical import CanonicalCT, to_canonical
+from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, grid_of, obliquity_degrees
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.resample import resample_onto
 from efficientscn.infer.models import Network, load_network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
@@ -29,16 +32,15 @@ from efficientscn.infer.pipeline import (
     segmentation_spacing,
 )
 from efficientscn.infer.utils_module import UtilsModule, load_utils
-from efficientscn.io import canonical_reorientation, grid_of, read_ct, read_label, resample_onto, to_canonical
+from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION
+from efficientscn.model.savedmodel import save_network
+from efficientscn.model.specs import LOCALIZATION, SEGMENTATION
 from efficientscn.nn.localization import (
     LocalizationNetConfig,
     build_localization_net,
     load_original_localization_weights,
 )
 from efficientscn.nn.scn import SCNConfig
-from efficientscn.train.localization import LOCALIZATION
-from efficientscn.train.runs import save_network
-from efficientscn.train.scn import SCN, build_exported_scn
 
 from helpers import REPO_ROOT, require_original_models, shared_case
 
@@ -57,7 +59,7 @@ GEOMETRY_CASES = (
 
 def _untrained_scn(folder: Path, seed: int) -> None:
     """An SCN of the paper's size with seeded random weights, exported: labels are arbitrary, geometry is not."""
-    save_network(SCN, build_exported_scn(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
+    save_network(SEGMENTATION, SEGMENTATION.build(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
 
 
 @pytest.fixture(scope="session")
@@ -340,18 +342,15 @@ def test_predict_sh_and_the_inference_script_run_the_cli(models: Path, tmp_path:
 def test_bfloat16_localization_agrees_with_float32_on_real_ct(models: Path, case_id: str) -> None:
     """bfloat16 on the CPU, checked on the trained stage (the original's FLARE21 localization weights): the organ
     mask agrees with float32 on >= 99.9 % of voxels and the box moves by at most one localization voxel."""
-    utils, config = load_utils(None), InferenceConfig()
-    ct = read_ct(shared_case(case_id).image)
-    reorientation = canonical_reorientation(ct)
-    array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))
-    spacing = reorientation.canonical_spacing_xyz[::-1]
-    coarse = localization_spacing(array.shape, spacing, config)
+    utils = load_utils(None)
+    ct = CanonicalCT.read(shared_case(case_id).image)
+    coarse = localization_spacing(ct.array_zyx.shape, ct.spacing_zyx, PAPER_LOCALIZATION, InferenceConfig())
     inputs, paddings = utils.preprocess_for_localization(
-        tf.constant(array.astype(np.float16)[None, None]),
-        tf.constant(spacing, tf.float32),
+        tf.constant(ct.array_zyx.astype(np.float16)[None, None]),
+        tf.constant(ct.spacing_zyx, tf.float32),
         tf.constant(coarse, tf.float32),
         tf.constant(0.0),
-        *[tf.constant(sizes, tf.int32) for sizes in config.localization_valid_sizes],
+        *[tf.constant(sizes, tf.int32) for sizes in PAPER_LOCALIZATION.valid_sizes_zyx],
     )
     masks, boxes = {}, {}
     for precision in ("float32", "bfloat16"):
@@ -366,11 +365,15 @@ def test_bfloat16_localization_agrees_with_float32_on_real_ct(models: Path, case
 
 def test_localization_spacing_grows_for_large_scans() -> None:
     config = InferenceConfig()
-    np.testing.assert_allclose(localization_spacing((150, 512, 512), (2.5, 0.8, 0.8), config), 6.0)
+    np.testing.assert_allclose(localization_spacing((150, 512, 512), (2.5, 0.8, 0.8), PAPER_LOCALIZATION, config), 6.0)
     # 512 x 0.977 mm: 84 voxels at 6 mm, /80 = 1.05 (+0.02) -> 6.42 mm, the original's figure
-    np.testing.assert_allclose(localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), config), 6.42, atol=0.01)
+    np.testing.assert_allclose(
+        localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), PAPER_LOCALIZATION, config), 6.42, atol=0.01
+    )
     # growth already starts above a ratio of 0.98 (the margin is added before the test, docs/fidelity.md #11)
-    np.testing.assert_allclose(localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), config), 6 * (79 / 80 + 0.02))
+    np.testing.assert_allclose(
+        localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), PAPER_LOCALIZATION, config), 6 * (79 / 80 + 0.02)
+    )
 
 
 @pytest.fixture
@@ -389,8 +392,8 @@ def block_segmenter() -> tuple[Segmenter, list[tf.Tensor]]:
         return tf.fill([1, 5, *inputs.shape[2:]], tf.constant(0.2, tf.float16))
 
     segmenter = Segmenter(
-        Network("localization", Path("block"), "rebuilt", "float32", central_block),
-        Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform),
+        Network("localization", Path("block"), "rebuilt", "float32", central_block, PAPER_LOCALIZATION),
+        Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform, PAPER_SEGMENTATION),
         UtilsModule(),
     )
     return segmenter, received
@@ -419,7 +422,7 @@ def test_the_localization_network_sees_the_unsmoothed_ct(block_segmenter: tuple)
         tf.constant([3.0] * 3),
         tf.constant([6.0] * 3),
     )
-    sizes = [tf.constant(axis, tf.int32) for axis in InferenceConfig().localization_valid_sizes]
+    sizes = [tf.constant(axis, tf.int32) for axis in PAPER_LOCALIZATION.valid_sizes_zyx]
     for sigma, same in ((0.0, True), (3.0, False)):
         expected, _ = UtilsModule().preprocess_for_localization(image, spacing, coarse, tf.constant(sigma), *sizes)
         assert np.array_equal(received[-1].numpy(), expected.numpy()) == same
@@ -427,10 +430,14 @@ def test_the_localization_network_sees_the_unsmoothed_ct(block_segmenter: tuple)
 
 def test_segmentation_spacing_grows_isotropically_for_large_boxes() -> None:
     config = InferenceConfig()
-    np.testing.assert_allclose(segmentation_spacing(np.zeros(3), np.array([200.0, 200.0, 300.0]), config), 2.0)
+    np.testing.assert_allclose(
+        segmentation_spacing(np.zeros(3), np.array([200.0, 200.0, 300.0]), PAPER_SEGMENTATION, config), 2.0
+    )
     # 300 mm in y over 128 voxels needs 2.34 mm: all axes go to 2.34 + 0.1
     np.testing.assert_allclose(
-        segmentation_spacing(np.zeros(3), np.array([200.0, 300.0, 200.0]), config), 300 / 128 + 0.1, rtol=1e-6
+        segmentation_spacing(np.zeros(3), np.array([200.0, 300.0, 200.0]), PAPER_SEGMENTATION, config),
+        300 / 128 + 0.1,
+        rtol=1e-6,
     )
 
 

@@ -16,8 +16,8 @@ from efficientscn.cli import main
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.setup_files import read_id_list, read_landmark_bb
-from efficientscn.geometry import physical_bounding_box
-from efficientscn.io import grid_of, read_ct, read_label
+from efficientscn.imaging.geometry import grid_of, physical_bounding_box
+from efficientscn.imaging.read import read_ct, read_label
 
 from helpers import REPO_ROOT, shared_case
 

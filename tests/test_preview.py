@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from efficientscn.imaging.canonical import to_canonical
+from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.infer.preview import GAP_PIXELS, LABEL_COLOURS, write_preview
-from efficientscn.io import read_ct, read_label, to_canonical
 
 from helpers import shared_case
 

@@ -10,26 +10,34 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig, resample_to_input
+from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig
 from efficientscn.data.layout import FlareDataset
-from efficientscn.data.scn import SCNDataConfig, SCNSamples, label_one_hot, scn_roi, smooth_labels
+from efficientscn.data.segmentation import (
+    SegmentationDataConfig,
+    SegmentationSamples,
+    label_one_hot,
+    segmentation_roi,
+    smooth_labels,
+)
 from efficientscn.data.setup_files import write_landmark_bb
 from efficientscn.errors import InputError
-from efficientscn.geometry import box_corners, physical_bounding_box
-from efficientscn.io import grid_of, read_ct, read_label, write_image_atomic
+from efficientscn.imaging.geometry import box_corners, grid_of, physical_bounding_box
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.resample import resample_to_input
+from efficientscn.imaging.write import write_image_atomic
 from efficientscn.labels import ORGAN_NAMES
 
 from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
 
 
 def test_scn_roi_is_the_box_plus_32mm_on_the_smallest_valid_2mm_grid_strictly_above_it():
-    config = SCNDataConfig()
+    config = SegmentationDataConfig()
     # extents 100, 60, 36 mm + 64 = 164, 124, 100 mm -> 82, 62, 50 voxels -> 96, 64, 64; no zoom
-    roi = scn_roi((0, 0, 0), (100, 60, 36), config)
+    roi = segmentation_roi((0, 0, 0), (100, 60, 36), config)
     assert roi.size_xyz == (96, 64, 64) and roi.scale == 1.0
     assert roi.center_xyz == pytest.approx((50, 30, 18))  # the middle of the box, not upstream's 0.5 mm lower
     # exact fits move on (docs/fidelity.md #1): 128 mm = 64 voxels -> 96, 192 mm = 96 -> 128; 126 mm = 63 -> 64
-    roi = scn_roi((10, 20, 30), (74, 148, 92), config)
+    roi = segmentation_roi((10, 20, 30), (74, 148, 92), config)
     assert roi.size_xyz == (96, 128, 64) and roi.scale == 1.0
     assert roi.center_xyz == pytest.approx((42, 84, 61))
 
@@ -38,7 +46,7 @@ def test_scn_roi_zooms_out_a_box_larger_than_the_largest_grid():
     # x: 257 + 64 = 321 mm -> 160.5 voxels -> capped at 160, floor 160 / 160 = 1
     # y: 300 + 64 = 364 mm -> 182 voxels -> capped at 128, 182 / 128 = 1.421875 (the largest)
     # z: 10 + 64 = 74 mm -> 37 voxels -> 64
-    roi = scn_roi((-100, -50, 0), (157, 250, 10), SCNDataConfig())
+    roi = segmentation_roi((-100, -50, 0), (157, 250, 10), SegmentationDataConfig())
     assert roi.size_xyz == (160, 128, 64)
     assert roi.scale == pytest.approx(1.421875)
     assert roi.center_xyz == pytest.approx((28.5, 100, 5))
@@ -47,13 +55,13 @@ def test_scn_roi_zooms_out_a_box_larger_than_the_largest_grid():
 
 def test_scn_roi_ignores_decimal_noise_of_the_csv_and_refuses_inverted_boxes():
     # -213.4159 - (-275.4159) is 62.000000000000014 in floating point: 126 mm = 63 voxels -> 64, not 96
-    assert scn_roi((-275.4159, 0, 0), (-213.4159, 0, 0), SCNDataConfig()).size_xyz[0] == 64
+    assert segmentation_roi((-275.4159, 0, 0), (-213.4159, 0, 0), SegmentationDataConfig()).size_xyz[0] == 64
     with pytest.raises(ValueError, match="min <= max"):
-        scn_roi((0, 0, 10), (5, 5, 5), SCNDataConfig())
+        segmentation_roi((0, 0, 10), (5, 5, 5), SegmentationDataConfig())
 
 
 def test_scn_config_has_the_papers_values_and_no_gamma():
-    config = SCNDataConfig()
+    config = SegmentationDataConfig()
     assert (config.spacing_mm, config.roi_margin_mm, config.smoothing_sigma_mm) == (2.0, 32.0, 1.0)
     assert config.intensity.gamma_range is None and config.intensity.scale == pytest.approx(1 / 2048)
     assert config.spatial.translation_mm == 20.0 and config.spatial.deformation_grid_nodes == 8
@@ -115,7 +123,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_test_sample_is_the_organ_region_at_2mm_and_maps_back_onto_the_ct(real_dataset):
-    samples = SCNSamples(real_dataset.root)
+    samples = SegmentationSamples(real_dataset.root)
     loaded, transform, sample = samples.test_sample("train_000")
     # organ box 282 x 195 x 135 mm + 64 = 346 x 259 x 199 mm -> 173, 129.5, 99.5 voxels -> 160 (cap), 128 (cap), 128;
     # zoomed out by 173 / 160 so the 346 mm fit
@@ -132,7 +140,7 @@ def test_test_sample_is_the_organ_region_at_2mm_and_maps_back_onto_the_ct(real_d
 
 
 def test_the_roi_holds_every_organ_voxel_with_a_margin(real_dataset):
-    samples = SCNSamples(real_dataset.root)
+    samples = SegmentationSamples(real_dataset.root)
     loaded, transform, _ = samples.test_sample("train_000")
     low, high = physical_bounding_box(sitk.GetArrayViewFromImage(loaded.label) > 0, grid_of(loaded.label))
     inverse = transform.GetInverse()
@@ -143,7 +151,7 @@ def test_the_roi_holds_every_organ_voxel_with_a_margin(real_dataset):
 
 
 def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
-    samples = SCNSamples(real_dataset.root)
+    samples = SegmentationSamples(real_dataset.root)
     first, second = (samples.sample("train_000", np.random.default_rng(seed)) for seed in (1, 2))
     assert first["image"].shape == (128, 128, 160, 1) and first["label"].shape == (128, 128, 160, 5)
     assert not np.array_equal(first["image"], second["image"])
@@ -151,7 +159,7 @@ def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
     assert first["image"].min() >= -1.0 and first["image"].max() <= 1.0
     assert first["label"].dtype == np.uint8 and np.all(first["label"].sum(axis=-1) == 1)
     assert np.all(first["label"].reshape(-1, 5).max(axis=0) == 1)  # all four organs and background are there
-    unsmoothed = SCNSamples(real_dataset.root, SCNDataConfig(label_smoothing_sigma_voxels=0.0))
+    unsmoothed = SegmentationSamples(real_dataset.root, SegmentationDataConfig(label_smoothing_sigma_voxels=0.0))
     raw = unsmoothed.sample("train_000", np.random.default_rng(1))  # the same random draws as `first`
     np.testing.assert_array_equal(raw["image"], first["image"])
     raw_labels = np.argmax(raw["label"], axis=-1)
@@ -161,7 +169,7 @@ def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
 
 def test_augmentation_keeps_the_livers_intensities(real_dataset):
     hounsfield = IntensityAugmentConfig(gamma_range=None, scale=1.0, random_shift=0.0, random_scale=0.0, clamp=None)
-    samples = SCNSamples(real_dataset.root, SCNDataConfig(intensity=hounsfield))
+    samples = SegmentationSamples(real_dataset.root, SegmentationDataConfig(intensity=hounsfield))
     sample = samples.sample("train_000", np.random.default_rng(5))
     liver = sample["image"][..., 0][sample["label"][..., 1] == 1]
     assert liver.size > 10_000
@@ -169,7 +177,7 @@ def test_augmentation_keeps_the_livers_intensities(real_dataset):
 
 
 def test_cases_are_read_at_full_resolution_and_smoothed_with_sigma_1mm(real_dataset):
-    samples = SCNSamples(real_dataset.root)
+    samples = SegmentationSamples(real_dataset.root)
     loaded = samples.load("train_000")
     ct = read_ct(real_dataset.training_image("train_000"))
     assert loaded.image.GetSize() == ct.GetSize() == loaded.label.GetSize()
@@ -187,7 +195,7 @@ def test_the_smoothing_is_a_gaussian_of_sigma_1mm_in_physical_units(tmp_path):
     write_image_atomic(ct, dataset.training_image("train_000"))
     write_image_atomic(sitk.Cast(ct > 0, sitk.sitkUInt8), dataset.training_mask("train_000"))
     write_landmark_bb(dataset.landmark_bb_csv, {"train_000": (np.full(3, 10.0), np.full(3, 12.0))})
-    loaded = SCNSamples(dataset.root).load("train_000")
+    loaded = SegmentationSamples(dataset.root).load("train_000")
     # SimpleITK's recursive (Deriche) Gaussian, which the original uses too, comes out 3 % narrow
     np.testing.assert_allclose(impulse_response_sigma_mm(loaded.image), 1.0, rtol=0.05)
     assert sitk.GetArrayViewFromImage(loaded.image).sum() == pytest.approx(10_000, rel=0.01)
@@ -207,7 +215,7 @@ def test_test_samples_keep_the_labels_unsmoothed_where_training_samples_smooth_t
     write_image_atomic(mask, dataset.training_mask("train_000"))
     write_landmark_bb(dataset.landmark_bb_csv, {"train_000": physical_bounding_box(label > 0, grid_of(mask))})
     still = SpatialAugmentConfig(translation_mm=0, rotation_rad=0, uniform_scale=0, axis_scale=0, deformation_mm=0)
-    samples = SCNSamples(dataset.root, SCNDataConfig(spatial=still))
+    samples = SegmentationSamples(dataset.root, SegmentationDataConfig(spatial=still))
     _, _, test = samples.test_sample("train_000")
     training = samples.sample("train_000", np.random.default_rng(0))  # the same grid, not moved
     assert test["label"][..., 3].sum() == 1 and training["label"][..., 3].sum() == 0
@@ -222,11 +230,11 @@ def _tiny(origin: tuple[float, float, float], pixel: int) -> sitk.Image:
 
 def test_a_case_missing_from_the_csv_a_missing_csv_and_a_mask_off_grid_are_refused(tmp_path):
     dataset = FlareDataset(tmp_path)
-    samples = SCNSamples(tmp_path)
+    samples = SegmentationSamples(tmp_path)
     with pytest.raises(InputError, match=rf"{re.escape(str(dataset.landmark_bb_csv))}: cannot read"):
         samples.load("train_000")
     write_landmark_bb(dataset.landmark_bb_csv, {"train_001": (np.zeros(3), np.full(3, 4.0))})
-    samples = SCNSamples(tmp_path)
+    samples = SegmentationSamples(tmp_path)
     with pytest.raises(InputError, match=r"landmark_bb\.csv: no organ box for case train_000"):
         samples.load("train_000")
     write_image_atomic(_tiny((0, 0, 0), sitk.sitkInt16), dataset.training_image("train_001"))

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientscn.cli import config_from_file
 from efficientscn.data.localization import LocalizationDataConfig
 from efficientscn.errors import InputError
+from efficientscn.model.precision import training_precision, uses_loss_scaling
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
+from efficientscn.train.config import LocalizationRunConfig, SegmentationRunConfig, TrainingConfig
 from efficientscn.train.ema import WeightAverage
-from efficientscn.train.localization import LocalizationRunConfig
-from efficientscn.train.loop import Trainer, TrainingConfig
+from efficientscn.train.loop import Trainer
 from efficientscn.train.loss_scale import DynamicLossScale
 from efficientscn.train.losses import generalized_dice_loss, generalized_dice_loss_from_logits, sigmoid_cross_entropy
-from efficientscn.train.precision import resolve_precision, uses_loss_scaling
 from efficientscn.train.run_folder import CsvLog, checkpoint_iterations, new_run_folder
-from efficientscn.train.scn import SCN, SCNRunConfig
+from efficientscn.train.runs import config_from_file
+from efficientscn.train.stages import SEGMENTATION
 
 
 def _two_organs_in_a_cube() -> np.ndarray:
@@ -119,10 +119,10 @@ def test_weight_average_follows_the_decay_and_swaps_back_the_trained_weights():
 
 
 def test_precision_auto_is_float32_on_this_cpu_and_only_float16_scales_the_loss():
-    assert resolve_precision("auto") == ("float16" if tf.config.list_physical_devices("GPU") else "float32")
+    assert training_precision("auto") == ("float16" if tf.config.list_physical_devices("GPU") else "float32")
     assert uses_loss_scaling("float16") and not uses_loss_scaling("bfloat16") and not uses_loss_scaling("float32")
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8")
+        training_precision("int8")
 
 
 def test_run_configuration_survives_a_json_round_trip_with_nested_dataclasses_and_tuples():
@@ -164,15 +164,15 @@ def test_sigmoid_cross_entropy_is_the_mean_binary_cross_entropy():
 def test_a_config_file_changes_only_the_settings_it_names(tmp_path: Path) -> None:
     path = tmp_path / "scn.json"
     path.write_text('{"training": {"ema_decay": 0.98}, "data": {"spatial": {"rotation_rad": 0.1}}}')
-    config = config_from_file(SCN, path)
-    default = SCNRunConfig()
+    config = config_from_file(SEGMENTATION, path)
+    default = SegmentationRunConfig()
     assert config.training.ema_decay == 0.98 and config.data.spatial.rotation_rad == 0.1
     assert config.training.learning_rate == default.training.learning_rate  # the SCN's own default is kept
     assert config.data.spatial.translation_mm == default.data.spatial.translation_mm
     assert config.network == default.network
     path.write_text('{"training": {"ema_decay": 0.98, "no_such_setting": 1}}')
     with pytest.raises(InputError, match="no_such_setting"):
-        config_from_file(SCN, path)
+        config_from_file(SEGMENTATION, path)
 
 
 def test_loss_scale_doubles_after_the_growth_period_and_halves_down_to_one_on_non_finite_steps():

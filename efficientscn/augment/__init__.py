@@ -10,33 +10,27 @@ from efficientscn.augment.intensity import (
     random_gamma,
 )
 from efficientscn.augment.spatial import (
-    CT_OUTSIDE_HU,
     SpatialAugmentConfig,
     field_grid,
     image_center,
-    labels_on_input,
     output_center,
     resample,
     resample_image_and_label,
-    resample_to_input,
     sample_transform,
     to_displacement_field,
 )
 
 __all__ = [
-    "CT_OUTSIDE_HU",
     "IntensityAugmentConfig",
     "SpatialAugmentConfig",
     "augment_intensity",
     "field_grid",
     "image_center",
-    "labels_on_input",
     "normalize_intensity",
     "output_center",
     "random_gamma",
     "resample",
     "resample_image_and_label",
-    "resample_to_input",
     "sample_transform",
     "to_displacement_field",
 ]

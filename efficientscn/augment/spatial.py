@@ -12,23 +12,17 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
 
-from efficientscn.geometry import Grid
-from efficientscn.io import grid_of
+from efficientscn.imaging.geometry import Grid, grid_of
+from efficientscn.imaging.resample import AIR_HU, Interpolator, resample_onto
 
 logger = logging.getLogger(__name__)
 
-Interpolator = Literal["linear", "nearest"]
-_INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
 _IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _OUTPUT_ORIGIN = (0.0, 0.0, 0.0)
-
-CT_OUTSIDE_HU = -1024.0
-"""Value of image voxels that fall outside the input CT (air)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +194,7 @@ def resample(
     output_size_xyz: Sequence[int],
     output_spacing_xyz: Sequence[float],
     interpolator: Interpolator = "linear",
-    default_value: float = CT_OUTSIDE_HU,
+    default_value: float = AIR_HU,
     dense_field: bool = True,
     field_sampling: int = 2,
 ) -> np.ndarray:
@@ -210,20 +204,17 @@ def resample(
     With `dense_field` the transform is first replaced by `to_displacement_field(..., field_sampling)`; a
     transform that already is a displacement field is used as it is.
     """
-    if interpolator not in _INTERPOLATORS:
-        raise ValueError(f"interpolator must be one of {sorted(_INTERPOLATORS)}, got {interpolator!r}")
     if dense_field and not isinstance(transform, sitk.DisplacementFieldTransform):
         transform = to_displacement_field(transform, output_size_xyz, output_spacing_xyz, field_sampling)
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(s) for s in output_size_xyz])
-    resampler.SetOutputSpacing([float(s) for s in output_spacing_xyz])
-    resampler.SetOutputOrigin(_OUTPUT_ORIGIN)
-    resampler.SetOutputDirection(_IDENTITY_DIRECTION)
-    resampler.SetTransform(transform)
-    resampler.SetInterpolator(_INTERPOLATORS[interpolator])
-    resampler.SetDefaultPixelValue(float(default_value))
-    resampler.SetOutputPixelType(sitk.sitkFloat32 if interpolator == "linear" else image.GetPixelID())
-    return sitk.GetArrayFromImage(resampler.Execute(image))
+    grid = Grid(
+        size=tuple(int(s) for s in output_size_xyz),  # type: ignore[arg-type]
+        spacing=tuple(float(s) for s in output_spacing_xyz),  # type: ignore[arg-type]
+        origin=_OUTPUT_ORIGIN,
+        direction=_IDENTITY_DIRECTION,
+    )
+    pixel_type = sitk.sitkFloat32 if interpolator == "linear" else image.GetPixelID()
+    resampled = resample_onto(image, grid, interpolator, default_value, transform=transform, pixel_type=pixel_type)
+    return sitk.GetArrayFromImage(resampled)
 
 
 def resample_image_and_label(
@@ -242,57 +233,5 @@ def resample_image_and_label(
     if field_sampling is not None:
         transform = to_displacement_field(transform, output_size_xyz, output_spacing_xyz, field_sampling)
     size, spacing = output_size_xyz, output_spacing_xyz
-    resampled_image = resample(image, transform, size, spacing, "linear", CT_OUTSIDE_HU, dense_field=False)
+    resampled_image = resample(image, transform, size, spacing, "linear", AIR_HU, dense_field=False)
     return resampled_image, resample(label, transform, size, spacing, "nearest", 0, dense_field=False)
-
-
-def resample_to_input(
-    output_array: np.ndarray,
-    transform: sitk.Transform,
-    output_spacing_xyz: Sequence[float],
-    input_image: sitk.Image | Grid,
-    interpolator: Interpolator = "linear",
-    default_value: float = 0.0,
-) -> np.ndarray:
-    """An output-space array (zyx, optionally channels-last) moved onto the input image's grid, zyx(+channels).
-
-    Uses the inverse of `transform`, so only invertible (affine, not deformed) transforms work; others raise
-    ValueError. Linear (for logits or probabilities) gives float32; nearest keeps the dtype (float16 -> float32).
-    """
-    if interpolator not in _INTERPOLATORS:
-        raise ValueError(f"interpolator must be one of {sorted(_INTERPOLATORS)}, got {interpolator!r}")
-    if output_array.ndim not in (3, 4):
-        raise ValueError(f"expected a zyx array with an optional channel axis, got shape {output_array.shape}")
-    try:
-        inverse = transform.GetInverse()
-    except RuntimeError as error:
-        raise ValueError("the transform has no inverse (it contains a B-spline deformation?)") from error
-    values = output_array
-    if interpolator == "linear" or values.dtype == np.float16:
-        values = values.astype(np.float32, copy=False)
-    source = sitk.GetImageFromArray(np.ascontiguousarray(values), isVector=values.ndim == 4)
-    source.SetSpacing([float(s) for s in output_spacing_xyz])
-    grid = input_image if isinstance(input_image, Grid) else grid_of(input_image)
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(grid.size)
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputOrigin(grid.origin)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetTransform(inverse)
-    resampler.SetInterpolator(_INTERPOLATORS[interpolator])
-    resampler.SetDefaultPixelValue(float(default_value))
-    return sitk.GetArrayFromImage(resampler.Execute(source))
-
-
-def labels_on_input(
-    scores: np.ndarray, transform: sitk.Transform, output_spacing_xyz: Sequence[float], input_image: sitk.Image
-) -> sitk.Image:
-    """The argmax label map (uint8) on `input_image`'s grid of output-space per-label scores (z, y, x, C).
-
-    The scores (logits or probabilities) are resampled linearly onto the input grid first, as the original maps
-    predictions back; outside the output grid every score is 0, so the argmax there is label 0 (background).
-    """
-    on_input = resample_to_input(scores, transform, output_spacing_xyz, input_image, "linear")
-    labels = sitk.GetImageFromArray(np.argmax(on_input, axis=-1).astype(np.uint8))
-    labels.CopyInformation(input_image)
-    return labels

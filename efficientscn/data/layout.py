@@ -15,7 +15,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.io import case_id, read_ct, read_label, require_same_grid
+from efficientscn.imaging.names import case_id
+from efficientscn.imaging.read import read_ct, read_label, require_same_grid
 
 IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"

@@ -12,7 +12,7 @@ No TensorFlow here: the sample source runs in the loader's worker processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +28,31 @@ from efficientscn.augment import (
 )
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.loader import Sample
-from efficientscn.geometry import valid_sizes_per_axis
+from efficientscn.imaging.geometry import valid_sizes_per_axis
+from efficientscn.model.contract import PAPER_LOCALIZATION, InputContract
 
 
 @dataclass(frozen=True)
 class LocalizationDataConfig:
     """How localization samples are made; the defaults are the paper's."""
 
-    spacing_mm: float = 6.0
-    valid_sizes_xy: tuple[int, ...] = (32, 48, 64, 80)
-    valid_sizes_z: tuple[int, ...] = tuple(range(32, 257, 16))
+    spacing_mm: float = PAPER_LOCALIZATION.spacing_mm
+    valid_sizes_xy: tuple[int, ...] = PAPER_LOCALIZATION.valid_sizes_zyx[2]
+    valid_sizes_z: tuple[int, ...] = PAPER_LOCALIZATION.valid_sizes_zyx[0]
     smoothing_sigma_mm: float = 3.0
+    """Training only: inference localizes on the unsmoothed CT, as the original (docs/fidelity.md #3)."""
     training_shrink: bool = True
     small_images: bool = True
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
     intensity: IntensityAugmentConfig = field(default_factory=IntensityAugmentConfig)
+
+    def input_contract(self) -> InputContract:
+        """The input the network trained on these samples expects at inference (unsmoothed, docs/fidelity.md #3)."""
+        return replace(
+            PAPER_LOCALIZATION,
+            spacing_mm=self.spacing_mm,
+            valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_xy, self.valid_sizes_xy),
+        )
 
 
 def physical_extent_mm(image: sitk.Image) -> np.ndarray:

@@ -25,8 +25,10 @@ from efficientscn.data.setup_files import (
     write_landmark_bb,
 )
 from efficientscn.errors import InputError
-from efficientscn.geometry import physical_bounding_box, shrink_factors
-from efficientscn.io import grid_of, read_label, write_image_atomic
+from efficientscn.imaging.geometry import grid_of, physical_bounding_box, shrink_factors
+from efficientscn.imaging.read import read_label
+from efficientscn.imaging.write import write_image_atomic
+from efficientscn.model.contract import PAPER_LOCALIZATION
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 class PreprocessConfig:
     """What `preprocess_dataset` does; the defaults are the original's, with every step switched on."""
 
-    localization_spacing_mm: float = 6.0
+    localization_spacing_mm: float = PAPER_LOCALIZATION.spacing_mm
     small_images: bool = True
     landmark_bb: bool = True
     cv_setup: bool = True
@@ -44,7 +46,9 @@ class PreprocessConfig:
     overwrite: bool = False
 
 
-def shrink_for_localization(image: sitk.Image, localization_spacing_mm: float = 6.0) -> sitk.Image:
+def shrink_for_localization(
+    image: sitk.Image, localization_spacing_mm: float = PAPER_LOCALIZATION.spacing_mm
+) -> sitk.Image:
     """Subsample an image by 2 along every axis finer than half the localization spacing (SimpleITK Shrink).
 
     No smoothing and no interpolation: every second voxel is kept and the physical extent is preserved, so labels

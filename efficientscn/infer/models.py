@@ -2,11 +2,11 @@
 
 A models folder holds `localization/` and `segmentation/` (SavedModels with the original's interface: `image`
 float16 [N, 1, D, H, W] in; a bool mask, or float16 probabilities [N, 5, D, H, W], out) and optionally
-`tf_utils_module/`. Our own exports carry their network configuration (`export.METADATA_FILE`): the network is
-rebuilt from it in the chosen precision (bfloat16 on a CPU that has it, float16 on a GPU) and given the
-SavedModel's weights. Any other SavedModel with that interface, the original's released localization model
-among them, runs through its serving signature; on a CPU under XLA, since its float16 channels-first
-convolutions have no CPU kernels.
+`tf_utils_module/`. Our own exports carry their network configuration and input contract
+(`model.savedmodel.METADATA_FILE`): the network is rebuilt from it through its stage's spec in the chosen precision
+(bfloat16 on a CPU that has it, float16 on a GPU) and given the SavedModel's weights. Any other SavedModel with that
+interface, the original's released localization model among them, runs through its serving signature (on a CPU
+under XLA, since its float16 channels-first convolutions have no CPU kernels) with the paper's input contract.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any, Literal
 import tensorflow as tf
 
 from efficientscn.errors import InputError
-from efficientscn.export import MODEL_VARIABLES, SIGNATURE, read_metadata
+from efficientscn.model.contract import InputContract
+from efficientscn.model.precision import precision_policy
+from efficientscn.model.savedmodel import MODEL_VARIABLES, SIGNATURE, read_contract, read_metadata
+from efficientscn.model.specs import SPECS, StageName
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
-from efficientscn.settings import from_record
-from efficientscn.train.precision import set_precision
 
 logger = logging.getLogger(__name__)
 
-StageName = Literal["localization", "segmentation"]
-STAGES: tuple[StageName, ...] = ("localization", "segmentation")
 UTILS_FOLDER = "tf_utils_module"
 
 Device = Literal["cpu", "gpu"]
@@ -68,10 +67,17 @@ class Network:
     """"rebuilt": our export, rebuilt in `precision`; "signature": another SavedModel run as saved."""
     precision: str
     run: Callable[[tf.Tensor], tf.Tensor]
+    contract: InputContract
+    """The input the network was trained for: recorded in our exports, the paper's for any other SavedModel."""
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, Any]:
         """What the report says about this network."""
-        return {"path": str(self.path), "source": self.source, "precision": self.precision}
+        return {
+            "path": str(self.path),
+            "source": self.source,
+            "precision": self.precision,
+            "contract": self.contract.to_record(),
+        }
 
 
 def models_subfolder(models: Path, stage: str) -> Path:
@@ -82,33 +88,19 @@ def models_subfolder(models: Path, stage: str) -> Path:
     return folder
 
 
-def _stage(stage: StageName) -> Any:
-    """The training `Stage` whose export made the SavedModel: its network builder and SavedModel wrapper."""
-    if stage == "localization":
-        from efficientscn.train.localization import LOCALIZATION
-
-        return LOCALIZATION
-    from efficientscn.train.scn import SCN
-
-    return SCN
-
-
 def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str) -> Callable:
     """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order)."""
     if metadata.get("stage") != stage:
         raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
-    exported = _stage(stage)
-    network_config = from_record(exported.config_type, {"network": metadata["network"]}).network
-    set_precision(precision)
-    try:
-        model = exported.network(network_config)
-    finally:
-        set_precision("float32")  # the global policy is left as found for what is built next in this process
+    spec = SPECS[stage]
+    network_config = spec.network_config(metadata["network"])
+    with precision_policy(precision):
+        model = spec.build(network_config)
     # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
     checkpoint = folder / "variables" / "variables"
     keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
     assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
-    return exported.module(model)  # the module itself: its tf.function holds it only weakly
+    return spec.module(model)  # the module itself: its tf.function holds it only weakly
 
 
 def _through_signature(folder: Path, device: Device) -> Callable:
@@ -130,15 +122,27 @@ def _through_signature(folder: Path, device: Device) -> Callable:
     return tf.function(call, jit_compile=device == "cpu")
 
 
+def _contract(stage: StageName, folder: Path, metadata: dict[str, Any] | None) -> InputContract:
+    """The SavedModel's recorded input contract, or the paper's (said in the log) when it records none."""
+    contract = read_contract(folder, metadata)
+    if contract is None:
+        contract = SPECS[stage].default_contract
+        logger.info("%s: no input contract recorded; using the paper's: %s", folder, contract.describe())
+    else:
+        logger.info("%s: input contract %s", folder, contract.describe())
+    return contract
+
+
 def load_network(folder: Path, stage: StageName, device: Device, precision: str) -> Network:
     """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt."""
     metadata = read_metadata(folder)
     try:
+        contract = _contract(stage, folder, metadata)
         if metadata is None:
             logger.info("%s: no export metadata; running its serving signature as saved", folder)
-            return Network(stage, folder, "signature", "as saved", _through_signature(folder, device))
+            return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
         logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
-        return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision))
+        return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision), contract)
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model

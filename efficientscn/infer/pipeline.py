@@ -1,14 +1,14 @@
 """The two-stage segmentation of one CT: 6 mm localization, organ box + 10 mm, 2 mm SCN, label on the CT grid.
 
-The steps and constants are the original's inference (upstream-facts section 8); the pre/post-processing runs
-through the utils module (`ops.UtilsModule` or a traced `tf_utils_module`, ours or the original's), the networks
-through `models.Network`. Everything happens on the canonical (LPS) grid; the caller maps the label back.
+The steps and constants are the original's inference; the spacings, valid sizes and smoothing are each network's
+input contract (the paper's: 6 mm and 2 mm). The pre/post-processing runs through the utils module
+(`ops.UtilsModule` or a traced `tf_utils_module`, ours or the original's), the networks through `models.Network`.
+Everything happens on the canonical (LPS) grid; the caller maps the label back.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,69 +17,52 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from efficientscn.data.localization import LocalizationDataConfig
-from efficientscn.data.scn import SCNDataConfig
 from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.infer.models import Network
+from efficientscn.infer.utils_module import Utils
+from efficientscn.model.contract import InputContract
 
 logger = logging.getLogger(__name__)
-
-_LOCALIZATION, _SCN = LocalizationDataConfig(), SCNDataConfig()
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """The original's inference constants; all sizes and spacings are in z, y, x order."""
+    """How inference treats a scan, whatever the networks; the networks' own input comes from their contracts."""
 
-    localization_spacing_mm: float = 6.0
-    localization_valid_sizes: tuple[tuple[int, ...], ...] = (
-        _LOCALIZATION.valid_sizes_z,
-        _LOCALIZATION.valid_sizes_xy,
-        _LOCALIZATION.valid_sizes_xy,
-    )
-    """The training data's valid sizes (z, y, x): what the networks were trained on."""
     localization_growth_margin: float = 0.02
-    """Added to the ratio of a scan's 6 mm size to the largest input before it is tested against 1, as the
+    """Added to the ratio of a scan's localization size to the largest input before it is tested against 1, as the
     original (docs/fidelity.md #11)."""
-    segmentation_spacing_mm: float = 2.0
-    segmentation_valid_sizes: tuple[tuple[int, ...], ...] = (
-        _SCN.valid_sizes_z,
-        _SCN.valid_sizes_y,
-        _SCN.valid_sizes_x,
-    )
     segmentation_growth_margin_mm: float = 0.1
-    """A box too large for the largest input at 2 mm is segmented at (its largest spacing + this), isotropic."""
-    smoothing_sigma_mm: float = 1.0
-    """Gaussian smoothing of the CT before the 2 mm resize (the localization input is not smoothed)."""
+    """A box too large for the largest input at its spacing is segmented at (its largest spacing + this)."""
     min_extent_mm: float = 30.0
     """Shorter CTs are refused: 5 voxels of the 6 mm localization grid along an axis (a 20-slice 2 mm scan passes)."""
     max_voxels: int = 1024 * 1024 * 1024
     """Larger CTs are refused instead of exhausting memory (a 512 x 512 x 4096 scan is still accepted)."""
 
 
-def localization_spacing(size_zyx: Sequence[int], spacing_zyx: Sequence[float], config: InferenceConfig) -> np.ndarray:
-    """The localization spacing: 6 mm, grown on all axes alike so the whole scan fits the largest input."""
-    largest = np.array([max(sizes) for sizes in config.localization_valid_sizes])
-    expected = np.ceil(np.asarray(size_zyx) * np.asarray(spacing_zyx) / config.localization_spacing_mm)
+def localization_spacing(
+    size_zyx: Sequence[int], spacing_zyx: Sequence[float], contract: InputContract, config: InferenceConfig
+) -> np.ndarray:
+    """The localization spacing: the contract's (6 mm), grown on all axes alike so the whole scan fits the largest
+    input."""
+    largest = np.array(contract.largest_size_zyx)
+    expected = np.ceil(np.asarray(size_zyx) * np.asarray(spacing_zyx) / contract.spacing_mm)
     ratio = float(np.max(expected / largest)) + config.localization_growth_margin
-    return np.full(3, config.localization_spacing_mm, np.float32) * np.float32(max(ratio, 1.0))
+    return np.full(3, contract.spacing_mm, np.float32) * np.float32(max(ratio, 1.0))
 
 
-def segmentation_spacing(box_start: np.ndarray, box_end: np.ndarray, config: InferenceConfig) -> np.ndarray:
-    """The segmentation spacing: 2 mm, or isotropically coarser when the box does not fit the largest input."""
-    largest = np.array([max(sizes) for sizes in config.segmentation_valid_sizes])
+def segmentation_spacing(
+    box_start: np.ndarray, box_end: np.ndarray, contract: InputContract, config: InferenceConfig
+) -> np.ndarray:
+    """The segmentation spacing: the contract's (2 mm), or isotropically coarser when the box does not fit the
+    largest input."""
+    largest = np.array(contract.largest_size_zyx)
     needed = float(np.max((np.asarray(box_end) - np.asarray(box_start)) / largest))
-    spacing = config.segmentation_spacing_mm
+    spacing = contract.spacing_mm
     if needed > spacing - config.segmentation_growth_margin_mm:
         spacing = needed + config.segmentation_growth_margin_mm
     return np.full(3, spacing, np.float32)
-
-
-def check_voxel_count(size: Sequence[int], config: InferenceConfig) -> None:
-    """Refuse a CT of more than `max_voxels` (any axis order), before it is read where the header tells."""
-    voxels = math.prod(size)
-    if voxels > config.max_voxels:
-        raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {config.max_voxels:,}")
 
 
 def check_processable(size_zyx: Sequence[int], spacing_zyx: Sequence[float], config: InferenceConfig) -> None:
@@ -88,7 +71,7 @@ def check_processable(size_zyx: Sequence[int], spacing_zyx: Sequence[float], con
     Too small: less than `min_extent_mm` along an axis, a few voxels of the localization grid, which then sees
     little but padding (a 3-slice scan, for example). Too large: more than `max_voxels`.
     """
-    check_voxel_count(size_zyx, config)
+    check_voxel_count(size_zyx, config.max_voxels)
     for axis, size, spacing in zip("zyx", size_zyx, spacing_zyx, strict=True):
         if size * spacing < config.min_extent_mm:
             raise InputError(
@@ -118,7 +101,7 @@ class Segmenter:
         self,
         localization: Network,
         segmentation: Network,
-        utils: Any,
+        utils: Utils,
         config: InferenceConfig | None = None,
     ) -> None:
         self.localization = localization
@@ -126,8 +109,9 @@ class Segmenter:
         self.utils = utils
         self.config = config or InferenceConfig()
 
-    def _valid_sizes(self, sizes: tuple[tuple[int, ...], ...]) -> list[tf.Tensor]:
-        return [_constant(axis_sizes, tf.int32) for axis_sizes in sizes]  # z first: they pair by position
+    @staticmethod
+    def _valid_sizes(contract: InputContract) -> list[tf.Tensor]:
+        return [_constant(axis_sizes, tf.int32) for axis_sizes in contract.valid_sizes_zyx]  # z first, by position
 
     def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Segmentation:
         """Segment a canonical int16 CT (zyx array, spacing in mm zyx); raises InputError if no organ is found."""
@@ -152,13 +136,14 @@ class Segmenter:
         spacing = _constant(spacing_zyx, tf.float32)
 
         # per CT: the original keeps a grown spacing for the rest of its batch (docs/fidelity.md #33)
-        coarse_spacing = localization_spacing(ct_zyx.shape, spacing_zyx, config)
+        localization = self.localization.contract
+        coarse_spacing = localization_spacing(ct_zyx.shape, spacing_zyx, localization, config)
         inputs, paddings = self.utils.preprocess_for_localization(
             image,
             spacing,
             _constant(coarse_spacing, tf.float32),
-            tf.constant(0.0),  # the original localizes on the unsmoothed CT (docs/fidelity.md #3)
-            *self._valid_sizes(config.localization_valid_sizes),
+            tf.constant(localization.smoothing_sigma_mm, tf.float32),  # the paper's: 0 (docs/fidelity.md #3)
+            *self._valid_sizes(localization),
         )
         mask = self.localization.run(inputs)
         if require_organs and not bool(tf.reduce_any(mask)):  # the original goes on (docs/fidelity.md #34)
@@ -176,15 +161,16 @@ class Segmenter:
         del inputs, mask
 
         start_time = time.perf_counter()
-        fine_spacing = segmentation_spacing(box_start.numpy(), box_end.numpy(), config)
+        segmentation = self.segmentation.contract
+        fine_spacing = segmentation_spacing(box_start.numpy(), box_end.numpy(), segmentation, config)
         inputs, cropped_size, croppings, paddings = self.utils.preprocess_for_segmentation(
             image,
             spacing,
             _constant(fine_spacing, tf.float32),
             box_end,
             box_start,
-            tf.constant(config.smoothing_sigma_mm, tf.float32),
-            *self._valid_sizes(config.segmentation_valid_sizes),
+            tf.constant(segmentation.smoothing_sigma_mm, tf.float32),
+            *self._valid_sizes(segmentation),
         )
         del image
         probabilities = self.segmentation.run(inputs)

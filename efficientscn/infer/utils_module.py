@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import tensorflow as tf
 
 from efficientscn.errors import InputError
-from efficientscn.export import read_metadata, save_module
 from efficientscn.infer import ops
+from efficientscn.model.savedmodel import read_metadata, save_module
 from efficientscn.versions import versions
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,24 @@ VECTOR = tf.TensorSpec([3], tf.float32)
 AMOUNTS = tf.TensorSpec([3, 2], tf.int32)
 VALID_SIZES = tf.TensorSpec([None], tf.int32)
 SIGMA = tf.TensorSpec(None, tf.float32, name="sigma")
+
+
+class Utils(Protocol):
+    """The functions of the original's `tf_utils_module` the pipeline calls (see `ops` for shapes and dtypes)."""
+
+    def preprocess_for_localization(self, image: Any, spacing: Any, new_spacing: Any, sigma: Any, *valid: Any) -> Any:
+        """(input, paddings) of the localization network."""
+
+    def bbox_from_localization_output(self, mask: Any, spacing: Any, paddings: Any) -> Any:
+        """(end, start) of the organ box in mm, in that order as the original."""
+
+    def preprocess_for_segmentation(
+        self, image: Any, spacing: Any, new_spacing: Any, end: Any, start: Any, sigma: Any, *valid: Any
+    ) -> Any:
+        """(input, cropped_size, croppings, paddings) of the segmentation network."""
+
+    def postprocess_for_segmentation(self, probabilities: Any, paddings: Any, croppings: Any, size: Any) -> Any:
+        """The uint8 label [1, 1, D, H, W] on the CT's grid."""
 
 
 def _traced(function: Any, *signature: Any) -> Any:
@@ -107,7 +125,7 @@ def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
     return save_module(UtilsModule(), output, overwrite=overwrite, signatures={}, metadata=metadata)
 
 
-def load_utils(path: Path | None = None, device: str = "cpu") -> Any:
+def load_utils(path: Path | None = None, device: str = "cpu") -> Utils:
     """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's).
 
     The original's module smooths with float16 channels-first convolutions, which have no CPU kernel (and it

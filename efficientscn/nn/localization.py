@@ -8,11 +8,11 @@ foreground) under any Keras dtype policy: the foreground mask is logit 1 > logit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
+from efficientscn.model.networks import LocalizationNetConfig
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
@@ -20,22 +20,6 @@ logger = logging.getLogger(__name__)
 
 ORIGINAL_SCOPE = "model"
 """Where the original's localization SavedModel keeps its weights: `model/variables/<i>` in weight order."""
-
-
-@dataclass(frozen=True)
-class LocalizationNetConfig:
-    """Architecture of the localization network; the defaults are the original's (637,474 parameters)."""
-
-    levels: int = 5
-    filters: int = 32
-    convs_per_block: int = 2
-    dropout: float = 0.1
-    leaky_relu_alpha: float = 0.1
-    num_labels: int = 2
-    l2_factor: float = 1.0
-    """Factor of the L2 regulariser on the U-Net kernels (not the head); the loss scales it by 1e-6 again."""
-    seed: int | None = None
-    """Seed of the initial weights; None draws them at random."""
 
 
 def build_localization_net(config: LocalizationNetConfig | None = None) -> keras.Model:

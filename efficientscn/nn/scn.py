@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from efficientscn.model.networks import SCNConfig
 from efficientscn.nn.noise import SaltAndPepperNoise
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.upsample import UpSampling3DCubic
@@ -32,36 +32,6 @@ SPATIAL_SCOPE = "spatial_configuration"
 
 SEED_STRIDE = 100
 """Distance between the initialiser seeds of the local-appearance net and of each spatial sub-net."""
-
-
-@dataclass(frozen=True)
-class SCNConfig:
-    """Architecture and regularisation of the SCN; the defaults are the original's (1,270,090 parameters)."""
-
-    num_labels: int = 5
-    local_levels: int = 5
-    local_filters: int = 32
-    spatial_levels: int = 4
-    spatial_filters: int = 16
-    convs_per_block: int = 2
-    dropout_rate: float = 0.1
-    """Dropout after every U-Net convolution, in training."""
-    leaky_relu_alpha: float = 0.1
-    spatial_downsample_factor: int = 4
-    """Average pooling before the spatial sub-nets: 2 mm -> 8 mm."""
-    salt_pepper_rate: float = 0.01
-    salt_pepper_scales_voxels: tuple[int, ...] = (1, 2, 4, 8)
-    """Salt-and-pepper scales in voxels of the pooled (8 mm) grid."""
-    channel_dropout_rate: float = 0.25
-    channel_dropout_passes: int = 2
-    """How often the channel dropout is applied to the pooled local-appearance probabilities (docs/fidelity.md #7)."""
-    image_dropout_rate: float = 0.5
-    normalisation_epsilon: float = 1e-8
-    """Added to the channel sum of the combined probabilities: 1e-8 in training, 1e-5 in the original's export."""
-    l2_factor: float = 1.0
-    """Factor of the L2 regulariser on the U-Net kernels (not the heads); the loss scales it by 1e-6 again."""
-    seed: int | None = None
-    """Seed of the initial weights; None draws them at random. Dropout and noise stay unseeded."""
 
 
 def _offset(seed: int | None, offset: int) -> int | None:

@@ -14,7 +14,7 @@ import csv
 import io
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -24,22 +24,19 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from efficientscn.atomic import write_text_atomic
-from efficientscn.augment import labels_on_input
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.setup_files import fold_ids
-from efficientscn.export import LocalizationModule
-from efficientscn.geometry import bounding_box_index, box_corners
-from efficientscn.io import write_label
+from efficientscn.imaging.geometry import bounding_box_index, box_corners
+from efficientscn.imaging.resample import labels_on_input
+from efficientscn.imaging.write import write_label
 from efficientscn.metrics import dice_coefficient
-from efficientscn.nn import LocalizationNetConfig, build_localization_net
-from efficientscn.train.loop import Predict, TrainingConfig
+from efficientscn.model.networks import LocalizationNetConfig
+from efficientscn.nn import build_localization_net
+from efficientscn.train.loop import Predict
 from efficientscn.train.losses import generalized_dice_loss_from_logits
-from efficientscn.train.runs import Stage
 
 logger = logging.getLogger(__name__)
-
-STAGE = "localization"
 
 
 @dataclass
@@ -51,7 +48,7 @@ class LocalizationTask:
     data: LocalizationDataConfig
     network: LocalizationNetConfig
 
-    stage = STAGE
+    stage = "localization"
     loss_fields = ("loss",)
     test_fields = ("dice_organ", "cases")
 
@@ -107,21 +104,3 @@ def network_box_mm(
     corners_mm = box_corners(box[0][::-1], box[1][::-1]) * np.asarray(spacing_xyz)  # network grid: origin 0, identity
     points = np.array([transform.TransformPoint(tuple(p)) for p in corners_mm])
     return [*points.min(axis=0).tolist(), *points.max(axis=0).tolist()]
-
-
-@dataclass(frozen=True)
-class LocalizationRunConfig:
-    """Everything a localization run is made of; saved as the run's config.json."""
-
-    data: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
-    network: LocalizationNetConfig = field(default_factory=LocalizationNetConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-
-
-LOCALIZATION = Stage(
-    name=STAGE,
-    config_type=LocalizationRunConfig,
-    task=lambda dataset, cv, config: LocalizationTask(dataset, cv, config.data, config.network),
-    network=build_localization_net,
-    module=LocalizationModule,
-)

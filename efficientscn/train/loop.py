@@ -15,7 +15,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,10 +24,11 @@ from tqdm import tqdm
 
 from efficientscn.data.loader import LoaderError, SampleLoader, SampleSource
 from efficientscn.errors import InputError, RunStopped
+from efficientscn.model.precision import precision_policy, training_precision, uses_loss_scaling
 from efficientscn.train.clipping import AdaptiveGradientClipping
+from efficientscn.train.config import TrainingConfig
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.loss_scale import DynamicLossScale
-from efficientscn.train.precision import set_precision, uses_loss_scaling
 from efficientscn.train.run_folder import (
     CHECKPOINT_PREFIX,
     WEIGHTS_DIR,
@@ -44,29 +44,6 @@ logger = logging.getLogger(__name__)
 Predict = Callable[[tf.Tensor], Any]
 """The network in inference mode with the averaged weights: (1, z, y, x, 1) float32 -> its outputs, float32
 (localization: the logits (1, z, y, x, 2); SCN: a dict of (1, z, y, x, 5) tensors)."""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation and bookkeeping settings; the defaults are the original localization network's."""
-
-    learning_rate: float = 1e-5
-    max_iter: int = 100_000
-    snapshot_iter: int = 10_000
-    test_iter: int = 10_000
-    log_iter: int = 100
-    reg_constant: float = 1e-6
-    ema_decay: float = 0.999
-    clip_factor: float = 5.0
-    clip_initial_average: float = 10.0
-    clip_rate: float = 0.01
-    loss_scale_initial: float = 1.0
-    loss_scale_growth_steps: int = 100
-    precision: str = "auto"
-    workers: int = 8
-    queue_size: int = 16
-    """Samples prefetched ahead of the network (the workers hold one more each)."""
-    seed: int = 0
 
 
 class TrainingTask(Protocol):
@@ -124,11 +101,12 @@ class Trainer:
         devices: Sequence[str] | None = None,
     ) -> None:
         self.task, self.config, self.run_folder, self.progress = task, config, Path(run_folder), progress
-        self.precision = set_precision(config.precision)
+        self.precision = training_precision(config.precision)
+        logger.info("precision: %s", self.precision)
         self.strategy = distribution_strategy(devices)
         self.replicas = self.strategy.num_replicas_in_sync
         keras.utils.set_random_seed(config.seed)
-        with self.strategy.scope():
+        with self.strategy.scope(), precision_policy(self.precision):
             self.model = task.build_model()
             self.optimizer = keras.optimizers.Adam(config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)

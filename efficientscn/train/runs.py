@@ -1,49 +1,41 @@
-"""Runs of a stage: train a fold in a new run folder, resume the newest one, export a checkpoint as a SavedModel.
+"""Runs of a stage: train folds in new run folders or resume their newest runs, export a checkpoint as a SavedModel.
 
-A `Stage` names what differs between stage 1 and stage 2 (the run configuration, the training task, the
-network and its SavedModel wrapper); everything else is done the same way for both here.
+Both stages run the same way here; a `Stage` (train/stages.py) names what differs. The rules for what a resumed
+run may change and how a configuration file applies live here, so a Python caller gets the command line's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Protocol
-
-import keras
-import tensorflow as tf
+from typing import Any
 
 from efficientscn.data.layout import FlareDataset
-from efficientscn.export import checkpoint_iteration, load_averaged_model, refuse_existing, save_module
-from efficientscn.settings import from_record, to_record
-from efficientscn.train.loop import Trainer, TrainingConfig, TrainingTask
-from efficientscn.train.precision import resolve_precision
+from efficientscn.errors import InputError
+from efficientscn.model.precision import training_precision
+from efficientscn.model.savedmodel import refuse_existing, save_network
+from efficientscn.settings import from_record, to_record, with_changes
+from efficientscn.train.checkpoints import checkpoint_iteration, load_averaged_model
+from efficientscn.train.loop import Trainer
 from efficientscn.train.run_folder import latest_resumable_run, new_run_folder, read_config
+from efficientscn.train.stages import RunConfig, Stage
 from efficientscn.versions import versions
 
+logger = logging.getLogger(__name__)
 
-class RunConfig(Protocol):
-    """A stage's run configuration: a frozen dataclass with at least these parts, saved as the run's config.json."""
-
-    data: Any
-    network: Any
-    training: TrainingConfig
+RESUMABLE_SETTINGS = ("max_iter", "test_iter", "snapshot_iter", "log_iter", "workers")
+"""The training settings a resumed run may change; the rest are the run's own, from its config.json."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """What a stage brings to a run."""
-
-    name: str
-    """The run folders' name: <output>/<name>/cv<k>/<timestamp>/."""
-    config_type: type
-    task: Callable[[FlareDataset, int, Any], TrainingTask]
-    """(dataset, fold, run configuration) -> the training task."""
-    network: Callable[[Any], keras.Model]
-    """Network configuration -> the network as exported (built in float32)."""
-    module: Callable[[keras.Model], tf.Module]
-    """The exported network -> the tf.Module saved with its `__call__` as the serving signature."""
+def config_from_file(stage: Stage, path: Path) -> RunConfig:
+    """A stage's run configuration: the paper's, with the settings of a JSON file in config.json's layout."""
+    try:
+        return with_changes(stage.config_type(), json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"{path}: not a usable {stage.name} configuration ({error})") from error
 
 
 def resumed_config(stage: Stage, run: Path, **training_changes: Any) -> RunConfig:
@@ -53,6 +45,40 @@ def resumed_config(stage: Stage, run: Path, **training_changes: Any) -> RunConfi
         stage.config_type, {f.name: record[f.name] for f in fields(stage.config_type) if f.name in record}
     )
     return replace(config, training=replace(config.training, **training_changes))
+
+
+def fold_configs(
+    stage: Stage,
+    dataset_root: str | Path,
+    output: str | Path,
+    folds: Sequence[int],
+    *,
+    training_changes: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    resume: bool = False,
+) -> dict[int, RunConfig]:
+    """The configuration of each fold's run, all found before the first fold trains for hours.
+
+    New runs: the paper's settings, changed by `config_file` and then by `training_changes`. Resumed runs: each
+    newest run's own configuration; only RESUMABLE_SETTINGS may change (InputError names the others).
+    """
+    changes = dict(training_changes or {})
+    if resume:
+        refused = sorted(set(changes) - set(RESUMABLE_SETTINGS)) + (["config"] if config_file else [])
+        if refused:
+            raise InputError(f"--resume continues a run with its own settings; drop --{', --'.join(refused)}")
+    configs = {}
+    for cv in folds:
+        if resume:
+            run = latest_resumable_run(output, stage.name, cv)
+            recorded = read_config(run).get("dataset")
+            if recorded and Path(recorded) != Path(dataset_root).resolve():
+                logger.warning("%s was trained on %s; continuing on %s", run, recorded, Path(dataset_root).resolve())
+            configs[cv] = resumed_config(stage, run, **changes)
+        else:
+            default = config_from_file(stage, config_file) if config_file else stage.config_type()
+            configs[cv] = replace(default, training=replace(default.training, **changes))
+    return configs
 
 
 def train_stage(
@@ -69,13 +95,14 @@ def train_stage(
     """Train (or with `resume`, continue the newest run of) fold `cv`; returns the run folder.
 
     `config` defaults to the stage's paper settings. On resume, pass the run's own configuration
-    (`resumed_config`), so that the network and the data are the ones its checkpoints were made with.
+    (`resumed_config`, or `fold_configs`), so that the network and the data are the ones its checkpoints were made
+    with.
     """
     config = config if config is not None else stage.config_type()
     dataset = FlareDataset(Path(dataset_root))
     task = stage.task(dataset, cv, config)
     # the concrete precision goes into config.json, so a resumed run keeps it on any machine
-    config = replace(config, training=replace(config.training, precision=resolve_precision(config.training.precision)))
+    config = replace(config, training=replace(config.training, precision=training_precision(config.training.precision)))
     run = latest_resumable_run(output, stage.name, cv) if resume else new_run_folder(output, stage.name, cv)
     record = {"stage": stage.name, "cv": cv, "dataset": str(dataset.root.resolve()), "versions": versions()}
     record.update(to_record(config))
@@ -83,28 +110,44 @@ def train_stage(
     return trainer.run()
 
 
+def train_folds(
+    stage: Stage,
+    dataset_root: str | Path,
+    output: str | Path,
+    folds: Sequence[int],
+    *,
+    training_changes: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Train (or resume) each fold in turn, as `efficientscn train` does; returns the run folders."""
+    configs = fold_configs(
+        stage, dataset_root, output, folds, training_changes=training_changes, config_file=config_file, resume=resume
+    )
+    runs = []
+    for cv, config in configs.items():
+        runs.append(train_stage(stage, dataset_root, output, cv, config, resume=resume, progress=progress))
+        logger.info("fold %d done: %s", cv, runs[-1])
+    return runs
+
+
 def export_stage(
     stage: Stage, run: str | Path, iteration: int | None, output: str | Path, *, overwrite: bool = False
 ) -> Path:
-    """Write the averaged network of a run's checkpoint (None: the latest) as the stage's SavedModel."""
+    """Write the averaged network of a run's checkpoint (None: the latest) as the stage's SavedModel, with the input
+    contract of the run's data configuration."""
     refuse_existing(output, overwrite=overwrite)  # before the minutes of loading and tracing
     iteration = checkpoint_iteration(run, iteration)
-    network = from_record(stage.config_type, {"network": read_config(run)["network"]}).network
-    model = load_averaged_model(run, iteration, lambda: stage.network(network))
+    config = resumed_config(stage, Path(run))
+    model = load_averaged_model(run, iteration, lambda: stage.model.build(config.network))
     source = {"run": str(Path(run).resolve()), "iteration": iteration}
-    return save_network(stage, model, network, output, overwrite=overwrite, source=source)
-
-
-def save_network(
-    stage: Stage,
-    model: keras.Model,
-    network: Any,
-    output: str | Path,
-    *,
-    overwrite: bool = False,
-    source: dict[str, Any] | None = None,
-) -> Path:
-    """Save a stage's network (built from the configuration `network`) as its SavedModel, with the metadata
-    inference rebuilds it from; `source` says where the weights came from (a run and iteration, for example)."""
-    metadata = {"stage": stage.name, "network": to_record(network), **(source or {}), "versions": versions()}
-    return save_module(stage.module(model), output, overwrite=overwrite, metadata=metadata)
+    return save_network(
+        stage.model,
+        model,
+        config.network,
+        output,
+        contract=stage.contract(config),
+        overwrite=overwrite,
+        source=source,
+    )

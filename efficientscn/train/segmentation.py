@@ -1,7 +1,7 @@
 """Stage 2 as a training task: the SpatialConfiguration-Net, its loss, its samples and its test during training.
 
 Loss: generalized Dice on the combined normalised probabilities (all 5 labels) + sigmoid cross-entropy on the
-local-appearance logits + sigmoid cross-entropy on the spatial-configuration logits (weights from `SCNLoss`,
+local-appearance logits + sigmoid cross-entropy on the spatial-configuration logits (weights from `SegmentationLoss`,
 1 each as the original) + the loop's L2 term. The test segments each test case in its ground-truth ROI (no
 augmentation), resamples the probabilities linearly onto the CT's grid, takes the argmax, writes
 `<case>.nii.gz`, and scores Dice and NSD per organ with the FLARE21 metrics (`metrics.csv`, `summary.json`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -20,53 +20,40 @@ import SimpleITK as sitk
 import tensorflow as tf
 from tqdm import tqdm
 
-from efficientscn.augment import labels_on_input
 from efficientscn.data.layout import FlareDataset
-from efficientscn.data.scn import SCNDataConfig, SCNSamples
+from efficientscn.data.segmentation import SegmentationDataConfig, SegmentationSamples
 from efficientscn.data.setup_files import fold_ids
 from efficientscn.errors import InputError
 from efficientscn.evaluate import METRICS, Evaluation, write_evaluation
-from efficientscn.export import SegmentationModule
-from efficientscn.io import write_label
+from efficientscn.imaging.resample import labels_on_input
+from efficientscn.imaging.write import write_label
 from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
-from efficientscn.metrics import flare_scores
-from efficientscn.nn import SCNConfig, build_scn
-from efficientscn.train.loop import Predict, TrainingConfig
+from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, flare_scores
+from efficientscn.model.networks import SCNConfig
+from efficientscn.nn import build_scn
+from efficientscn.train.config import SegmentationLoss
+from efficientscn.train.loop import Predict
 from efficientscn.train.losses import generalized_dice_loss, sigmoid_cross_entropy
-from efficientscn.train.runs import Stage
 
 logger = logging.getLogger(__name__)
 
-STAGE = "segmentation"
-EXPORT_EPSILON = 1e-5
-"""The normalisation epsilon of the original's exported SCN (1e-8 in training)."""
-
-
-@dataclass(frozen=True)
-class SCNLoss:
-    """Weights of the SCN's loss terms; the original weighs all three 1."""
-
-    dice: float = 1.0
-    local_cross_entropy: float = 1.0
-    spatial_cross_entropy: float = 1.0
-
 
 @dataclass
-class SCNTask:
+class SegmentationTask:
     """The SCN trained on one fold of a FLARE-layout dataset."""
 
     dataset: FlareDataset
     cv: int
-    data: SCNDataConfig
+    data: SegmentationDataConfig
     network: SCNConfig
-    loss: SCNLoss
+    loss: SegmentationLoss
 
-    stage = STAGE
+    stage = "segmentation"
     loss_fields = ("loss", "dice", "local_cross_entropy", "spatial_cross_entropy")
     test_fields = tuple(f"{organ}_{metric}" for organ in ORGAN_NAMES.values() for metric in METRICS)
 
     def __post_init__(self) -> None:
-        self.sample_source = SCNSamples(self.dataset.root, self.data)
+        self.sample_source = SegmentationSamples(self.dataset.root, self.data)
         self.train_ids, self.test_ids = fold_ids(self.dataset, self.cv, small=False)
         cases = dict.fromkeys((*self.train_ids, *self.test_ids))  # in order, each once
         missing = [case for case in cases if case not in self.sample_source.boxes]
@@ -101,7 +88,7 @@ class SCNTask:
 
     def test(self, predict: Predict, folder: Path, progress: bool) -> dict[str, float]:
         folder.mkdir(parents=True, exist_ok=True)
-        evaluation = Evaluation(tolerance_mm=1.0)
+        evaluation = Evaluation(tolerance_mm=FLARE21_NSD_TOLERANCE_MM)
         for case in tqdm(self.test_ids, desc="test", leave=False, disable=not progress):
             evaluation.scores[case] = self._test_case(predict, case, folder)
         write_evaluation(evaluation, folder, overwrite=True)
@@ -118,31 +105,3 @@ class SCNTask:
             sitk.GetArrayViewFromImage(loaded.label),
             loaded.label.GetSpacing()[::-1],
         )
-
-
-@dataclass(frozen=True)
-class SCNRunConfig:
-    """Everything an SCN run is made of; saved as the run's config.json. Training defaults are the SCN's."""
-
-    data: SCNDataConfig = field(default_factory=SCNDataConfig)
-    network: SCNConfig = field(default_factory=SCNConfig)
-    loss: SCNLoss = field(default_factory=SCNLoss)
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(
-            learning_rate=1e-4, loss_scale_initial=2.0**15, loss_scale_growth_steps=1000
-        )
-    )
-
-
-def build_exported_scn(network: SCNConfig) -> keras.Model:
-    """The SCN as exported: the original's export normalises with epsilon 1e-5 instead of training's 1e-8."""
-    return build_scn(replace(network, normalisation_epsilon=EXPORT_EPSILON))
-
-
-SCN = Stage(
-    name=STAGE,
-    config_type=SCNRunConfig,
-    task=lambda dataset, cv, config: SCNTask(dataset, cv, config.data, config.network, config.loss),
-    network=build_exported_scn,
-    module=SegmentationModule,
-)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,16 @@ class Grid:
         if not np.allclose(self.direction, other.direction, rtol=0, atol=tolerance):
             found.append(f"direction {_fmt(self.direction)} != {_fmt(other.direction)}")
         return found
+
+
+def grid_of(image: sitk.Image) -> Grid:
+    """The geometry of a 3-D SimpleITK image."""
+    return Grid(
+        size=tuple(int(s) for s in image.GetSize()),  # type: ignore[arg-type]
+        spacing=tuple(float(s) for s in image.GetSpacing()),  # type: ignore[arg-type]
+        origin=tuple(float(o) for o in image.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(d) for d in image.GetDirection()),
+    )
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -1,4 +1,4 @@
-"""Reading CTs and labels, canonical (LPS) orientation and its exact inverse, atomic image writing.
+"""Reading CTs and labels with every check a hospital's files need.
 
 Every reader returns a 3-D, single-component SimpleITK image with an orthonormal direction, or raises
 `InputError` naming the file and the problem. CTs come back as int16 HU, labels as uint8 in 0..4.
@@ -9,66 +9,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
-from efficientscn.geometry import Grid, is_orthonormal
+from efficientscn.imaging.geometry import grid_of, is_orthonormal
+from efficientscn.imaging.names import image_suffix
+from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.labels import NUM_LABELS
-from efficientscn.nifti_check import check_nifti_complete
 
 logger = logging.getLogger(__name__)
 
-# ITK prints warnings about harmless metadata straight to stderr; problems reach us as exceptions instead.
-sitk.ProcessObject.SetGlobalWarningDisplay(False)
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
-"""File endings read as images; a folder is read as a DICOM series."""
-
-WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
-"""Single-file formats, the only ones that can be written atomically by one rename."""
-
-CANONICAL_ORIENTATION = "LPS"
-"""Processing orientation: index axes run towards patient left, posterior, superior (ITK's identity direction)."""
-
 INT16_RANGE = (int(np.iinfo(np.int16).min), int(np.iinfo(np.int16).max))
-
-
-def image_suffix(path: str | os.PathLike[str]) -> str:
-    """The image-format ending of a path (".nii.gz" counts as one), or "" if it has none we read."""
-    name = Path(path).name.lower()
-    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), "")
-
-
-def case_id(path: str | os.PathLike[str]) -> str:
-    """The FLARE case ID of an image path: file name without its image ending and without a `_0000` channel tag.
-
-    `TrainingImg/train_000_0000.nii.gz` and `TrainingMask/train_000.nii.gz` both give `train_000`; a DICOM folder
-    gives its folder name.
-    """
-    name = Path(path).name
-    suffix = image_suffix(path)
-    stem = name[: len(name) - len(suffix)] if suffix else name
-    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
-
-
-def is_image_path(path: Path) -> bool:
-    """Whether a folder entry is something `read_ct` reads: an image file or a folder (a DICOM series)."""
-    return path.is_dir() or (path.is_file() and image_suffix(path) != "")
-
-
-def grid_of(image: sitk.Image) -> Grid:
-    """The geometry of a 3-D SimpleITK image."""
-    return Grid(
-        size=tuple(int(s) for s in image.GetSize()),  # type: ignore[arg-type]
-        spacing=tuple(float(s) for s in image.GetSpacing()),  # type: ignore[arg-type]
-        origin=tuple(float(o) for o in image.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(d) for d in image.GetDirection()),
-    )
 
 
 def require_same_grid(
@@ -303,121 +257,3 @@ def read_label(path: str | os.PathLike[str]) -> sitk.Image:
     converted = sitk.GetImageFromArray(values.astype(np.uint8))
     converted.CopyInformation(image)
     return converted
-
-
-@dataclass(frozen=True)
-class Reorientation:
-    """How an image's voxels were permuted and flipped into the canonical LPS orientation, and the way back.
-
-    `permute_order_xyz[i]` is the input axis that became canonical axis i; `flip_axes_xyz[i]` says whether
-    canonical axis i was then reversed (both as SimpleITK's DICOMOrientImageFilter reports them).
-    `original_grid` is the input's exact geometry, given back unchanged by `to_original_image`.
-    """
-
-    permute_order_xyz: tuple[int, int, int]
-    flip_axes_xyz: tuple[bool, bool, bool]
-    original_grid: Grid
-
-    @property
-    def canonical_spacing_xyz(self) -> tuple[float, float, float]:
-        """The voxel spacing along the canonical axes."""
-        spacing = self.original_grid.spacing
-        return tuple(spacing[axis] for axis in self.permute_order_xyz)  # type: ignore[return-value]
-
-    def _numpy_axes(self) -> tuple[list[int], tuple[int, ...]]:
-        """The transpose (input array axis per canonical array axis) and the flipped canonical array axes, zyx."""
-        transpose = [2 - self.permute_order_xyz[2 - axis] for axis in range(3)]
-        flipped = tuple(axis for axis in range(3) if self.flip_axes_xyz[2 - axis])
-        return transpose, flipped
-
-    def to_canonical_array(self, array_zyx: np.ndarray) -> np.ndarray:
-        """An array on the input grid moved onto the canonical grid (a view where possible)."""
-        transpose, flipped = self._numpy_axes()
-        return np.flip(np.transpose(array_zyx, transpose), axis=flipped)
-
-    def to_original_array(self, array_zyx: np.ndarray) -> np.ndarray:
-        """An array on the canonical grid moved back onto the input grid (a view where possible)."""
-        transpose, flipped = self._numpy_axes()
-        return np.transpose(np.flip(array_zyx, axis=flipped), np.argsort(transpose))
-
-    def to_original_image(self, array_zyx: np.ndarray) -> sitk.Image:
-        """An image on the input's exact grid (size, origin, spacing, direction) from an array on the canonical grid."""
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.to_original_array(array_zyx)))
-        expected = self.original_grid.size
-        if image.GetSize() != expected:
-            raise ValueError(f"array of size {image.GetSize()} (xyz) after reorientation, expected {expected}")
-        image.SetSpacing(self.original_grid.spacing)
-        image.SetOrigin(self.original_grid.origin)
-        image.SetDirection(self.original_grid.direction)
-        return image
-
-
-def _canonical_orienter() -> sitk.DICOMOrientImageFilter:
-    orienter = sitk.DICOMOrientImageFilter()
-    orienter.SetDesiredCoordinateOrientation(CANONICAL_ORIENTATION)
-    return orienter
-
-
-def _reorientation(orienter: sitk.DICOMOrientImageFilter, image: sitk.Image) -> Reorientation:
-    return Reorientation(
-        permute_order_xyz=tuple(int(a) for a in orienter.GetPermuteOrder()),  # type: ignore[arg-type]
-        flip_axes_xyz=tuple(bool(f) for f in orienter.GetFlipAxes()),  # type: ignore[arg-type]
-        original_grid=grid_of(image),
-    )
-
-
-def to_canonical(image: sitk.Image) -> tuple[sitk.Image, Reorientation]:
-    """The image in canonical LPS orientation (axes permuted and flipped, voxels unchanged) and how to undo it.
-
-    An axis-aligned image gets the identity direction; an oblique one keeps the rotation left after the nearest
-    permutation, and processing treats its axes as the nearest patient axes, as the original does.
-    """
-    orienter = _canonical_orienter()
-    canonical = orienter.Execute(image)
-    return canonical, _reorientation(orienter, image)
-
-
-def canonical_reorientation(image: sitk.Image) -> Reorientation:
-    """How `to_canonical` reorients `image`, found without copying its voxels (it depends on the direction only).
-
-    `Reorientation.to_canonical_array` then gives the canonical voxels as a view of the image's array.
-    """
-    probe = sitk.Image([2, 2, 2], sitk.sitkUInt8)
-    probe.SetDirection(image.GetDirection())
-    orienter = _canonical_orienter()
-    orienter.Execute(probe)
-    return _reorientation(orienter, image)
-
-
-def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float) -> sitk.Image:
-    """`image` resampled onto `grid` (same physical space, `interpolator` e.g. sitk.sitkLinear), keeping its pixel
-    type; points outside the image get `default`."""
-    reference = sitk.Image([int(s) for s in grid.size], sitk.sitkUInt8)
-    reference.SetSpacing(grid.spacing)
-    reference.SetOrigin(grid.origin)
-    reference.SetDirection(grid.direction)
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, image.GetPixelID())
-
-
-def write_image_atomic(
-    image: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool = False, compress: bool = True
-) -> Path:
-    """Write an image so that `path` either keeps its old content or holds the complete new file, never a part.
-
-    Single-file formats only (see WRITABLE_SUFFIXES). An existing `path` raises FileExistsError unless
-    `overwrite` is set. Returns the path written.
-    """
-    path = Path(path)
-    suffix = next((s for s in WRITABLE_SUFFIXES if path.name.lower().endswith(s)), None)
-    if suffix is None:
-        raise ValueError(f"{path}: cannot write atomically; use one of {', '.join(WRITABLE_SUFFIXES)}")
-    with atomic_output(path, suffix=path.name[-len(suffix) :], overwrite=overwrite) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=compress)
-    return path
-
-
-def write_label(label: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write a uint8 label map atomically and compressed (see `write_image_atomic`)."""
-    if label.GetPixelID() != sitk.sitkUInt8:
-        raise TypeError(f"{path}: label maps are written as uint8, got {label.GetPixelIDTypeAsString()}")
-    return write_image_atomic(label, path, overwrite=overwrite, compress=True)

@@ -35,30 +35,40 @@ from efficientscn.data.loader import Sample
 from efficientscn.data.localization import smooth_ct
 from efficientscn.data.setup_files import BoundingBox, read_landmark_bb
 from efficientscn.errors import InputError
-from efficientscn.geometry import bounding_box_index, valid_sizes_per_axis
+from efficientscn.imaging.geometry import bounding_box_index, valid_sizes_per_axis
 from efficientscn.labels import NUM_LABELS
+from efficientscn.model.contract import PAPER_SEGMENTATION, InputContract
 
 
 @dataclass(frozen=True)
-class SCNDataConfig:
+class SegmentationDataConfig:
     """How SCN samples are made; the defaults are the paper's (sizes in voxels, lengths in mm)."""
 
-    spacing_mm: float = 2.0
-    valid_sizes_x: tuple[int, ...] = (32, 64, 96, 128, 160)
-    valid_sizes_y: tuple[int, ...] = (32, 64, 96, 128)
-    valid_sizes_z: tuple[int, ...] = (32, 64, 96, 128, 160)
+    spacing_mm: float = PAPER_SEGMENTATION.spacing_mm
+    valid_sizes_x: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[2]
+    valid_sizes_y: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[1]
+    valid_sizes_z: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[0]
     roi_margin_mm: float = 32.0
     """Kept as the original (docs/fidelity.md #2): training sees the ground-truth box + 32 mm, inference the
     predicted box + 10 mm grown to a valid size; the trained networks expect this context, and both margins are
     what the paper's results used."""
-    smoothing_sigma_mm: float = 1.0
+    smoothing_sigma_mm: float = PAPER_SEGMENTATION.smoothing_sigma_mm
     label_smoothing_sigma_voxels: float = 1.0
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
     intensity: IntensityAugmentConfig = field(default_factory=lambda: IntensityAugmentConfig(gamma_range=None))
 
+    def input_contract(self) -> InputContract:
+        """The input the network trained on these samples expects at inference: the box at this spacing and valid
+        sizes, smoothed as in training (the 32 mm margin is training's; inference adds its own, docs/fidelity.md #2)."""
+        return InputContract(
+            spacing_mm=self.spacing_mm,
+            valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_y, self.valid_sizes_x),
+            smoothing_sigma_mm=self.smoothing_sigma_mm,
+        )
+
 
 @dataclass(frozen=True)
-class ScnRoi:
+class SegmentationRoi:
     """Where a case's network grid lies: ROI centre (mm, physical xyz), grid size (voxels, xyz), zoom-out factor."""
 
     center_xyz: tuple[float, float, float]
@@ -66,7 +76,9 @@ class ScnRoi:
     scale: float
 
 
-def scn_roi(box_min_xyz: Sequence[float], box_max_xyz: Sequence[float], config: SCNDataConfig) -> ScnRoi:
+def segmentation_roi(
+    box_min_xyz: Sequence[float], box_max_xyz: Sequence[float], config: SegmentationDataConfig
+) -> SegmentationRoi:
     """The network grid of an organ box (min and max corners in mm, physical xyz, extreme voxel centres).
 
     The ROI is the box widened by `roi_margin_mm` per side. Its extent in voxels (ROI mm / `spacing_mm`) gives
@@ -89,7 +101,7 @@ def scn_roi(box_min_xyz: Sequence[float], box_max_xyz: Sequence[float], config: 
     # millimetre is a quarter of an output voxel and far below the ±20 mm translation augmentation, and the exact
     # middle is what inference centres a predicted box on, so training and inference agree.
     center = (low + high) / 2
-    return ScnRoi(tuple(float(c) for c in center), size, scale)  # type: ignore[arg-type]
+    return SegmentationRoi(tuple(float(c) for c in center), size, scale)  # type: ignore[arg-type]
 
 
 def smooth_labels(label_zyx: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -127,23 +139,23 @@ def label_one_hot(label_zyx: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SCNCase:
+class SegmentationCase:
     """One case ready for sampling: the smoothed full-resolution CT (float32 HU), its label map and its ROI."""
 
     case: str
     image: sitk.Image
     label: sitk.Image
-    roi: ScnRoi
+    roi: SegmentationRoi
     spacing_xyz: tuple[float, float, float]
 
 
-class SCNSamples:
+class SegmentationSamples:
     """SCN samples of the cases of one dataset folder (picklable, for the loader's workers).
 
     The organ boxes of `setup/landmark_bb.csv` are read once, on first use.
     """
 
-    def __init__(self, dataset_root: str | Path, config: SCNDataConfig = SCNDataConfig()) -> None:
+    def __init__(self, dataset_root: str | Path, config: SegmentationDataConfig = SegmentationDataConfig()) -> None:
         self.dataset = FlareDataset(Path(dataset_root))
         self.config = config
 
@@ -156,21 +168,21 @@ class SCNSamples:
         except OSError as error:
             raise InputError(f"{path}: cannot read the organ boxes ({error.strerror or error})") from error
 
-    def roi(self, case: str) -> ScnRoi:
+    def roi(self, case: str) -> SegmentationRoi:
         """The network grid of a case, from its organ box; InputError naming the csv if the case is not in it."""
         box = self.boxes.get(case)
         if box is None:
             raise InputError(f"{self.dataset.landmark_bb_csv}: no organ box for case {case}")
-        return scn_roi(*box, self.config)
+        return segmentation_roi(*box, self.config)
 
-    def load(self, case: str) -> SCNCase:
+    def load(self, case: str) -> SegmentationCase:
         """Read a case at full resolution and smooth its CT by `smoothing_sigma_mm`; the mask must share its grid."""
         roi = self.roi(case)  # before the images: a case without a box fails at once
         ct, label = self.dataset.read_training_case(case)
         spacing = (self.config.spacing_mm,) * 3
-        return SCNCase(case, smooth_ct(ct, self.config.smoothing_sigma_mm), label, roi, spacing)  # type: ignore[arg-type]
+        return SegmentationCase(case, smooth_ct(ct, self.config.smoothing_sigma_mm), label, roi, spacing)  # type: ignore[arg-type]
 
-    def transform(self, loaded: SCNCase, rng: np.random.Generator | None = None) -> sitk.Transform:
+    def transform(self, loaded: SegmentationCase, rng: np.random.Generator | None = None) -> sitk.Transform:
         """The output -> input transform of a case: ROI centre to grid centre, zoomed out by the ROI's scale.
 
         With `rng` it is also randomly augmented (the `spatial` config); without, it is affine and invertible.
@@ -187,7 +199,9 @@ class SCNSamples:
             fixed_scale=roi.scale,
         )
 
-    def arrays(self, loaded: SCNCase, transform: sitk.Transform, rng: np.random.Generator | None = None) -> Sample:
+    def arrays(
+        self, loaded: SegmentationCase, transform: sitk.Transform, rng: np.random.Generator | None = None
+    ) -> Sample:
         """The sample of a loaded case through `transform`: image (z, y, x, 1) float32, label (z, y, x, 5) uint8.
 
         With `rng` (training): the transform is sampled once as a dense displacement field for image and label,
@@ -211,7 +225,7 @@ class SCNSamples:
         loaded = self.load(case)
         return self.arrays(loaded, self.transform(loaded, rng), rng)
 
-    def test_sample(self, case: str) -> tuple[SCNCase, sitk.Transform, Sample]:
+    def test_sample(self, case: str) -> tuple[SegmentationCase, sitk.Transform, Sample]:
         """The unaugmented sample of a case, with the loaded case and the transform to map predictions back.
 
         Map a prediction (z, y, x, C) back onto the CT with

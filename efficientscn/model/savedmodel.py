@@ -1,4 +1,4 @@
-"""SavedModel export of trained networks, with the original's interface.
+"""The SavedModel interface of our networks: the original's signature, our export metadata, atomic saving.
 
 The exported models take `image` float16 [N, 1, D, H, W] (channels-first, any spatial size the network accepts);
 the localization model returns `output_0` bool [N, 1, D, H, W] (foreground logit > background logit), the SCN
@@ -13,39 +13,32 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
 from efficientscn.errors import InputError
-from efficientscn.train.ema import WeightAverage
-from efficientscn.train.precision import set_precision
-from efficientscn.train.run_folder import WEIGHTS_DIR, checkpoint_iterations, checkpoint_path
+from efficientscn.model.contract import InputContract
+from efficientscn.settings import to_record
+from efficientscn.versions import versions
+
+if TYPE_CHECKING:
+    from efficientscn.model.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 
 METADATA_FILE = Path("assets.extra") / "efficientscn.json"
-"""Inside an exported SavedModel: which stage and network configuration it holds, from which run and iteration.
+"""Inside an exported SavedModel: which stage, network configuration and input contract it holds, from which run
+and iteration.
 
 TensorFlow ignores `assets.extra`; inference reads it to rebuild the network in the precision of the device
-(bfloat16 on a CPU, for example). A SavedModel without it (the original's) is run through its signature.
+(bfloat16 on a CPU, for example) and to give it its input. A SavedModel without it (the original's) is run through
+its signature, with the paper's input contract.
 """
-
-
-def checkpoint_iteration(run: str | Path, iteration: int | None) -> int:
-    """`iteration` if the run has a checkpoint of it, the latest checkpoint's for None; InputError otherwise."""
-    available = checkpoint_iterations(run)
-    if not available:
-        raise InputError(f"{Path(run) / WEIGHTS_DIR}: no checkpoints")
-    iteration = available[-1] if iteration is None else iteration
-    if iteration not in available:
-        raise InputError(f"{run}: no checkpoint of iteration {iteration} (available: {available})")
-    return iteration
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
@@ -57,22 +50,6 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable export metadata ({error})") from error
-
-
-def load_averaged_model(run: str | Path, iteration: int | None, build: Callable[[], keras.Model]) -> keras.Model:
-    """A float32 network from `build` with the averaged weights of a run checkpoint (None: the latest)."""
-    iteration = checkpoint_iteration(run, iteration)
-    set_precision("float32")
-    model = build()
-    average = WeightAverage(model.trainable_variables, decay=0.0)
-    path = checkpoint_path(run, iteration)
-    try:  # every weight and average must come from the checkpoint; the optimizer state is left out on purpose
-        tf.train.Checkpoint(model=model, weight_average=average).read(str(path)).assert_existing_objects_matched()
-    except AssertionError as error:
-        raise InputError(f"{path}: does not fit the network of {run}/config.json ({error})") from None
-    average.assign_to_weights()
-    logger.info("loaded the averaged weights of %s iteration %d", run, iteration)
-    return model
 
 
 MODEL_VARIABLES = "model_variables"
@@ -171,3 +148,36 @@ def save_module(
             shutil.rmtree(replaced, ignore_errors=True)
     logger.info("wrote %s", output)
     return output
+
+
+def save_network(
+    spec: ModelSpec,
+    model: keras.Model,
+    network: Any,
+    output: str | Path,
+    *,
+    contract: InputContract | None = None,
+    overwrite: bool = False,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Save a stage's network (built from the configuration `network`) as its SavedModel, with the metadata
+    inference rebuilds it from and the input contract it was trained for (None: the spec's default, the paper's);
+    `source` says where the weights came from (a run and iteration, for example)."""
+    metadata = {
+        "stage": spec.name,
+        "network": to_record(network),
+        "contract": (contract or spec.default_contract).to_record(),
+        **(source or {}),
+        "versions": versions(),
+    }
+    return save_module(spec.module(model), output, overwrite=overwrite, metadata=metadata)
+
+
+def read_contract(folder: Path, metadata: dict[str, Any] | None) -> InputContract | None:
+    """The input contract an export recorded, or None for a SavedModel that records none (earlier exports)."""
+    if metadata is None or "contract" not in metadata:
+        return None
+    try:
+        return InputContract.from_record(metadata["contract"])
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{folder / METADATA_FILE}: unusable input contract ({error})") from error

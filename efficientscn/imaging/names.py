@@ -1,0 +1,32 @@
+"""Image file names: which endings are images, and the FLARE case ID of a path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+"""File endings read as images; a folder is read as a DICOM series."""
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The image-format ending of a path (".nii.gz" counts as one), or "" if it has none we read."""
+    name = Path(path).name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), "")
+
+
+def case_id(path: str | os.PathLike[str]) -> str:
+    """The FLARE case ID of an image path: file name without its image ending and without a `_0000` channel tag.
+
+    `TrainingImg/train_000_0000.nii.gz` and `TrainingMask/train_000.nii.gz` both give `train_000`; a DICOM folder
+    gives its folder name.
+    """
+    name = Path(path).name
+    suffix = image_suffix(path)
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
+
+
+def is_image_path(path: Path) -> bool:
+    """Whether a folder entry is something `read_ct` reads: an image file or a folder (a DICOM series)."""
+    return path.is_dir() or (path.is_file() and image_suffix(path) != "")

@@ -1,0 +1,66 @@
+"""What `predict` writes for a case, behind one small interface: the seam new output formats plug into.
+
+A `LabelWriter` names its output for a case and writes it from the `CaseResult`; the first writer of a run is
+the label map, whose presence marks a case as done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import SimpleITK as sitk
+
+from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.write import write_label
+from efficientscn.infer.preview import write_preview
+
+LABEL_SUFFIX = ".nii.gz"
+PREVIEW_FOLDER = "preview"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One segmented case: the CT on its processing grid, the label there and on the CT's own grid."""
+
+    ct: CanonicalCT
+    label_zyx: np.ndarray
+    """uint8 on the canonical grid."""
+    label: sitk.Image
+    """uint8 on the exact grid of the CT as read."""
+
+
+class LabelWriter(Protocol):
+    """One output of a case."""
+
+    def path(self, output: Path, case_id: str) -> Path:
+        """Where this writer puts case `case_id`'s output inside the output folder."""
+
+    def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
+        """Write the output atomically; FileExistsError if `path` exists and `overwrite` is not set."""
+
+
+@dataclass(frozen=True)
+class ImageLabelWriter:
+    """The label map as one image file, `<case><suffix>` (uint8: 0 background, 1 liver, ..., 4 pancreas)."""
+
+    suffix: str = LABEL_SUFFIX
+
+    def path(self, output: Path, case_id: str) -> Path:
+        return output / f"{case_id}{self.suffix}"
+
+    def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
+        write_label(result.label, path, overwrite=overwrite)
+
+
+@dataclass(frozen=True)
+class PreviewWriter:
+    """A quick-look PNG, `preview/<case>.png`, of the label just written (so it replaces an older one)."""
+
+    def path(self, output: Path, case_id: str) -> Path:
+        return output / PREVIEW_FOLDER / f"{case_id}.png"
+
+    def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
+        write_preview(result.ct.array_zyx, result.label_zyx, result.ct.spacing_zyx, path, overwrite=True)

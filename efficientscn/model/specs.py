@@ -1,0 +1,95 @@
+"""One spec per stage: what the stage's network is, how it is built and wrapped for export, the input it expects.
+
+Training exports through these specs and inference rebuilds through them, so neither needs the other. A stage is
+named as its models subfolder and its run folders: "localization", and "segmentation" for the SCN's stage.
+TensorFlow is imported only when a network is built or wrapped, so the command line reads the specs without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION, InputContract
+from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
+from efficientscn.settings import from_record
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+StageName = Literal["localization", "segmentation"]
+
+SCN_EXPORT_EPSILON = 1e-5
+"""The normalisation epsilon of the original's exported SCN (1e-8 in training)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A stage's network as a model: its configuration type, builder, SavedModel wrapper and default contract."""
+
+    name: StageName
+    """The models subfolder (`<models>/<name>/`) and the run folders' name (`<output>/<name>/cv<k>/...`)."""
+    description: str
+    """What the network is, for help texts."""
+    interface: str
+    """What its SavedModel's serving signature returns, for help texts."""
+    network_config_type: type
+    build: Callable[[Any], keras.Model]
+    """Network configuration -> the network as exported, in the Keras dtype policy in force."""
+    module: Callable[[keras.Model], tf.Module]
+    """The exported network -> the tf.Module saved with its `__call__` as the serving signature."""
+    default_contract: InputContract
+    """The paper's input: what a SavedModel that records no contract (the original's, earlier exports) is given."""
+
+    def network_config(self, record: Mapping[str, Any]) -> Any:
+        """The network configuration from its record in a config.json or export metadata."""
+        return from_record(self.network_config_type, record)
+
+
+def _build_localization(network: LocalizationNetConfig) -> keras.Model:
+    from efficientscn.nn.localization import build_localization_net
+
+    return build_localization_net(network)
+
+
+def _build_exported_scn(network: SCNConfig) -> keras.Model:
+    """The SCN as exported: the original's export normalises with epsilon 1e-5 instead of training's 1e-8."""
+    from efficientscn.nn.scn import build_scn
+
+    return build_scn(replace(network, normalisation_epsilon=SCN_EXPORT_EPSILON))
+
+
+def _localization_module(model: keras.Model) -> tf.Module:
+    from efficientscn.model.savedmodel import LocalizationModule
+
+    return LocalizationModule(model)
+
+
+def _segmentation_module(model: keras.Model) -> tf.Module:
+    from efficientscn.model.savedmodel import SegmentationModule
+
+    return SegmentationModule(model)
+
+
+LOCALIZATION = ModelSpec(
+    name="localization",
+    description="the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
+    interface="output_0 bool [N,1,D,H,W] (organ foreground)",
+    network_config_type=LocalizationNetConfig,
+    build=_build_localization,
+    module=_localization_module,
+    default_contract=PAPER_LOCALIZATION,
+)
+SEGMENTATION = ModelSpec(
+    name="segmentation",
+    description="the stage-2 SpatialConfiguration-Net (organ box at 2 mm, 5 labels)",
+    interface="output_0 float16 [N,5,D,H,W] (normalised probabilities of labels 0-4)",
+    network_config_type=SCNConfig,
+    build=_build_exported_scn,
+    module=_segmentation_module,
+    default_contract=PAPER_SEGMENTATION,
+)
+SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION, SEGMENTATION)}
+STAGES: tuple[StageName, ...] = tuple(SPECS)
