@@ -10,7 +10,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -49,21 +49,17 @@ def _fold_count(text: str) -> int:
     return value
 
 
-def _preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
+def _preprocess_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.data.preprocess import PreprocessConfig
     from efficientscn.data.setup_files import DEFAULT_FOLDS, DEFAULT_SEED
 
-    parser = subparsers.add_parser(
-        "preprocess",
-        help="write the _small images, setup/landmark_bb.csv and the cv splits of a FLARE-layout dataset",
-        description=(
-            "Preprocess a dataset folder in FLARE layout (TrainingImg/<id>_0000.nii.gz, TrainingMask/<id>.nii.gz, "
-            "optionally ValidationImg/). Writes TrainingImg_small/ and TrainingMask_small/ (every axis finer than "
-            "half the localization spacing subsampled by 2), setup/landmark_bb.csv (physical box of all organs per "
-            "case: id,xmin,ymin,zmin,xmax,ymax,zmax in mm) and setup/cv/ (all_train.txt, all_validation.txt and "
-            "<k>/train.txt, <k>/test.txt per fold). Finished outputs are skipped on a re-run; a bad case is "
-            "reported and the others go on."
-        ),
+    parser.description = (
+        "Preprocess a dataset folder in FLARE layout (TrainingImg/<id>_0000.nii.gz, TrainingMask/<id>.nii.gz, "
+        "optionally ValidationImg/). Writes TrainingImg_small/ and TrainingMask_small/ (every axis finer than "
+        "half the localization spacing subsampled by 2), setup/landmark_bb.csv (physical box of all organs per "
+        "case: id,xmin,ymin,zmin,xmax,ymax,zmax in mm) and setup/cv/ (all_train.txt, all_validation.txt and "
+        "<k>/train.txt, <k>/test.txt per fold). Finished outputs are skipped on a re-run; a bad case is "
+        "reported and the others go on."
     )
     parser.add_argument(
         "--dataset",
@@ -103,22 +99,18 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return _finish(report, "preprocess")
 
 
-def _evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+def _evaluate_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
     from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM
 
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="FLARE21 Dice and NSD per organ of predicted labels against references",
-        description=(
-            "Score predicted label maps against reference labels with the FLARE21 metrics: per organ (liver, "
-            "kidney, spleen, pancreas) Dice and normalised surface Dice at 1 mm; an organ absent from both scores "
-            "1, predicted but absent from the reference 0. Files pair by case ID (file name without extension and "
-            f"without _0000) and must share one grid. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
-            "organ, failed cases) and prints the mean per organ over the scored cases. A reference case without a "
-            "prediction, with an unreadable one or one on another grid is reported as failed, left out of the means "
-            "(the printed table says how many), and makes the exit status 1."
-        ),
+    parser.description = (
+        "Score predicted label maps against reference labels with the FLARE21 metrics: per organ (liver, "
+        "kidney, spleen, pancreas) Dice and normalised surface Dice at 1 mm; an organ absent from both scores "
+        "1, predicted but absent from the reference 0. Files pair by case ID (file name without extension and "
+        f"without _0000) and must share one grid. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
+        "organ, failed cases) and prints the mean per organ over the scored cases. A reference case without a "
+        "prediction, with an unreadable one or one on another grid is reported as failed, left out of the means "
+        "(the printed table says how many), and makes the exit status 1."
     )
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
     parser.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
@@ -170,11 +162,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _train_parser(subparsers: argparse._SubParsersAction) -> None:
+def _train_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.model.precision import PRECISIONS
     from efficientscn.train.stages import STAGES
 
-    parser = subparsers.add_parser("train", help="train a network for cross-validation folds")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
     for stage in STAGES:
         defaults = stage.config_type().training
@@ -256,10 +247,9 @@ def _run_train(stage_name: str, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_parser(subparsers: argparse._SubParsersAction) -> None:
+def _export_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.train.stages import STAGES
 
-    parser = subparsers.add_parser("export", help="export a trained network as a SavedModel")
     stages = parser.add_subparsers(title="networks", dest="stage", required=True)
     for stage in STAGES:
         command = stages.add_parser(
@@ -291,20 +281,16 @@ def _run_export(stage_name: str, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _predict_parser(subparsers: argparse._SubParsersAction) -> None:
+def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.model.precision import PRECISIONS
 
-    parser = subparsers.add_parser(
-        "predict",
-        help="segment liver, kidneys, spleen and pancreas in CTs (a file, a folder of CTs, a DICOM folder)",
-        description=(
-            "Two-stage segmentation: the localization network finds the organs' box on the CT at 6 mm, the SCN "
-            "segments them in that box at 2 mm. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
-            "2 kidney, 3 spleen, 4 pancreas) on each input's exact grid; <case> is the file name without its "
-            "image ending and without _0000, or the DICOM folder's name. Labels already in OUTPUT are kept "
-            "(skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is reported and the "
-            "others go on; the exit status is then 1."
-        ),
+    parser.description = (
+        "Two-stage segmentation: the localization network finds the organs' box on the CT at 6 mm, the SCN "
+        "segments them in that box at 2 mm. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
+        "2 kidney, 3 spleen, 4 pancreas) on each input's exact grid; <case> is the file name without its "
+        "image ending and without _0000, or the DICOM folder's name. Labels already in OUTPUT are kept "
+        "(skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is reported and the "
+        "others go on; the exit status is then 1."
     )
     parser.add_argument("-i", "--input", required=True, type=Path, help="a CT file, a DICOM folder or a folder of CTs")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the label maps")
@@ -354,11 +340,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     return _finish(predict(options), "predict")
 
 
-def _trace_utils_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "trace-utils",
-        help="save the pre/post-processing tf.functions as a SavedModel (the original's tf_utils_module)",
-    )
+def _trace_utils_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("saved_models/tf_utils_module"), help="default: %(default)s"
     )
@@ -382,20 +364,42 @@ def _finish(report: BatchReport, what: str) -> int:
     return EXIT_OK if report.ok else EXIT_CASES_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `efficientscn` command with all its subcommands."""
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "preprocess": (
+        "write the _small images, setup/landmark_bb.csv and the cv splits of a FLARE-layout dataset",
+        _preprocess_options,
+    ),
+    "train": ("train a network for cross-validation folds", _train_options),
+    "export": ("export a trained network as a SavedModel", _export_options),
+    "trace-utils": (
+        "save the pre/post-processing tf.functions as a SavedModel (the original's tf_utils_module)",
+        _trace_utils_options,
+    ),
+    "predict": (
+        "segment liver, kidneys, spleen and pancreas in CTs (a file, a folder of CTs, a DICOM folder)",
+        _predict_options,
+    ),
+    "evaluate": ("FLARE21 Dice and NSD per organ of predicted labels against references", _evaluate_options),
+}
+"""Each subcommand: its one-line help and the function adding its description and options."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `efficientscn` command.
+
+    Only `command` (the subcommand about to run; None: every one) gets its options: they read defaults and texts
+    from the modules that do the work, so `predict` never imports the training side, nor `preprocess` TensorFlow.
+    """
     parser = argparse.ArgumentParser(
         prog="efficientscn",
         description="Low-memory two-stage multi-organ CT segmentation (FLARE21-EfficientSCN).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
-    _preprocess_parser(subparsers)
-    _train_parser(subparsers)
-    _export_parser(subparsers)
-    _trace_utils_parser(subparsers)
-    _predict_parser(subparsers)
-    _evaluate_parser(subparsers)
+    for name, (summary, add_options) in _COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=summary)
+        if command in (None, name):
+            add_options(subparser)
     return parser
 
 
@@ -429,7 +433,8 @@ def run_script(command: Sequence[str], defaults: dict[str, object]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `efficientscn` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(next((word for word in argv if not word.startswith("-")), None)).parse_args(argv)
     _configure_logging(args)
     try:
         return args.handler(args)

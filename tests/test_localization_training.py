@@ -17,7 +17,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -58,13 +57,6 @@ def _phantom_dataset(root: Path, grid: PhantomGrid) -> Path:
 def phantoms(tmp_path_factory) -> Path:
     """Six whole-abdomen phantoms (360 x 288 x 240 mm) in FLARE layout, preprocessed with 3 folds."""
     return _phantom_dataset(tmp_path_factory.mktemp("phantoms"), PhantomGrid((80, 64, 40), (4.5, 4.5, 6.0)))
-
-
-@pytest.fixture(autouse=True)
-def float32_policy():
-    """Training sets the global Keras precision policy; leave float32 behind for the next test."""
-    yield
-    keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -358,6 +359,7 @@ def test_bfloat16_localization_agrees_with_float32_on_real_ct(models: Path, case
         masks[precision] = network.run(inputs).numpy()
         end, start = utils.bbox_from_localization_output(masks[precision], tf.constant(coarse, tf.float32), paddings)
         boxes[precision] = np.concatenate([start.numpy(), end.numpy()])
+    assert keras.config.dtype_policy().name == "float32"  # rebuilt in bfloat16, the Keras policy left as found
     assert masks["float32"].sum() > 100
     assert np.mean(masks["float32"] == masks["bfloat16"]) >= 0.999
     assert np.abs(boxes["float32"] - boxes["bfloat16"]).max() <= coarse.max() + 1e-3

@@ -63,12 +63,6 @@ def real_dataset(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 def test_scn_loss_is_the_weighted_sum_of_dice_and_both_cross_entropies(real_dataset):
     sample = SegmentationSamples(real_dataset, COARSE.data).sample("train_000", np.random.default_rng(0))
     batch = {key: tf.constant(value[np.newaxis]) for key, value in sample.items()}

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from efficientscn.data.localization import LocalizationDataConfig
 from efficientscn.errors import InputError
-from efficientscn.model.precision import training_precision, uses_loss_scaling
+from efficientscn.model.precision import precision_policy, training_precision, uses_loss_scaling
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.config import LocalizationRunConfig, SegmentationRunConfig, TrainingConfig
@@ -118,6 +118,18 @@ def test_weight_average_follows_the_decay_and_swaps_back_the_trained_weights():
     np.testing.assert_allclose(weight.numpy(), [10.0, 10.0])
 
 
+def test_a_precision_policy_applies_inside_its_block_only():
+    with precision_policy("bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        assert keras.layers.Dense(1).compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(RuntimeError), precision_policy("float16"):
+        raise RuntimeError("a failed build")
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(ValueError, match="concrete"), precision_policy("auto"):
+        pass
+
+
 def test_precision_auto_is_float32_on_this_cpu_and_only_float16_scales_the_loss():
     assert training_precision("auto") == ("float16" if tf.config.list_physical_devices("GPU") else "float32")
     assert uses_loss_scaling("float16") and not uses_loss_scaling("bfloat16") and not uses_loss_scaling("float32")
@@ -210,24 +222,21 @@ class _TinyTask:
 
 def test_a_float16_step_whose_gradients_overflow_is_skipped_but_still_averaged(tmp_path):
     config = TrainingConfig(precision="float16", loss_scale_initial=2.0**15, ema_decay=0.5, learning_rate=0.1)
-    previous = keras.mixed_precision.global_policy()
-    try:
-        trainer = Trainer(_TinyTask(), config, tmp_path, record={}, progress=False)
-        trainer.average.averages[0].assign(tf.zeros_like(trainer.average.averages[0]))
-        image = tf.fill((1, 2, 2, 2, 1), 10.0)
-        # d loss / d w = 8 voxels x 10 = 80, times 2^15 is far beyond float16's 65504: the step is skipped
-        values = trainer.step([{"image": image}])
-        assert values["loss"] == pytest.approx(80.0)
-        assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0  # weights untouched
-        assert float(trainer.loss_scale.scale) == 2.0**14
-        # the weight average still moves, as the original's EMA does on every step: 0.5 * 0 + 0.5 * 1
-        assert float(trainer.average.averages[0].numpy().squeeze()) == pytest.approx(0.5)
-        for _ in range(5):  # 2^14 .. 2^10: still too large (80 x 1024 > 65504)
-            trainer.step([{"image": image}])
-        assert float(trainer.loss_scale.scale) == 2.0**9
-        assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0
-        trainer.step([{"image": image}])  # 80 x 512 fits: applied
-        assert float(trainer.model.weights[0].numpy().squeeze()) < 1.0
-        assert int(trainer.loss_scale.finite_steps) == 1
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    trainer = Trainer(_TinyTask(), config, tmp_path, record={}, progress=False)
+    trainer.average.averages[0].assign(tf.zeros_like(trainer.average.averages[0]))
+    image = tf.fill((1, 2, 2, 2, 1), 10.0)
+    # d loss / d w = 8 voxels x 10 = 80, times 2^15 is far beyond float16's 65504: the step is skipped
+    values = trainer.step([{"image": image}])
+    assert values["loss"] == pytest.approx(80.0)
+    assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0  # weights untouched
+    assert float(trainer.loss_scale.scale) == 2.0**14
+    # the weight average still moves, as the original's EMA does on every step: 0.5 * 0 + 0.5 * 1
+    assert float(trainer.average.averages[0].numpy().squeeze()) == pytest.approx(0.5)
+    for _ in range(5):  # 2^14 .. 2^10: still too large (80 x 1024 > 65504)
+        trainer.step([{"image": image}])
+    assert float(trainer.loss_scale.scale) == 2.0**9
+    assert float(trainer.model.weights[0].numpy().squeeze()) == 1.0
+    trainer.step([{"image": image}])  # 80 x 512 fits: applied
+    assert float(trainer.model.weights[0].numpy().squeeze()) < 1.0
+    assert int(trainer.loss_scale.finite_steps) == 1
+    assert keras.config.dtype_policy().name == "float32"  # the network was built in float16, the policy restored

@@ -1,0 +1,32 @@
+"""The command line reads its facts from the code that uses them: stage names and aliases, defaults, help texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from efficientscn.cli import build_parser
+from efficientscn.train.stages import SEGMENTATION, STAGES
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit):
+        build_parser(argv[0]).parse_args([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
+def test_train_help_gives_each_stages_own_defaults(capsys: pytest.CaptureFixture[str], stage) -> None:
+    text = _help(capsys, "train", stage.name)
+    training = stage.config_type().training
+    assert f"Adam learning rate (default: {training.learning_rate:g})" in text
+    assert f"iterations (default: {training.max_iter:g})" in text
+    assert f"OUTPUT/{stage.name}/cv<k>/" in text and stage.model.description in text
+
+
+def test_stage_two_is_segmentation_and_scn_is_still_accepted() -> None:
+    for word in ("segmentation", "scn"):
+        for command in (["train", word, "--dataset", "d", "--output", "o"], ["export", word, "--run", "r"]):
+            args = build_parser(command[0]).parse_args(command)
+            assert args.handler.args == (SEGMENTATION.name,)
+    exported = build_parser("export").parse_args(["export", "scn", "--run", "r"])
+    assert str(exported.output) == "saved_models/segmentation"
