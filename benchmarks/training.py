@@ -1,7 +1,7 @@
 """Which one limits training, the sample loader or the network? Prints both rates side by side, per stage.
 
     python benchmarks/training.py --stage localization          # phantoms shaped like FLARE21 CTs
-    python benchmarks/training.py --stage scn --dataset DIR     # a preprocessed FLARE-layout dataset
+    python benchmarks/training.py --stage segmentation --dataset DIR  # a preprocessed FLARE-layout dataset
 
 Loader: training samples per second (random samples with the stage's full augmentation: 6 mm whole-CT samples
 of the `_small` images for localization, 2 mm organ-box samples of the full images for the SCN) with 1..N worker
@@ -46,7 +46,7 @@ def _phantom_dataset(root: Path, cases: int) -> Path:
     return root
 
 
-DEFAULT_SIZES = {"localization": "64x80x80,256x80x80", "scn": "96x96x128,160x128x160"}
+DEFAULT_SIZES = {"localization": "64x80x80,256x80x80", "segmentation": "96x96x128,160x128x160"}
 """Typical and largest network inputs (z x y x x) per stage."""
 
 
@@ -97,8 +97,10 @@ def step_rates(
 
 
 def main() -> None:
+    from efficientscn.train.stages import stage_named
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=sorted(DEFAULT_SIZES), default="localization")
+    parser.add_argument("--stage", choices=[*DEFAULT_SIZES, "scn"], default="localization", help="scn: segmentation")
     parser.add_argument("--dataset", type=Path, help="preprocessed FLARE-layout dataset (default: 4 phantoms)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts to time")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
@@ -107,7 +109,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is printed")
     parser.add_argument("--sizes", help="network inputs z x y x x, comma-separated (default: the stage's)")
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in text.split("x")) for text in (args.sizes or DEFAULT_SIZES[args.stage]).split(",")]
+    sizes = [
+        tuple(int(v) for v in text.split("x"))
+        for text in (args.sizes or DEFAULT_SIZES[stage_named(args.stage).name]).split(",")
+    ]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -19,16 +19,32 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
     and `path` is left untouched.
     """
     path = Path(path)
+    exists = f"{path}: already exists (pass overwrite to replace it)"
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite to replace it)")
+        raise FileExistsError(exists)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
     temporary = path.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
     try:
         yield temporary
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _create(temporary, path, exists)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _create(temporary: Path, path: Path, exists: str) -> None:
+    """Give `temporary` the name `path` unless a file of that name appeared meanwhile (another writer's)."""
+    try:
+        os.link(temporary, path)  # fails, atomically, if `path` exists
+    except FileExistsError:
+        raise FileExistsError(exists) from None
+    except OSError:  # a filesystem without hard links: the last check and the rename leave a moment's gap
+        if path.exists():
+            raise FileExistsError(exists) from None
+        os.replace(temporary, path)
 
 
 def ensure_writable_folder(path: str | os.PathLike[str]) -> Path:

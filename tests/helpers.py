@@ -74,6 +74,21 @@ def require_original_setup() -> Path:
     return _require_reference(ORIGINAL_SETUP, files)
 
 
+def image_from_array(
+    array: np.ndarray,
+    spacing: tuple[float, float, float] = (1.5, 1.0, 2.5),
+    origin: tuple[float, float, float] = (10.0, -20.0, 30.0),
+    direction: tuple[float, ...] | None = None,
+) -> sitk.Image:
+    """A SimpleITK image of a zyx array with the given geometry (xyz); the defaults are deliberately not unit."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection([float(d) for d in direction])
+    return image
+
+
 def impulse_ct(spacing_xyz: tuple[float, float, float], size: int = 41, value: int = 10_000) -> sitk.Image:
     """An int16 CT of zeros with one voxel of `value` HU at its centre, to read a smoothing's impulse response."""
     array = np.zeros((size, size, size), np.int16)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from efficientscn.model.contract import INTENSITY_SCALE_HU
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ class IntensityAugmentConfig:
     """
 
     gamma_range: tuple[float, float] | None = (0.8, 1.2)
-    scale: float = 1 / 2048
+    scale: float = 1 / INTENSITY_SCALE_HU
     random_shift: float = 0.2
     random_scale: float = 0.2
     clamp: tuple[float, float] | None = (-1.0, 1.0)

@@ -52,6 +52,7 @@ class LocalizationDataConfig:
             PAPER_LOCALIZATION,
             spacing_mm=self.spacing_mm,
             valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_xy, self.valid_sizes_xy),
+            intensity_scale_hu=1 / self.intensity.scale,
         )
 
 

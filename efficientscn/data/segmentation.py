@@ -64,6 +64,7 @@ class SegmentationDataConfig:
             spacing_mm=self.spacing_mm,
             valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_y, self.valid_sizes_x),
             smoothing_sigma_mm=self.smoothing_sigma_mm,
+            intensity_scale_hu=1 / self.intensity.scale,
         )
 
 

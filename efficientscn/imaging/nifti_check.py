@@ -24,13 +24,15 @@ def _expected_nifti_bytes(header: bytes, path: Path) -> int:
     """Offset of the voxel data plus its size, from a NIfTI-1 or NIfTI-2 header (either byte order)."""
     for order in "<>":
         (sizeof_hdr,) = struct.unpack_from(order + "i", header, 0)
-        if sizeof_hdr == _NIFTI1_HEADER_BYTES and len(header) >= _NIFTI1_HEADER_BYTES:
+        if sizeof_hdr in (_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES) and len(header) < sizeof_hdr:
+            raise InputError(f"{path}: truncated NIfTI file ({len(header)} of its {sizeof_hdr} header bytes)")
+        if sizeof_hdr == _NIFTI1_HEADER_BYTES:
             dims = struct.unpack_from(order + "8h", header, 40)
             (bitpix,) = struct.unpack_from(order + "h", header, 72)
             (vox_offset,) = struct.unpack_from(order + "f", header, 108)
             offset = max(int(vox_offset), _NIFTI1_HEADER_BYTES)
             break
-        if sizeof_hdr == _NIFTI2_HEADER_BYTES and len(header) >= _NIFTI2_HEADER_BYTES:
+        if sizeof_hdr == _NIFTI2_HEADER_BYTES:
             (bitpix,) = struct.unpack_from(order + "h", header, 14)
             dims = struct.unpack_from(order + "8q", header, 16)
             (vox_offset,) = struct.unpack_from(order + "q", header, 168)
@@ -85,5 +87,5 @@ def check_nifti_complete(path: str | Path) -> None:
         actual = _decompressed_length(path)
     if actual < expected:
         raise InputError(
-            f"{path}: truncated NIfTI file: {actual} bytes of image data where the header needs {expected}"
+            f"{path}: truncated NIfTI file: {actual} bytes (header and voxels) where the header needs {expected}"
         )

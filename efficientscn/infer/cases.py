@@ -1,12 +1,15 @@
-"""The cases of a `predict` run: which CTs an input names, and where each one's outputs go."""
+"""The cases of a `predict` run: which CTs an input names, where each one's outputs go, and reading them ahead."""
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, is_image_path
 from efficientscn.imaging.read import is_dicom_folder
 
@@ -63,3 +66,31 @@ def label_owners(cases: list[Case]) -> dict[Path, Path]:
     for case in cases:
         owners.setdefault(case.output, case.source)
     return owners
+
+
+def _read(case: Case, max_voxels: int) -> tuple[CanonicalCT, float]:
+    start = time.perf_counter()
+    return CanonicalCT.read(case.source, max_voxels=max_voxels), time.perf_counter() - start
+
+
+class ReadAhead:
+    """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
+
+    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor, max_voxels: int) -> None:
+        self._cases = cases
+        self._max_voxels = max_voxels
+        self._executor = executor
+        self._pending: dict[int, Future[tuple[CanonicalCT, float]]] = {}
+        self._submit(0)
+
+    def _submit(self, index: int) -> None:
+        if index < len(self._cases) and index not in self._pending:
+            self._pending[index] = self._executor.submit(_read, self._cases[index], self._max_voxels)
+
+    def take(self, case: Case) -> tuple[CanonicalCT, float]:
+        """The CT of `case` on its processing grid and the seconds its reading took (waiting for it if needed),
+        after starting to read the one after it."""
+        index = self._cases.index(case)
+        self._submit(index)
+        self._submit(index + 1)
+        return self._pending.pop(index).result()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from efficientscn.imaging.resample import AIR_HU
+from efficientscn.model.contract import INTENSITY_SCALE_HU
+
 CHANNELS_FIRST = "channels_first"
-CT_PAD_VALUE = -1024
-"""Air in HU: the localization input is padded with it."""
 BBOX_MARGIN_MM = 10.0
 """Added on every side of the localization network's foreground box."""
 POSTPROCESS_SLAB = 16
@@ -83,7 +84,7 @@ def crop_image(image: tf.Tensor, croppings: tf.Tensor, data_format: str = CHANNE
 
 
 def center_pad_to_size(
-    image: tf.Tensor, size: tf.Tensor, pad_value: float = CT_PAD_VALUE, data_format: str = CHANNELS_FIRST
+    image: tf.Tensor, size: tf.Tensor, pad_value: float = AIR_HU, data_format: str = CHANNELS_FIRST
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """`image` padded equally on both sides to `size` (an odd extra voxel goes after); returns (image, paddings)."""
     missing = tf.cast(size, tf.int32) - _spatial_size(image)
@@ -93,7 +94,11 @@ def center_pad_to_size(
 
 
 def intensity_postprocessing_ct(
-    image: tf.Tensor, shift: float = 0, scale: float = 1 / 2048, clamp_min: float = -1.0, clamp_max: float = 1.0
+    image: tf.Tensor,
+    shift: float = 0,
+    scale: float = 1 / INTENSITY_SCALE_HU,
+    clamp_min: float = -1.0,
+    clamp_max: float = 1.0,
 ) -> tf.Tensor:
     """(image + shift) * scale clamped to [clamp_min, clamp_max], in the image's dtype: HU / 2048 in [-1, 1]."""
     values = (tf.cast(image, tf.float32) + shift) * scale
@@ -324,7 +329,7 @@ def preprocess_for_localization(
     new_size = size_for_spacing(size, spacing, new_spacing)
     resized = resize_image(smoothed, new_size, "area")
     valid_size = get_valid_size(new_size, valid_sizes_z, valid_sizes_y, valid_sizes_x)
-    padded, paddings = center_pad_to_size(resized, valid_size, CT_PAD_VALUE)
+    padded, paddings = center_pad_to_size(resized, valid_size, AIR_HU)
     return intensity_postprocessing_ct(padded), paddings
 
 

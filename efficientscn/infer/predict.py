@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from efficientscn.atomic import ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
-from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import case_id
-from efficientscn.infer.cases import Case, find_sources, label_owners
+from efficientscn.infer.cases import Case, ReadAhead, find_sources, label_owners
 from efficientscn.infer.models import load_network, models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter
@@ -53,34 +52,6 @@ class PredictOptions:
     def writers(self) -> list[LabelWriter]:
         """What is written per case: the label map first (it marks the case as done), then the preview if asked."""
         return [ImageLabelWriter(), *([PreviewWriter()] if self.preview else [])]
-
-
-def _read(case: Case, config: InferenceConfig) -> tuple[CanonicalCT, float]:
-    start = time.perf_counter()
-    return CanonicalCT.read(case.source, max_voxels=config.max_voxels), time.perf_counter() - start
-
-
-class _ReadAhead:
-    """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
-
-    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor, config: InferenceConfig) -> None:
-        self._cases = cases
-        self._config = config
-        self._executor = executor
-        self._pending: dict[int, Future[tuple[CanonicalCT, float]]] = {}
-        self._submit(0)
-
-    def _submit(self, index: int) -> None:
-        if index < len(self._cases) and index not in self._pending:
-            self._pending[index] = self._executor.submit(_read, self._cases[index], self._config)
-
-    def take(self, case: Case) -> tuple[CanonicalCT, float]:
-        """The CT of `case` on its processing grid and the seconds its reading took (waiting for it if needed),
-        after starting to read the one after it."""
-        index = self._cases.index(case)
-        self._submit(index)
-        self._submit(index + 1)
-        return self._pending.pop(index).result()
 
 
 def load_segmenter(options: PredictOptions, device: str, precision: str, config: InferenceConfig) -> Segmenter:
@@ -127,7 +98,7 @@ class Predictor:
             with ThreadPoolExecutor(1, "models") as loader, ThreadPoolExecutor(1, "reader") as reader:
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(load_segmenter, self.options, self.device, self.precision, self.config)
-                    reads = _ReadAhead(todo, reader, self.config)  # the first CT is read while the models load
+                    reads = ReadAhead(todo, reader, self.config.max_voxels)  # the first CT is read while models load
                     self.segmenter = loading.result()
                 report = run_batch(
                     self.cases,
@@ -141,7 +112,7 @@ class Predictor:
                 self._write_report()
         return report
 
-    def _process(self, case: Case, needed: bool, reads: _ReadAhead | None) -> Outcome:
+    def _process(self, case: Case, needed: bool, reads: ReadAhead | None) -> Outcome:
         record = self.records[case.source]
         owner = self._label_owner[case.output]
         if owner != case.source:

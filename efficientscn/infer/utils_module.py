@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import tensorflow as tf
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.resample import AIR_HU
 from efficientscn.infer import ops
 from efficientscn.model.savedmodel import read_metadata, save_module
 from efficientscn.versions import versions
@@ -86,9 +87,9 @@ class UtilsModule(tf.Module):
         for image, interpolator in ((IMAGE, "area"), (ANY_IMAGE, "area"), (PROBABILITIES, "linear")):
             self.resize_image.get_concrete_function(image, SIZE, interpolator, first)
         self.center_pad_to_size = tf.function(ops.center_pad_to_size)
-        self.center_pad_to_size.get_concrete_function(ANY_IMAGE, SIZE, ops.CT_PAD_VALUE, first)
+        self.center_pad_to_size.get_concrete_function(ANY_IMAGE, SIZE, AIR_HU, first)
         self.pad_image = tf.function(ops.pad_image)
-        for image, value in ((ANY_IMAGE, ops.CT_PAD_VALUE), (IMAGE, 0), (LABELS, 0)):
+        for image, value in ((ANY_IMAGE, AIR_HU), (IMAGE, 0), (LABELS, 0)):
             self.pad_image.get_concrete_function(image, AMOUNTS, value, first)
         self.crop_image = tf.function(ops.crop_image)
         for image in (IMAGE, LABELS):

@@ -1,4 +1,4 @@
-"""Reading CTs and labels, canonical orientation and back, atomic writing, and the errors for bad input."""
+"""Reading CTs and labels: pixel types and values, geometry, and a clear error for every bad input."""
 
 from __future__ import annotations
 
@@ -12,26 +12,16 @@ import pytest
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.imaging.canonical import canonical_reorientation, to_canonical
-from efficientscn.imaging.geometry import grid_of, physical_bounding_box
-from efficientscn.imaging.names import case_id
+from efficientscn.imaging.geometry import grid_of
 from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.imaging.write import write_image_atomic, write_label
 
-from helpers import SharedCase, shared_case
-
-
-def _image(array: np.ndarray, spacing=(1.5, 1.0, 2.5), origin=(10.0, -20.0, 30.0), direction=None) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    if direction is not None:
-        image.SetDirection(direction)
-    return image
+from helpers import SharedCase, image_from_array, shared_case
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Real cases
+def _truncated_copy(source: Path, target: Path) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
 
 
 def test_every_shared_case_reads_as_int16_with_its_geometry(any_shared_case: SharedCase) -> None:
@@ -55,53 +45,6 @@ def test_every_shared_label_reads_as_uint8_on_its_image_grid(any_shared_case: Sh
     assert counts[1:].tolist() == expected
 
 
-def test_label_through_canonical_space_is_written_back_on_the_input_grid(
-    any_shared_case: SharedCase, tmp_path: Path
-) -> None:
-    original = read_label(any_shared_case.label)
-    canonical, reorientation = to_canonical(original)
-    written = write_label(reorientation.to_original_image(sitk.GetArrayFromImage(canonical)), tmp_path / "x.nii.gz")
-    reread = sitk.ReadImage(str(written))
-    assert reread.GetPixelID() == sitk.sitkUInt8
-    assert reread.GetSize() == original.GetSize()
-    assert reread.GetSpacing() == pytest.approx(original.GetSpacing(), abs=1e-6)
-    assert reread.GetOrigin() == pytest.approx(original.GetOrigin(), abs=1e-4)
-    assert reread.GetDirection() == pytest.approx(original.GetDirection(), abs=1e-6)
-    assert np.array_equal(sitk.GetArrayFromImage(reread), sitk.GetArrayFromImage(original))
-
-
-def test_canonical_image_keeps_every_voxel_at_its_physical_place(any_shared_case: SharedCase) -> None:
-    ct, label = read_ct(any_shared_case.image), read_label(any_shared_case.label)
-    canonical_ct, reorientation = to_canonical(ct)
-    canonical_label, _ = to_canonical(label)
-    # The organs occupy the same physical box before and after reorientation ...
-    original_box = physical_bounding_box(sitk.GetArrayViewFromImage(label) > 0, grid_of(label))
-    canonical_box = physical_bounding_box(sitk.GetArrayViewFromImage(canonical_label) > 0, grid_of(canonical_label))
-    assert canonical_box[0] == pytest.approx(original_box[0], abs=1e-3)
-    assert canonical_box[1] == pytest.approx(original_box[1], abs=1e-3)
-    # ... CT and label stay aligned (same HU inside the liver) ...
-    liver_hu = np.median(sitk.GetArrayViewFromImage(ct)[sitk.GetArrayViewFromImage(label) == 1])
-    canonical_liver_hu = np.median(
-        sitk.GetArrayViewFromImage(canonical_ct)[sitk.GetArrayViewFromImage(canonical_label) == 1]
-    )
-    assert canonical_liver_hu == liver_hu
-    # ... and the NumPy view of the reorientation is exactly what SimpleITK's filter produced.
-    assert np.array_equal(
-        reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct)), sitk.GetArrayViewFromImage(canonical_ct)
-    )
-    # The reorientation found from the direction alone is the same, and so is the canonical spacing.
-    assert canonical_reorientation(ct) == reorientation
-    assert reorientation.canonical_spacing_xyz == pytest.approx(canonical_ct.GetSpacing(), abs=1e-9)
-
-
-def test_canonical_axes_point_left_posterior_superior(any_shared_case: SharedCase) -> None:
-    canonical, _ = to_canonical(read_ct(any_shared_case.image))
-    direction = np.asarray(canonical.GetDirection()).reshape(3, 3)
-    assert np.all(np.diag(direction) > 0.9), direction  # index axis i runs along +x, +y, +z (L, P, S)
-    if "oblique" not in any_shared_case.id:
-        assert direction == pytest.approx(np.eye(3))
-
-
 def test_dicom_folder_reads_like_its_nifti_copy() -> None:
     case = shared_case("ts_example_ct_dicom")
     dicom = read_ct(case.image)
@@ -119,15 +62,11 @@ def test_int32_ct_becomes_int16_without_changing_values() -> None:
     assert np.array_equal(sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(raw))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pixel types and values
-
-
 def test_values_beyond_int16_are_clipped_not_wrapped(tmp_path: Path) -> None:
     values = np.zeros((4, 5, 6), dtype=np.int32)
     values[0, 0, 0], values[0, 0, 1], values[0, 0, 2] = 40000, -40000, 1234
     path = tmp_path / "wide.nrrd"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     ct = sitk.GetArrayFromImage(read_ct(path))
     assert ct[0, 0, :3].tolist() == [32767, -32768, 1234]
 
@@ -136,7 +75,7 @@ def test_float_ct_is_rounded_to_whole_hu(tmp_path: Path) -> None:
     values = np.full((4, 5, 6), -1024.4, dtype=np.float32)
     values[1, 2, 3] = 55.6
     path = tmp_path / "float.nii.gz"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     ct = read_ct(path)
     assert grid_of(ct).spacing == pytest.approx((1.5, 1.0, 2.5))
     array = sitk.GetArrayFromImage(ct)
@@ -147,7 +86,7 @@ def test_float_ct_with_nan_is_refused(tmp_path: Path) -> None:
     values = np.zeros((4, 5, 6), dtype=np.float32)
     values[2, 2, 2] = np.nan
     path = tmp_path / "nan.mha"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     with pytest.raises(InputError, match=r"nan\.mha.*NaN"):
         read_ct(path)
 
@@ -156,7 +95,7 @@ def test_label_values_outside_flare_convention_are_refused(tmp_path: Path) -> No
     values = np.zeros((4, 5, 6), dtype=np.uint16)
     values[1, 1, 1], values[1, 1, 2] = 4, 5  # 4 is the last FLARE label, 5 the first outside
     path = tmp_path / "btcv.nii.gz"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     with pytest.raises(InputError, match=r"btcv\.nii\.gz: label values \[5\] outside 0\.\.4"):
         read_label(path)
 
@@ -165,7 +104,7 @@ def test_fractional_label_values_are_refused(tmp_path: Path) -> None:
     values = np.zeros((4, 5, 6), dtype=np.float32)
     values[1, 1, 1] = 0.5
     path = tmp_path / "soft.nii.gz"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     with pytest.raises(InputError, match="non-integer"):
         read_label(path)
 
@@ -174,20 +113,10 @@ def test_integral_float_labels_are_accepted(tmp_path: Path) -> None:
     values = np.zeros((4, 5, 6), dtype=np.float64)
     values[1, 1, 1], values[2, 2, 2] = 4.0, 2.0
     path = tmp_path / "float_label.nii.gz"
-    sitk.WriteImage(_image(values), str(path))
+    sitk.WriteImage(image_from_array(values), str(path))
     label = read_label(path)
     assert label.GetPixelID() == sitk.sitkUInt8
     assert np.array_equal(sitk.GetArrayFromImage(label), values.astype(np.uint8))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Bad input: each gets an InputError naming the file and the problem
-
-
-def _truncated_copy(source: Path, target: Path) -> Path:
-    data = source.read_bytes()
-    target.write_bytes(data[: len(data) // 2])
-    return target
 
 
 def test_truncated_gzip_nifti_is_refused(tmp_path: Path) -> None:
@@ -263,14 +192,14 @@ def test_what_is_not_a_single_channel_volume_is_refused(tmp_path: Path, name: st
 
 def test_non_orthonormal_direction_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "sheared.mha"
-    sitk.WriteImage(_image(np.zeros((4, 5, 6), np.int16), direction=(1, 0, 0, 0.5, 1, 0, 0, 0, 1)), str(path))
+    sitk.WriteImage(image_from_array(np.zeros((4, 5, 6), np.int16), direction=(1, 0, 0, 0.5, 1, 0, 0, 0, 1)), str(path))
     with pytest.raises(InputError, match=r"sheared\.mha: direction .* not orthonormal"):
         read_ct(path)
 
 
 def test_zero_spacing_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "flat.mha"
-    sitk.WriteImage(_image(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0)), str(path))
+    sitk.WriteImage(image_from_array(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0)), str(path))
     path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 0 1 1"))
     with pytest.raises(InputError, match=r"flat\.mha: .*[Ss]pacing"):
         read_ct(path)
@@ -305,48 +234,3 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
     assert sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))  # still a readable series ...
     with pytest.raises(InputError, match=r"series: slice positions are not evenly spaced"):
         read_ct(folder)  # ... but a stretched one
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def test_write_never_replaces_an_existing_file_unless_asked(tmp_path: Path) -> None:
-    label = sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
-    path = write_label(label, tmp_path / "case.nii.gz")
-    before = path.read_bytes()
-    with pytest.raises(FileExistsError, match=r"case\.nii\.gz"):
-        write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path)
-    assert path.read_bytes() == before
-    write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path, overwrite=True)
-    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).max() == 0
-
-
-def test_failed_write_leaves_the_old_file_and_no_partial_file(tmp_path: Path, monkeypatch) -> None:
-    path = write_label(sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8)), tmp_path / "case.nii.gz")
-    before = path.read_bytes()
-
-    def crash_half_way(image: sitk.Image, target: str, useCompression: bool) -> None:
-        Path(target).write_bytes(b"half a file")
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(sitk, "WriteImage", crash_half_way)
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_image_atomic(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), path, overwrite=True)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["case.nii.gz"]
-
-
-def test_labels_are_written_compressed_uint8_only(tmp_path: Path) -> None:
-    label = sitk.GetImageFromArray(np.zeros((40, 50, 60), np.uint8))
-    path = write_label(label, tmp_path / "zeros.nii.gz")
-    assert path.stat().st_size < 2000  # 120 kB of zeros, gzip-compressed
-    with pytest.raises(TypeError, match="uint8"):
-        write_label(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), tmp_path / "wrong.nii.gz")
-
-
-def test_case_id_strips_format_and_channel_tag() -> None:
-    assert case_id("TrainingImg/train_000_0000.nii.gz") == "train_000"
-    assert case_id("TrainingMask/train_000.nii.gz") == "train_000"
-    assert case_id("scans/patient_0000.mha") == "patient"
-    assert case_id("dicom/series_a") == "series_a"

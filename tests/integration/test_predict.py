@@ -19,21 +19,17 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 from efficientscn.cli import DEFAULT_MODELS, main
-from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT, to_canonical
 from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, grid_of, obliquity_degrees
 from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.imaging.resample import resample_onto
-from efficientscn.infer.models import Network, load_network
+from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
-    Segmenter,
-    check_processable,
     localization_spacing,
-    segmentation_spacing,
 )
-from efficientscn.infer.utils_module import UtilsModule, load_utils
-from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION
+from efficientscn.infer.utils_module import load_utils
+from efficientscn.model.contract import PAPER_LOCALIZATION
 from efficientscn.model.savedmodel import save_network
 from efficientscn.model.specs import LOCALIZATION, SEGMENTATION
 from efficientscn.nn.localization import (
@@ -46,6 +42,7 @@ from efficientscn.nn.scn import SCNConfig
 from helpers import REPO_ROOT, require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
+
 
 GEOMETRY_CASES = (
     "ts_example_ct",
@@ -87,6 +84,33 @@ def _link_cases(folder: Path, case_ids: tuple[str, ...]) -> dict[str, Path]:
 
 def _predict(*args: str | Path) -> int:
     return main(["predict", "-q", *map(str, args)])
+
+
+def _write_bad_inputs(folder: Path) -> dict[str, str]:
+    """Broken inputs beside good ones; returns the expected error text per file name."""
+    good = shared_case("ts_example_ct_sm")
+    data = good.image.read_bytes()
+    (folder / "truncated_0000.nii.gz").write_bytes(data[: len(data) // 2])
+    (folder / "text_0000.nii.gz").write_bytes(gzip.compress(b"not an image at all\n" * 100))
+    flat = sitk.Image(64, 64, sitk.sitkInt16)
+    sitk.WriteImage(flat, str(folder / "flat_0000.nii.gz"))
+    four_d = sitk.Image([8, 8, 8, 3], sitk.sitkInt16)
+    sitk.WriteImage(four_d, str(folder / "fourd_0000.nii.gz"))
+    air = sitk.Image(64, 64, 64, sitk.sitkInt16) - 1024
+    air.SetSpacing((3.0, 3.0, 3.0))
+    sitk.WriteImage(sitk.Cast(air, sitk.sitkInt16), str(folder / "air_0000.nii.gz"))
+    thin = sitk.Image(128, 128, 3, sitk.sitkInt16)
+    thin.SetSpacing((0.8, 0.8, 1.0))
+    sitk.WriteImage(thin, str(folder / "thin_0000.nii.gz"))
+    (folder / "notes.txt").write_text("not a CT, ignored by name\n")
+    return {
+        "truncated_0000.nii.gz": "truncated",
+        "text_0000.nii.gz": "not a readable image",
+        "flat_0000.nii.gz": "2-D",
+        "fourd_0000.nii.gz": "4-D",
+        "air_0000.nii.gz": "no organs found",
+        "thin_0000.nii.gz": "too small",
+    }
 
 
 def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path) -> None:
@@ -181,33 +205,6 @@ def test_traced_utils_module_gives_the_same_labels_as_the_functions(models: Path
     direct = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "direct" / "ts_example_ct_sm_oblique.nii.gz")))
     traced = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "traced" / "ts_example_ct_sm_oblique.nii.gz")))
     assert direct.any() and np.array_equal(direct, traced)
-
-
-def _write_bad_inputs(folder: Path) -> dict[str, str]:
-    """Broken inputs beside good ones; returns the expected error text per file name."""
-    good = shared_case("ts_example_ct_sm")
-    data = good.image.read_bytes()
-    (folder / "truncated_0000.nii.gz").write_bytes(data[: len(data) // 2])
-    (folder / "text_0000.nii.gz").write_bytes(gzip.compress(b"not an image at all\n" * 100))
-    flat = sitk.Image(64, 64, sitk.sitkInt16)
-    sitk.WriteImage(flat, str(folder / "flat_0000.nii.gz"))
-    four_d = sitk.Image([8, 8, 8, 3], sitk.sitkInt16)
-    sitk.WriteImage(four_d, str(folder / "fourd_0000.nii.gz"))
-    air = sitk.Image(64, 64, 64, sitk.sitkInt16) - 1024
-    air.SetSpacing((3.0, 3.0, 3.0))
-    sitk.WriteImage(sitk.Cast(air, sitk.sitkInt16), str(folder / "air_0000.nii.gz"))
-    thin = sitk.Image(128, 128, 3, sitk.sitkInt16)
-    thin.SetSpacing((0.8, 0.8, 1.0))
-    sitk.WriteImage(thin, str(folder / "thin_0000.nii.gz"))
-    (folder / "notes.txt").write_text("not a CT, ignored by name\n")
-    return {
-        "truncated_0000.nii.gz": "truncated",
-        "text_0000.nii.gz": "not a readable image",
-        "flat_0000.nii.gz": "2-D",
-        "fourd_0000.nii.gz": "4-D",
-        "air_0000.nii.gz": "no organs found",
-        "thin_0000.nii.gz": "too small",
-    }
 
 
 @pytest.mark.slow  # tens of seconds
@@ -363,90 +360,3 @@ def test_bfloat16_localization_agrees_with_float32_on_real_ct(models: Path, case
     assert masks["float32"].sum() > 100
     assert np.mean(masks["float32"] == masks["bfloat16"]) >= 0.999
     assert np.abs(boxes["float32"] - boxes["bfloat16"]).max() <= coarse.max() + 1e-3
-
-
-def test_localization_spacing_grows_for_large_scans() -> None:
-    config = InferenceConfig()
-    np.testing.assert_allclose(localization_spacing((150, 512, 512), (2.5, 0.8, 0.8), PAPER_LOCALIZATION, config), 6.0)
-    # 512 x 0.977 mm: 84 voxels at 6 mm, /80 = 1.05 (+0.02) -> 6.42 mm, the original's figure
-    np.testing.assert_allclose(
-        localization_spacing((100, 512, 512), (2.0, 0.977, 0.977), PAPER_LOCALIZATION, config), 6.42, atol=0.01
-    )
-    # growth already starts above a ratio of 0.98 (the margin is added before the test, docs/fidelity.md #11)
-    np.testing.assert_allclose(
-        localization_spacing((100, 79 * 6, 10), (1.0, 1.0, 1.0), PAPER_LOCALIZATION, config), 6 * (79 / 80 + 0.02)
-    )
-
-
-@pytest.fixture
-def block_segmenter() -> tuple[Segmenter, list[tf.Tensor]]:
-    """The pipeline with stand-in networks (an organ-sized block amid the localization input, uniform
-    probabilities), and the list of the localization inputs it received."""
-    received: list[tf.Tensor] = []
-
-    def central_block(inputs: tf.Tensor) -> tf.Tensor:
-        received.append(inputs)
-        mask = np.zeros(inputs.shape, bool)
-        mask[..., 8:-8, 8:-8, 8:-8] = True
-        return tf.constant(mask)
-
-    def uniform(inputs: tf.Tensor) -> tf.Tensor:
-        return tf.fill([1, 5, *inputs.shape[2:]], tf.constant(0.2, tf.float16))
-
-    segmenter = Segmenter(
-        Network("localization", Path("block"), "rebuilt", "float32", central_block, PAPER_LOCALIZATION),
-        Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform, PAPER_SEGMENTATION),
-        UtilsModule(),
-    )
-    return segmenter, received
-
-
-def test_each_ct_of_a_batch_is_localized_at_its_own_spacing(block_segmenter: tuple) -> None:
-    """The original's inference reassigns its localization spacing inside the batch loop, so once a large CT has
-    grown it, every later CT is localized coarser too; here each CT gets its own (docs/fidelity.md #33)."""
-    segmenter, _ = block_segmenter
-    large, small = np.full((40, 100, 100), -1000, np.int16), np.full((40, 40, 40), -1000, np.int16)
-    spacings = [
-        segmenter.segment(ct, spacing).details["localization_spacing_mm"]
-        for ct, spacing in ((large, (3.0, 6.0, 6.0)), (small, (3.0, 3.0, 3.0)), (large, (3.0, 6.0, 6.0)))
-    ]
-    # 600 mm: 100 voxels of 6 mm, 100 / 80 + 0.02 = 1.27; the 120 mm CT after it at 6 mm, as if it came first
-    np.testing.assert_allclose(spacings, [[6 * 1.27] * 3, [6.0] * 3, [6 * 1.27] * 3], rtol=1e-6)
-
-
-def test_the_localization_network_sees_the_unsmoothed_ct(block_segmenter: tuple) -> None:
-    # kept from the original (docs/fidelity.md #3): trained on CTs smoothed with sigma 3 mm, run on unsmoothed ones
-    segmenter, received = block_segmenter
-    ct = np.random.default_rng(0).integers(-1000, 1000, (40, 40, 40)).astype(np.int16)
-    segmenter.segment(ct, (3.0, 3.0, 3.0))
-    image, spacing, coarse = (
-        tf.constant(ct.astype(np.float16)[None, None]),
-        tf.constant([3.0] * 3),
-        tf.constant([6.0] * 3),
-    )
-    sizes = [tf.constant(axis, tf.int32) for axis in PAPER_LOCALIZATION.valid_sizes_zyx]
-    for sigma, same in ((0.0, True), (3.0, False)):
-        expected, _ = UtilsModule().preprocess_for_localization(image, spacing, coarse, tf.constant(sigma), *sizes)
-        assert np.array_equal(received[-1].numpy(), expected.numpy()) == same
-
-
-def test_segmentation_spacing_grows_isotropically_for_large_boxes() -> None:
-    config = InferenceConfig()
-    np.testing.assert_allclose(
-        segmentation_spacing(np.zeros(3), np.array([200.0, 200.0, 300.0]), PAPER_SEGMENTATION, config), 2.0
-    )
-    # 300 mm in y over 128 voxels needs 2.34 mm: all axes go to 2.34 + 0.1
-    np.testing.assert_allclose(
-        segmentation_spacing(np.zeros(3), np.array([200.0, 300.0, 200.0]), PAPER_SEGMENTATION, config),
-        300 / 128 + 0.1,
-        rtol=1e-6,
-    )
-
-
-def test_too_small_and_too_large_cts_are_refused_with_the_reason() -> None:
-    config = InferenceConfig(max_voxels=10**6)
-    check_processable((20, 512, 512), (2.0, 0.98, 0.98), InferenceConfig())
-    with pytest.raises(InputError, match=r"too small.*3 voxel.*along z cover 3 mm"):
-        check_processable((3, 512, 512), (1.0, 0.8, 0.8), InferenceConfig())
-    with pytest.raises(InputError, match="too large"):
-        check_processable((200, 512, 512), (1.0, 0.8, 0.8), config)

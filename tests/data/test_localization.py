@@ -20,35 +20,37 @@ from efficientscn.imaging.write import write_image_atomic
 from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
 
 
-def _image(size_xyz, spacing_xyz, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> sitk.Image:
+def _blank(size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, ...], direction: tuple[float, ...] | None = None):
+    """An int16 CT of zeros of a given size and spacing: only its geometry matters (no array is made)."""
     image = sitk.Image([int(s) for s in size_xyz], sitk.sitkInt16)
     image.SetSpacing(spacing_xyz)
-    image.SetDirection([float(d) for d in direction])
+    if direction is not None:
+        image.SetDirection([float(d) for d in direction])
     return image
 
 
 def test_localization_size_is_the_smallest_valid_size_strictly_above_the_extent():
     config = LocalizationDataConfig()
     # 512 x 0.8 mm = 409.6 mm -> 69 voxels -> 80; 150 x 2.5 mm = 375 mm -> 63 -> 64 in z
-    assert localization_size(_image((512, 512, 150), (0.8, 0.8, 2.5)), config) == (80, 80, 64)
+    assert localization_size(_blank((512, 512, 150), (0.8, 0.8, 2.5)), config) == (80, 80, 64)
     # an exact fit moves on: 192 mm = 32 voxels -> 48 (docs/fidelity.md #1)
-    assert localization_size(_image((64, 64, 64), (3.0, 3.0, 3.0)), config) == (48, 48, 48)
+    assert localization_size(_blank((64, 64, 64), (3.0, 3.0, 3.0)), config) == (48, 48, 48)
     # larger than the largest valid size: the largest
-    assert localization_size(_image((700, 700, 1000), (1.0, 1.0, 2.0)), config) == (80, 80, 256)
+    assert localization_size(_blank((700, 700, 1000), (1.0, 1.0, 2.0)), config) == (80, 80, 256)
 
 
 def test_localization_size_follows_the_physical_axes_of_a_permuted_image():
     # index x (300 mm) runs along physical z, index z (200 mm) along physical x
-    permuted = _image((100, 50, 40), (3.0, 4.0, 5.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))
+    permuted = _blank((100, 50, 40), (3.0, 4.0, 5.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))
     assert localization_size(permuted, LocalizationDataConfig()) == (48, 48, 64)
-    assert localization_size(_image((100, 50, 40), (3.0, 4.0, 5.0)), LocalizationDataConfig()) == (64, 48, 48)
+    assert localization_size(_blank((100, 50, 40), (3.0, 4.0, 5.0)), LocalizationDataConfig()) == (64, 48, 48)
 
 
 def test_training_size_comes_from_the_subsampled_ct_as_the_original(tmp_path):
     # 63 voxels of 3 mm: 189 mm -> 32 voxels at 6 mm -> 48 for testing; subsampled by 2 for training, 31 voxels of
     # 6 mm: 186 mm -> 31 -> 32, as the original sizes the grid from its datasource image after the Shrink
     dataset = FlareDataset(tmp_path)
-    ct = _image((63, 63, 63), (3.0, 3.0, 3.0))
+    ct = _blank((63, 63, 63), (3.0, 3.0, 3.0))
     write_image_atomic(ct, dataset.training_image("train_000", small=True))
     write_image_atomic(sitk.Cast(ct, sitk.sitkUInt8), dataset.training_mask("train_000", small=True))
     samples = LocalizationSamples(dataset.root, LocalizationDataConfig(smoothing_sigma_mm=0.0))

@@ -1,0 +1,240 @@
+"""check_nifti_complete: refuse .nii / .nii.gz files cut short, which ITK's NIfTI reader would silently pad with 0."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from efficientscn.errors import InputError
+from efficientscn.imaging.nifti_check import check_nifti_complete
+
+SHAPE_ZYX = (8, 16, 16)
+VOXELS = np.random.default_rng(0).integers(-1000, 1000, SHAPE_ZYX, dtype=np.int16)
+"""Random voxels, so that the deflate stream is long and a cut in its middle stays inside it."""
+
+
+def _itk_nifti(path: Path) -> Path:
+    """VOXELS written by SimpleITK (NIfTI-1; gzip-compressed when the name ends in .gz)."""
+    sitk.WriteImage(sitk.GetImageFromArray(VOXELS), str(path))
+    return path
+
+
+def _itk_nifti_bytes(tmp_path: Path) -> bytes:
+    """The uncompressed bytes of an ITK-written NIfTI-1 file of VOXELS: header, extension flag, voxel data."""
+    return _itk_nifti(tmp_path / "source.nii").read_bytes()
+
+
+def _nifti1_bytes(order: str) -> bytes:
+    """A minimal NIfTI-1 file of VOXELS built by hand in byte order `order` ("<" or ">")."""
+    header = bytearray(348)
+    struct.pack_into(order + "i", header, 0, 348)
+    struct.pack_into(order + "8h", header, 40, 3, *reversed(SHAPE_ZYX), 1, 1, 1, 1)
+    struct.pack_into(order + "2h", header, 70, 4, 16)  # datatype int16, bitpix 16
+    struct.pack_into(order + "8f", header, 76, 1, 1, 1, 1, 0, 0, 0, 0)  # qfac and 1 mm spacing
+    struct.pack_into(order + "2f", header, 108, 352.0, 1.0)  # vox_offset, scl_slope
+    header[344:348] = b"n+1\0"
+    return bytes(header) + bytes(4) + VOXELS.astype(order + "i2").tobytes()
+
+
+def _nifti2_bytes(order: str) -> bytes:
+    """A minimal NIfTI-2 file of VOXELS built by hand in byte order `order` (SimpleITK 2.5 writes only NIfTI-1)."""
+    header = bytearray(540)
+    struct.pack_into(order + "i", header, 0, 540)
+    header[4:12] = b"n+2\0\r\n\x1a\n"
+    struct.pack_into(order + "2h", header, 12, 4, 16)  # datatype int16, bitpix 16
+    struct.pack_into(order + "8q", header, 16, 3, *reversed(SHAPE_ZYX), 1, 1, 1, 1)
+    struct.pack_into(order + "8d", header, 104, 1, 1, 1, 1, 0, 0, 0, 0)
+    struct.pack_into(order + "q", header, 168, 544)  # vox_offset
+    struct.pack_into(order + "d", header, 176, 1.0)  # scl_slope
+    return bytes(header) + bytes(4) + VOXELS.astype(order + "i2").tobytes()
+
+
+def _named(path: Path, problem: str) -> str:
+    """A regex for an error message that starts with the file's path and goes on with `problem` (a regex)."""
+    return rf"^{re.escape(str(path))}: {problem}"
+
+
+def _short_by(complete: int, missing: int) -> str:
+    return rf"truncated NIfTI file: {complete - missing} bytes \(header and voxels\) where the header needs {complete}$"
+
+
+# complete files
+
+
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+def test_a_complete_itk_written_file_passes(tmp_path: Path, name: str) -> None:
+    path = _itk_nifti(tmp_path / name)
+    assert check_nifti_complete(path) is None
+    assert check_nifti_complete(str(path)) is None
+
+
+@pytest.mark.parametrize("split", [100, 1000], ids=["inside the header", "inside the voxels"])
+def test_a_complete_multi_member_gzip_passes(tmp_path: Path, split: int) -> None:
+    """Concatenated gzip members are one valid file; the last member's length field then does not match the
+    header, so the whole stream has to be measured."""
+    raw = _itk_nifti_bytes(tmp_path)
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(gzip.compress(raw[:split]) + gzip.compress(raw[split:]))
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), VOXELS)  # ITK reads it whole
+    assert check_nifti_complete(path) is None
+
+
+def test_plain_nifti_bytes_under_a_gz_name_are_checked_as_plain_nifti(tmp_path: Path) -> None:
+    """Some tools write uncompressed NIfTI under .nii.gz; the gzip magic, not the name, decides."""
+    raw = _itk_nifti_bytes(tmp_path)
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(raw)
+    assert check_nifti_complete(path) is None
+    path.write_bytes(raw[:-10])
+    with pytest.raises(InputError, match=_named(path, _short_by(len(raw), 10))):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+def test_a_nifti1_file_in_either_byte_order_is_checked_against_its_own_header(tmp_path: Path, order: str) -> None:
+    raw = _nifti1_bytes(order)
+    path = tmp_path / "ct.nii"
+    path.write_bytes(raw)
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), VOXELS)  # a real NIfTI-1 file
+    assert check_nifti_complete(path) is None
+    path.write_bytes(raw[:-10])
+    with pytest.raises(InputError, match=_named(path, _short_by(len(raw), 10))):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize("compress", [False, True], ids=["nii", "nii.gz"])
+def test_a_nifti2_file_in_either_byte_order_is_checked_against_its_own_header(
+    tmp_path: Path, order: str, compress: bool
+) -> None:
+    raw = _nifti2_bytes(order)
+    path = tmp_path / ("ct.nii.gz" if compress else "ct.nii")
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    assert check_nifti_complete(path) is None
+    cut = raw[:-10]
+    path.write_bytes(gzip.compress(cut) if compress else cut)
+    with pytest.raises(InputError, match=_named(path, _short_by(len(raw), 10))):
+        check_nifti_complete(path)
+
+
+# truncated files
+
+
+@pytest.mark.parametrize("missing", [1, 2000], ids=["one byte", "half the voxels"])
+def test_a_plain_nifti_missing_voxel_bytes_is_refused_naming_the_file_and_both_lengths(
+    tmp_path: Path, missing: int
+) -> None:
+    path = _itk_nifti(tmp_path / "ct.nii")
+    complete = path.read_bytes()
+    path.write_bytes(complete[:-missing])
+    with pytest.raises(InputError, match=_named(path, _short_by(len(complete), missing))):
+        check_nifti_complete(path)
+
+
+def test_a_gzip_nifti_cut_in_the_middle_of_its_deflate_stream_is_refused(tmp_path: Path) -> None:
+    path = _itk_nifti(tmp_path / "ct.nii.gz")
+    cut = path.read_bytes()[: path.stat().st_size // 2]
+    assert len(zlib.decompressobj(31).decompress(cut)) > 540, "the cut must leave the header whole"
+    path.write_bytes(cut)
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data \(.+\)$")):
+        check_nifti_complete(path)
+
+
+def test_a_gzip_nifti_cut_inside_its_header_is_refused(tmp_path: Path) -> None:
+    path = _itk_nifti(tmp_path / "ct.nii.gz")
+    cut = path.read_bytes()[:30]
+    assert len(zlib.decompressobj(31).decompress(cut)) < 348, "the cut must fall inside the header"
+    path.write_bytes(cut)
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt file \(.+\)$")):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize("missing", [4, 8], ids=["length field", "whole trailer"])
+def test_a_gzip_nifti_that_only_lacks_its_trailer_is_refused(tmp_path: Path, missing: int) -> None:
+    """All voxels inflate, but without its CRC and length the file cannot be shown to be whole."""
+    path = _itk_nifti(tmp_path / "ct.nii.gz")
+    raw = gzip.decompress(path.read_bytes())
+    cut = path.read_bytes()[:-missing]
+    inflater = zlib.decompressobj(31)
+    assert inflater.decompress(cut) == raw and not inflater.eof, "only the trailer may be missing"
+    path.write_bytes(cut)
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data")):
+        check_nifti_complete(path)
+
+
+def test_a_multi_member_gzip_that_lost_its_last_bytes_is_refused(tmp_path: Path) -> None:
+    """Each member is a valid gzip, so only the inflated length shows that voxels are missing."""
+    raw = _itk_nifti_bytes(tmp_path)
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:-100]))
+    with pytest.raises(InputError, match=_named(path, _short_by(len(raw), 100))):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["nii", "nii.gz"])
+@pytest.mark.parametrize("length", [0, 200, 347])
+def test_a_file_shorter_than_the_nifti_header_is_refused(tmp_path: Path, compress: bool, length: int) -> None:
+    raw = _itk_nifti_bytes(tmp_path)[:length]
+    path = tmp_path / ("ct.nii.gz" if compress else "ct.nii")
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    with pytest.raises(InputError, match=_named(path, rf"truncated NIfTI file \({length} header bytes\)$")):
+        check_nifti_complete(path)
+
+
+def test_voxel_data_is_counted_from_the_headers_vox_offset(tmp_path: Path) -> None:
+    """A header with extensions puts the voxels further in; the file must hold them from there."""
+    raw = bytearray(_itk_nifti_bytes(tmp_path))
+    struct.pack_into("<f", raw, 108, 352.0 + 16)  # claims 16 bytes of extensions that are not there
+    path = tmp_path / "ct.nii"
+    path.write_bytes(raw)
+    with pytest.raises(InputError, match=_named(path, _short_by(len(raw) + 16, 16))):
+        check_nifti_complete(path)
+
+
+def test_a_nifti2_file_cut_inside_its_header_is_reported_as_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "ct.nii"
+    path.write_bytes(_nifti2_bytes("<")[:400])
+    with pytest.raises(InputError, match=_named(path, "truncated")):
+        check_nifti_complete(path)
+
+
+# files that are not NIfTI at all, or whose header is corrupt
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["nii", "nii.gz"])
+def test_a_file_that_is_not_nifti_is_refused(tmp_path: Path, compress: bool) -> None:
+    text = b"patient,liver\n" * 50
+    path = tmp_path / ("ct.nii.gz" if compress else "ct.nii")
+    path.write_bytes(gzip.compress(text) if compress else text)
+    with pytest.raises(InputError, match=_named(path, r"not a NIfTI file")):
+        check_nifti_complete(path)
+
+
+def test_a_file_with_the_gzip_magic_but_no_gzip_data_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(b"\x1f\x8b" + b"\xff" * 600)
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt file \(.+\)$")):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "reported"),
+    [(40, 0, r"dim\[0\]=0, bitpix=16"), (40, 8, r"dim\[0\]=8, bitpix=16"), (72, 12, r"dim\[0\]=3, bitpix=12")],
+    ids=["no dimensions", "eight dimensions", "bitpix not whole bytes"],
+)
+def test_a_header_with_an_impossible_dimension_count_or_bitpix_is_refused(
+    tmp_path: Path, offset: int, value: int, reported: str
+) -> None:
+    raw = bytearray(_itk_nifti_bytes(tmp_path))
+    struct.pack_into("<h", raw, offset, value)
+    path = tmp_path / "ct.nii"
+    path.write_bytes(raw)
+    with pytest.raises(InputError, match=_named(path, rf"corrupt NIfTI header \({reported}\)$")):
+        check_nifti_complete(path)

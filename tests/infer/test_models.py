@@ -1,0 +1,51 @@
+"""Networks from SavedModels: our exports rebuilt with their recorded contract, others with the paper's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from efficientscn.errors import InputError
+from efficientscn.infer.models import load_network
+from efficientscn.model.contract import PAPER_LOCALIZATION, InputContract
+from efficientscn.model.savedmodel import METADATA_FILE
+
+from helpers import REPO_ROOT
+
+SHIPPED_LOCALIZATION = REPO_ROOT / "submitted_saved_models" / "localization"
+
+
+def _copy_with_metadata(tmp_path: Path, change) -> Path:
+    folder = tmp_path / "localization"
+    shutil.copytree(SHIPPED_LOCALIZATION, folder)
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    (folder / METADATA_FILE).write_text(json.dumps(change(metadata)))
+    return folder
+
+
+def test_a_shipped_model_runs_with_its_recorded_contract() -> None:
+    network = load_network(SHIPPED_LOCALIZATION, "localization", "cpu", "float32")
+    recorded = json.loads((SHIPPED_LOCALIZATION / METADATA_FILE).read_text())["contract"]
+    assert network.contract == InputContract.from_record(recorded)
+    assert json.loads(json.dumps(network.describe()))["contract"] == recorded
+
+
+def test_an_earlier_export_without_a_contract_gets_the_papers_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _copy_with_metadata(tmp_path, lambda metadata: {k: v for k, v in metadata.items() if k != "contract"})
+    with caplog.at_level(logging.INFO, logger="efficientscn.infer.models"):
+        network = load_network(folder, "localization", "cpu", "float32")
+    assert network.contract == PAPER_LOCALIZATION and network.source == "rebuilt"
+    said = [record.getMessage() for record in caplog.records if "no input contract recorded" in record.getMessage()]
+    assert len(said) == 1 and str(folder) in said[0] and "6 mm" in said[0]
+
+
+def test_an_unusable_recorded_contract_is_refused_naming_the_file(tmp_path: Path) -> None:
+    folder = _copy_with_metadata(tmp_path, lambda metadata: {**metadata, "contract": {"spacing_mm": -1}})
+    with pytest.raises(InputError, match=r"efficientscn\.json: unusable input contract"):
+        load_network(folder, "localization", "cpu", "float32")
