@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -39,21 +38,20 @@ logger = logging.getLogger("benchmark")
 def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -> Path:
     """A real abdomen (ts_example_ct) stretched 1.6 times along z, so that its organ box needs the SCN's largest
     input, resampled onto a 512 x 512 x 200 grid of 0.8 x 0.8 x 2 mm around its centre."""
+    from efficientscn.imaging.geometry import Grid
     from efficientscn.imaging.read import read_ct
+    from efficientscn.imaging.resample import AIR_HU, resample_onto
     from efficientscn.imaging.write import write_image_atomic
 
     source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
     source.SetSpacing((*source.GetSpacing()[:2], source.GetSpacing()[2] * Z_STRETCH))
     spacing = (0.8, 0.8, 2.0)
     centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
-    target = sitk.Image(list(size_xyz), sitk.sitkInt16)
-    target.SetSpacing(spacing)
-    target.SetDirection(source.GetDirection())
     corner = np.array(centre) - np.array(source.GetDirection()).reshape(3, 3) @ (
         (np.array(size_xyz) - 1) / 2 * np.array(spacing)
     )
-    target.SetOrigin(tuple(corner))
-    resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkInt16)
+    grid = Grid(size_xyz, spacing, tuple(float(c) for c in corner), source.GetDirection())  # type: ignore[arg-type]
+    resampled = resample_onto(source, grid, "linear", AIR_HU)
     return write_image_atomic(resampled, path, overwrite=True)
 
 

@@ -125,7 +125,8 @@ class Segmenter:
         a SavedModel signature under XLA still compiles once per new input size.)
         """
         start_time = time.perf_counter()
-        self._run(np.full((48, 48, 48), -1000, np.int16), (6.0, 6.0, 6.0), require_organs=False)
+        spacing = (self.localization.contract.spacing_mm,) * 3  # a 48-voxel cube at the localization spacing
+        self._run(np.full((48, 48, 48), -1000, np.int16), spacing, require_organs=False)
         logger.info("traced the pipeline in %.1f s", time.perf_counter() - start_time)
 
     def _run(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool) -> Segmentation:
