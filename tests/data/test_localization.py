@@ -13,11 +13,10 @@ from efficientscn.data.localization import (
     any_organ_one_hot,
     localization_size,
 )
-from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.imaging.resample import resample_to_input
 from efficientscn.imaging.write import write_image_atomic
 
-from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
+from helpers import impulse_ct, impulse_response_sigma_mm
 
 
 def _blank(size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, ...], direction: tuple[float, ...] | None = None):
@@ -68,19 +67,8 @@ def test_any_organ_one_hot_marks_background_and_every_organ():
     assert np.all(one_hot.sum(axis=-1) == 1)
 
 
-@pytest.fixture(scope="module")
-def real_dataset(tmp_path_factory) -> FlareDataset:
-    """ts_example_ct as a one-case FLARE-layout dataset (its own `_small` images, 3 mm is not shrunk)."""
-    case = shared_case("ts_example_ct")
-    dataset = FlareDataset(tmp_path_factory.mktemp("real"))
-    for small in (False, True):
-        write_image_atomic(read_ct(case.image), dataset.training_image("train_000", small=small))
-        write_image_atomic(read_label(case.label), dataset.training_mask("train_000", small=small))
-    return dataset
-
-
-def test_test_sample_is_the_whole_ct_at_6mm_with_spec_intensities_and_maps_back_onto_the_ct(real_dataset):
-    samples = LocalizationSamples(real_dataset.root, LocalizationDataConfig(smoothing_sigma_mm=0.0))
+def test_test_sample_is_the_whole_ct_at_6mm_with_spec_intensities_and_maps_back_onto_the_ct(one_case_dataset):
+    samples = LocalizationSamples(one_case_dataset, LocalizationDataConfig(smoothing_sigma_mm=0.0))
     loaded, transform, sample = samples.test_sample("train_000")
     # 122 x 101 x 112 voxels of 3 mm = 366 x 303 x 336 mm -> 61, 51, 56 voxels at 6 mm -> 64, 64, 64
     assert loaded.size_xyz == (64, 64, 64)
@@ -95,8 +83,8 @@ def test_test_sample_is_the_whole_ct_at_6mm_with_spec_intensities_and_maps_back_
     assert dice > 0.85  # 3 mm -> 6 mm -> 3 mm keeps the organs where they are
 
 
-def test_training_samples_are_augmented_subsampled_and_keep_labels_binary(real_dataset):
-    samples = LocalizationSamples(real_dataset.root)
+def test_training_samples_are_augmented_subsampled_and_keep_labels_binary(one_case_dataset):
+    samples = LocalizationSamples(one_case_dataset)
     loaded = samples.load("train_000", training=True)
     assert loaded.image.GetSpacing() == pytest.approx((6.0, 6.0, 6.0))  # 3 mm shrunk by floor(6 / 3) = 2
     first, second = (samples.sample("train_000", np.random.default_rng(seed)) for seed in (1, 2))

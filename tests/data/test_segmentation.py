@@ -22,12 +22,12 @@ from efficientscn.data.segmentation import (
 from efficientscn.data.setup_files import write_landmark_bb
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import box_corners, grid_of, physical_bounding_box
-from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.read import read_ct
 from efficientscn.imaging.resample import resample_to_input
 from efficientscn.imaging.write import write_image_atomic
 from efficientscn.labels import ORGAN_NAMES
 
-from helpers import impulse_ct, impulse_response_sigma_mm, shared_case
+from helpers import impulse_ct, impulse_response_sigma_mm
 
 
 def test_scn_roi_is_the_box_plus_32mm_on_the_smallest_valid_2mm_grid_strictly_above_it():
@@ -105,25 +105,12 @@ def test_label_one_hot_has_five_channels_in_label_order():
     np.testing.assert_array_equal(one_hot[0, 0], np.eye(5, dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def real_dataset(tmp_path_factory) -> FlareDataset:
-    """ts_example_ct as a one-case FLARE-layout dataset (full resolution only) with its organ box csv."""
-    case = shared_case("ts_example_ct")
-    dataset = FlareDataset(tmp_path_factory.mktemp("real"))
-    label = read_label(case.label)
-    write_image_atomic(read_ct(case.image), dataset.training_image("train_000"))
-    write_image_atomic(label, dataset.training_mask("train_000"))
-    box = physical_bounding_box(sitk.GetArrayViewFromImage(label) > 0, grid_of(label))
-    write_landmark_bb(dataset.landmark_bb_csv, {"train_000": box})
-    return dataset
-
-
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-def test_test_sample_is_the_organ_region_at_2mm_and_maps_back_onto_the_ct(real_dataset):
-    samples = SegmentationSamples(real_dataset.root)
+def test_test_sample_is_the_organ_region_at_2mm_and_maps_back_onto_the_ct(one_case_dataset):
+    samples = SegmentationSamples(one_case_dataset)
     loaded, transform, sample = samples.test_sample("train_000")
     # organ box 282 x 195 x 135 mm + 64 = 346 x 259 x 199 mm -> 173, 129.5, 99.5 voxels -> 160 (cap), 128 (cap), 128;
     # zoomed out by 173 / 160 so the 346 mm fit
@@ -139,8 +126,8 @@ def test_test_sample_is_the_organ_region_at_2mm_and_maps_back_onto_the_ct(real_d
         assert _dice(predicted == value, reference == value) > 0.95, ORGAN_NAMES[value]
 
 
-def test_the_roi_holds_every_organ_voxel_with_a_margin(real_dataset):
-    samples = SegmentationSamples(real_dataset.root)
+def test_the_roi_holds_every_organ_voxel_with_a_margin(one_case_dataset):
+    samples = SegmentationSamples(one_case_dataset)
     loaded, transform, _ = samples.test_sample("train_000")
     low, high = physical_bounding_box(sitk.GetArrayViewFromImage(loaded.label) > 0, grid_of(loaded.label))
     inverse = transform.GetInverse()
@@ -150,8 +137,8 @@ def test_the_roi_holds_every_organ_voxel_with_a_margin(real_dataset):
     assert corners.min() >= 14 and np.all(last - corners.max(axis=0) >= 14)
 
 
-def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
-    samples = SegmentationSamples(real_dataset.root)
+def test_training_samples_are_augmented_and_keep_labels_one_hot(one_case_dataset):
+    samples = SegmentationSamples(one_case_dataset)
     first, second = (samples.sample("train_000", np.random.default_rng(seed)) for seed in (1, 2))
     assert first["image"].shape == (128, 128, 160, 1) and first["label"].shape == (128, 128, 160, 5)
     assert not np.array_equal(first["image"], second["image"])
@@ -159,7 +146,7 @@ def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
     assert first["image"].min() >= -1.0 and first["image"].max() <= 1.0
     assert first["label"].dtype == np.uint8 and np.all(first["label"].sum(axis=-1) == 1)
     assert np.all(first["label"].reshape(-1, 5).max(axis=0) == 1)  # all four organs and background are there
-    unsmoothed = SegmentationSamples(real_dataset.root, SegmentationDataConfig(label_smoothing_sigma_voxels=0.0))
+    unsmoothed = SegmentationSamples(one_case_dataset, SegmentationDataConfig(label_smoothing_sigma_voxels=0.0))
     raw = unsmoothed.sample("train_000", np.random.default_rng(1))  # the same random draws as `first`
     np.testing.assert_array_equal(raw["image"], first["image"])
     raw_labels = np.argmax(raw["label"], axis=-1)
@@ -167,19 +154,19 @@ def test_training_samples_are_augmented_and_keep_labels_one_hot(real_dataset):
     np.testing.assert_array_equal(smooth_labels(raw_labels, 1.0), np.argmax(first["label"], axis=-1))
 
 
-def test_augmentation_keeps_the_livers_intensities(real_dataset):
+def test_augmentation_keeps_the_livers_intensities(one_case_dataset):
     hounsfield = IntensityAugmentConfig(gamma_range=None, scale=1.0, random_shift=0.0, random_scale=0.0, clamp=None)
-    samples = SegmentationSamples(real_dataset.root, SegmentationDataConfig(intensity=hounsfield))
+    samples = SegmentationSamples(one_case_dataset, SegmentationDataConfig(intensity=hounsfield))
     sample = samples.sample("train_000", np.random.default_rng(5))
     liver = sample["image"][..., 0][sample["label"][..., 1] == 1]
     assert liver.size > 10_000
     assert np.median(liver) == pytest.approx(46, abs=10)  # the liver label's median in the original CT is 46 HU
 
 
-def test_cases_are_read_at_full_resolution_and_smoothed_with_sigma_1mm(real_dataset):
-    samples = SegmentationSamples(real_dataset.root)
+def test_cases_are_read_at_full_resolution_and_smoothed_with_sigma_1mm(one_case_dataset):
+    samples = SegmentationSamples(one_case_dataset)
     loaded = samples.load("train_000")
-    ct = read_ct(real_dataset.training_image("train_000"))
+    ct = read_ct(FlareDataset(one_case_dataset).training_image("train_000"))
     assert loaded.image.GetSize() == ct.GetSize() == loaded.label.GetSize()
     assert loaded.image.GetPixelID() == sitk.sitkFloat32
     assert not np.allclose(sitk.GetArrayFromImage(loaded.image), sitk.GetArrayFromImage(ct), atol=1.0)

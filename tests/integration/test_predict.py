@@ -183,7 +183,7 @@ def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Pat
         # within half a voxel of the organs: voxel centres count there, outer voxel edges elsewhere
         oblique = obliquity_degrees(label.GetDirection()) > OBLIQUE_TOLERANCE_DEGREES
         if oblique:
-            label = resample_onto(label, axis_aligned_grid(grid_of(label)), sitk.sitkNearestNeighbor, 0)
+            label = resample_onto(label, axis_aligned_grid(grid_of(label)), "nearest", 0)
         label, _ = to_canonical(label)
         organ_index = np.argwhere(sitk.GetArrayViewFromImage(label) > 0)
         spacing_zyx = np.array(label.GetSpacing()[::-1])

@@ -20,12 +20,9 @@ import tensorflow as tf
 
 from efficientscn.augment import IntensityAugmentConfig, SpatialAugmentConfig
 from efficientscn.data.layout import FlareDataset
-from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.segmentation import SegmentationDataConfig, SegmentationSamples
 from efficientscn.errors import InputError
 from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
-from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.imaging.write import write_image_atomic
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model import specs
 from efficientscn.nn import SCNConfig
@@ -37,7 +34,7 @@ from efficientscn.train.runs import resumed_config, train_stage
 from efficientscn.train.segmentation import SegmentationTask
 from efficientscn.train.stages import SEGMENTATION
 
-from helpers import REPO_ROOT, shared_case
+from helpers import REPO_ROOT
 
 COARSE = SegmentationRunConfig(
     data=SegmentationDataConfig(spacing_mm=8.0),
@@ -47,27 +44,11 @@ COARSE = SegmentationRunConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def real_dataset(tmp_path_factory) -> Path:
-    """ts_example_ct as train_000, its organ box in landmark_bb.csv, and a fold 1 that trains and tests on it."""
-    case = shared_case("ts_example_ct")
-    root = tmp_path_factory.mktemp("scn")
-    dataset = FlareDataset(root)
-    write_image_atomic(read_ct(case.image), dataset.training_image("train_000"))
-    write_image_atomic(read_label(case.label), dataset.training_mask("train_000"))
-    assert preprocess_dataset(root, PreprocessConfig(small_images=False, cv_setup=False), progress=False).ok
-    fold = dataset.cv_dir / "1"
-    fold.mkdir(parents=True)
-    for split in ("train.txt", "test.txt"):
-        (fold / split).write_text("train_000\n")
-    return root
-
-
-def test_scn_loss_is_the_weighted_sum_of_dice_and_both_cross_entropies(real_dataset):
-    sample = SegmentationSamples(real_dataset, COARSE.data).sample("train_000", np.random.default_rng(0))
+def test_scn_loss_is_the_weighted_sum_of_dice_and_both_cross_entropies(one_case_dataset):
+    sample = SegmentationSamples(one_case_dataset, COARSE.data).sample("train_000", np.random.default_rng(0))
     batch = {key: tf.constant(value[np.newaxis]) for key, value in sample.items()}
     task = SegmentationTask(
-        FlareDataset(real_dataset), 1, COARSE.data, SCNConfig(seed=1), SegmentationLoss(1.0, 2.0, 3.0)
+        FlareDataset(one_case_dataset), 1, COARSE.data, SCNConfig(seed=1), SegmentationLoss(1.0, 2.0, 3.0)
     )
     keras.utils.set_random_seed(0)
     terms = {k: float(v) for k, v in task.loss_terms(task.build_model(), batch).items()}
@@ -77,11 +58,11 @@ def test_scn_loss_is_the_weighted_sum_of_dice_and_both_cross_entropies(real_data
 
 
 @pytest.fixture(scope="module")
-def scn_run(real_dataset, tmp_path_factory) -> Path:
-    return train_stage(SEGMENTATION, real_dataset, tmp_path_factory.mktemp("runs"), 1, COARSE, progress=False)
+def scn_run(one_case_dataset, tmp_path_factory) -> Path:
+    return train_stage(SEGMENTATION, one_case_dataset, tmp_path_factory.mktemp("runs"), 1, COARSE, progress=False)
 
 
-def test_a_short_scn_run_writes_checkpoints_and_scores_its_test_case_on_the_ct_grid(scn_run, real_dataset):
+def test_a_short_scn_run_writes_checkpoints_and_scores_its_test_case_on_the_ct_grid(scn_run, one_case_dataset):
     assert scn_run.parent.parent.name == "segmentation" and checkpoint_iterations(scn_run) == [4]
     with (scn_run / "train.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
@@ -94,14 +75,14 @@ def test_a_short_scn_run_writes_checkpoints_and_scores_its_test_case_on_the_ct_g
     folder = scn_run / "test" / "iter_4"
     assert (folder / CSV_NAME).is_file() and (folder / SUMMARY_NAME).is_file()
     written = sitk.ReadImage(str(folder / "train_000.nii.gz"))
-    ct = sitk.ReadImage(str(FlareDataset(real_dataset).training_image("train_000")))
+    ct = sitk.ReadImage(str(FlareDataset(one_case_dataset).training_image("train_000")))
     assert written.GetSize() == ct.GetSize() and written.GetSpacing() == pytest.approx(ct.GetSpacing())
     assert written.GetOrigin() == pytest.approx(ct.GetOrigin())
     assert sitk.GetArrayViewFromImage(written).max() <= 4
     assert read_config(scn_run)["training"]["learning_rate"] == 1e-3
 
 
-def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, real_dataset, tmp_path):
+def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, one_case_dataset, tmp_path):
     output = tmp_path / "segmentation"
     script = REPO_ROOT / "scn" / "main_create_model.py"
     result = subprocess.run(
@@ -112,7 +93,7 @@ def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, rea
     )
     assert result.returncode == 0, result.stderr[-3000:]
     serve = tf.saved_model.load(str(output)).signatures["serving_default"]
-    _, _, sample = SegmentationSamples(real_dataset, COARSE.data).test_sample("train_000")
+    _, _, sample = SegmentationSamples(one_case_dataset, COARSE.data).test_sample("train_000")
     image = np.transpose(sample["image"], (3, 0, 1, 2))[np.newaxis].astype(np.float16)
     exported = serve(image=tf.constant(image))["output_0"].numpy()
     assert exported.dtype == np.float16 and exported.shape == (1, 5, *sample["image"].shape[:3])
@@ -127,12 +108,12 @@ def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, rea
     np.testing.assert_allclose(exported.astype(np.float32), expected, atol=2.0**-10)
 
 
-def test_an_scn_run_resumes_from_its_checkpoint_in_the_same_folder(scn_run, real_dataset, tmp_path):
+def test_an_scn_run_resumes_from_its_checkpoint_in_the_same_folder(scn_run, one_case_dataset, tmp_path):
     copy = tmp_path / "segmentation" / "cv1" / scn_run.name
     shutil.copytree(scn_run, copy)
     config = resumed_config(SEGMENTATION, copy, max_iter=6)
     assert config.data == COARSE.data and config.training.learning_rate == 1e-3
-    run = train_stage(SEGMENTATION, real_dataset, tmp_path, 1, config, resume=True, progress=False)
+    run = train_stage(SEGMENTATION, one_case_dataset, tmp_path, 1, config, resume=True, progress=False)
     assert run == copy and checkpoint_iterations(run) == [4, 6]
     with (run / "train.csv").open(newline="") as file:
         assert [row["iteration"] for row in csv.DictReader(file)] == ["2", "4", "6"]
@@ -141,7 +122,7 @@ def test_an_scn_run_resumes_from_its_checkpoint_in_the_same_folder(scn_run, real
 
 
 @pytest.mark.slow
-def test_a_short_cpu_training_overfits_the_real_case_to_organ_dice_above_0_8(real_dataset, tmp_path):
+def test_a_short_cpu_training_overfits_the_real_case_to_organ_dice_above_0_8(one_case_dataset, tmp_path):
     """The whole stage learns: samples, network, loss, loop, test. One CT, no augmentation, 6 mm for speed."""
     still = SpatialAugmentConfig(translation_mm=0, rotation_rad=0, uniform_scale=0, axis_scale=0, deformation_mm=0)
     intensity = IntensityAugmentConfig(gamma_range=None, random_shift=0, random_scale=0)
@@ -151,17 +132,17 @@ def test_a_short_cpu_training_overfits_the_real_case_to_organ_dice_above_0_8(rea
             learning_rate=1e-3, max_iter=160, test_iter=160, snapshot_iter=160, log_iter=20, ema_decay=0.9, workers=0
         ),
     )
-    run = train_stage(SEGMENTATION, real_dataset, tmp_path, 1, config, progress=False)
+    run = train_stage(SEGMENTATION, one_case_dataset, tmp_path, 1, config, progress=False)
     with (run / "test.csv").open(newline="") as file:
         (scores,) = csv.DictReader(file)
     for organ in ("liver", "kidney", "spleen"):
         assert float(scores[f"{organ}_dice"]) >= 0.8, scores
 
 
-def test_a_fold_case_without_an_organ_box_is_refused_before_training(real_dataset, tmp_path):
+def test_a_fold_case_without_an_organ_box_is_refused_before_training(one_case_dataset, tmp_path):
     for name in ("TrainingImg", "TrainingMask"):
-        (tmp_path / name).symlink_to(real_dataset / name)
-    shutil.copytree(real_dataset / "setup", tmp_path / "setup")
+        (tmp_path / name).symlink_to(one_case_dataset / name)
+    shutil.copytree(one_case_dataset / "setup", tmp_path / "setup")
     (tmp_path / "setup" / "landmark_bb.csv").write_text("train_999,0,0,0,1,1,1\n")
     with pytest.raises(InputError, match=r"landmark_bb\.csv: no organ box for 1 case\(s\) of fold 1: train_000"):
         SegmentationTask(FlareDataset(tmp_path), 1, COARSE.data, COARSE.network, COARSE.loss)
