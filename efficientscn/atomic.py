@@ -12,11 +12,11 @@ from pathlib import Path
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: bool = False) -> Iterator[Path]:
-    """Yield a hidden temporary path beside `path`; when the block succeeds, rename it over `path`.
+    """Yield a hidden temporary path beside `path`; when the block succeeds, it becomes `path` in one step.
 
     `suffix` is kept at the end of the temporary name for writers that choose the format by extension. An
-    existing `path` raises FileExistsError unless `overwrite` is set; on any error the temporary file is removed
-    and `path` is left untouched.
+    existing `path` raises FileExistsError unless `overwrite` is set, also one that another writer created while
+    the block ran; on any error the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
     exists = f"{path}: already exists (pass overwrite to replace it)"

@@ -285,8 +285,9 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.model.precision import PRECISIONS
 
     parser.description = (
-        "Two-stage segmentation: the localization network finds the organs' box on the CT at 6 mm, the SCN "
-        "segments them in that box at 2 mm. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
+        "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
+        "paper's models), the SCN segments them in that box (at 2 mm); each network gets the spacing and sizes "
+        "its export records. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
         "2 kidney, 3 spleen, 4 pancreas) on each input's exact grid; <case> is the file name without its "
         "image ending and without _0000, or the DICOM folder's name. Labels already in OUTPUT are kept "
         "(skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is reported and the "

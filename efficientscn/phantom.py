@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-AIR_HU = -1000
+PHANTOM_AIR_HU = -1000
+"""The phantoms' outside: near air (real CTs read -1024 beyond the body, `imaging.resample.AIR_HU`)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def make_phantom(
         points = origin + np.stack([index_x, index_y, np.full_like(index_x, z)], axis=-1) @ axes.T
         radial = np.hypot(*((points[..., :2] - body_centre) / np.asarray(BODY_SEMI_AXES_MM)).transpose(2, 0, 1))
         inner = radial <= 1.0 - FAT_THICKNESS_MM / BODY_SEMI_AXES_MM[1]
-        hu = np.where(radial <= 1.0, FAT_HU, AIR_HU).astype(np.float32)
+        hu = np.where(radial <= 1.0, FAT_HU, PHANTOM_AIR_HU).astype(np.float32)
         hu[inner] = SOFT_TISSUE_HU
         hu[_inside(points, SPINE, shift)] = BONE_HU
         for organ in organs:

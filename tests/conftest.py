@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.imaging.write import write_image_atomic
+from efficientscn.model.precision import precision_policy
 
 from helpers import MISSING, SHARED_CASES, SharedCase, require_shared_data, shared_case
 
@@ -38,3 +41,18 @@ def one_case_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (fold / split).write_text("train_000\n")
     (dataset.cv_dir / "all_train.txt").write_text("train_000\n")
     return root
+
+
+@pytest.fixture
+def precision(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Networks built in the test are built in the precision named by the parameter (indirect), as inference and
+    training build them: inside `precision_policy`, which leaves the Keras policy as it found it."""
+    with precision_policy(request.param):
+        yield request.param
+
+
+@pytest.fixture(scope="session")
+def ct_pair() -> tuple[sitk.Image, sitk.Image]:
+    """ts_example_ct (122x101x112 at 3 mm, RAS) and its FLARE label, as read. Tests read them, never change them."""
+    case = shared_case("ts_example_ct")
+    return read_ct(case.image), read_label(case.label)

@@ -11,16 +11,21 @@ from efficientscn.train.stages import SEGMENTATION, STAGES
 def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     with pytest.raises(SystemExit):
         build_parser(argv[0]).parse_args([*argv, "--help"])
-    return " ".join(capsys.readouterr().out.split())
+    return _squashed(capsys.readouterr().out)
+
+
+def _squashed(text: str) -> str:
+    """Text without any whitespace: argparse wraps help lines anywhere, also after hyphens."""
+    return "".join(text.split())
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
 def test_train_help_gives_each_stages_own_defaults(capsys: pytest.CaptureFixture[str], stage) -> None:
     text = _help(capsys, "train", stage.name)
     training = stage.config_type().training
-    assert f"Adam learning rate (default: {training.learning_rate:g})" in text
-    assert f"iterations (default: {training.max_iter:g})" in text
-    assert f"OUTPUT/{stage.name}/cv<k>/" in text and stage.model.description in text
+    assert _squashed(f"Adam learning rate (default: {training.learning_rate:g})") in text
+    assert _squashed(f"iterations (default: {training.max_iter:g})") in text
+    assert f"OUTPUT/{stage.name}/cv<k>/" in text and _squashed(stage.model.description) in text
 
 
 def test_stage_two_is_segmentation_and_scn_is_still_accepted() -> None:

@@ -1,4 +1,4 @@
-"""Spatial augmentation in physical space: a random affine and B-spline transform per sample, resampling, way back.
+"""Spatial augmentation in physical space: a random affine and B-spline transform per sample, and resampling.
 
 Every transform here maps OUTPUT physical points to INPUT physical points (mm, xyz), SimpleITK's resampling
 convention. The output grid always has origin 0 and the identity direction; its size (voxels) and spacing (mm)

@@ -15,11 +15,11 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.imaging.names import case_id
+from efficientscn.imaging.names import LABEL_SUFFIX, case_id
 from efficientscn.imaging.read import read_ct, read_label, require_same_grid
 
 IMAGE_SUFFIX = "_0000.nii.gz"
-LABEL_SUFFIX = ".nii.gz"
+"""FLARE names a CT `<case>_0000.nii.gz` (channel 0) and its label `<case>.nii.gz` (LABEL_SUFFIX)."""
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ class CanonicalCT:
     @classmethod
     def from_image(cls, ct: sitk.Image, source: str = "CT", *, max_voxels: int | None = None) -> CanonicalCT:
         """An int16 CT in memory onto the processing grid; `source` names it in messages."""
+        if max_voxels is not None:
+            check_voxel_count(ct.GetSize(), max_voxels)
         oblique_grid = None
         angle = obliquity_degrees(ct.GetDirection())
         if angle > OBLIQUE_TOLERANCE_DEGREES:

@@ -8,6 +8,9 @@ from pathlib import Path
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """File endings read as images; a folder is read as a DICOM series."""
 
+LABEL_SUFFIX = ".nii.gz"
+"""The label maps this project writes: compressed NIfTI, as FLARE's."""
+
 
 def image_suffix(path: str | os.PathLike[str]) -> str:
     """The image-format ending of a path (".nii.gz" counts as one), or "" if it has none we read."""

@@ -1,5 +1,6 @@
-"""Resampling: one helper puts an image onto a grid (through a transform, if given); network outputs go back onto
-the CT's grid through it. Everything outside a CT is air, `AIR_HU`."""
+"""Resampling: one helper puts an image onto a grid (through a transform, if given): oblique CTs onto an
+axis-aligned grid and their labels back, training samples, and training's test predictions back onto their CT.
+Everything outside a CT is air, `AIR_HU`."""
 
 from __future__ import annotations
 

@@ -28,8 +28,6 @@ from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_k
 
 logger = logging.getLogger(__name__)
 
-UTILS_FOLDER = "tf_utils_module"
-
 Device = Literal["cpu", "gpu"]
 
 

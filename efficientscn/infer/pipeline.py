@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
+from efficientscn.imaging.resample import AIR_HU
 from efficientscn.infer.models import Network
 from efficientscn.infer.utils_module import Utils
 from efficientscn.model.contract import InputContract
@@ -126,7 +127,7 @@ class Segmenter:
         """
         start_time = time.perf_counter()
         spacing = (self.localization.contract.spacing_mm,) * 3  # a 48-voxel cube at the localization spacing
-        self._run(np.full((48, 48, 48), -1000, np.int16), spacing, require_organs=False)
+        self._run(np.full((48, 48, 48), AIR_HU, np.int16), spacing, require_organs=False)
         logger.info("traced the pipeline in %.1f s", time.perf_counter() - start_time)
 
     def _run(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool) -> Segmentation:

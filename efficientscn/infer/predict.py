@@ -26,7 +26,7 @@ from efficientscn.infer.pipeline import InferenceConfig, Segmenter
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
 from efficientscn.model.precision import inference_precision
-from efficientscn.model.specs import STAGES
+from efficientscn.model.specs import STAGE_NAMES
 from efficientscn.versions import versions
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ class PredictOptions:
 
 def load_segmenter(options: PredictOptions, device: str, precision: str, config: InferenceConfig) -> Segmenter:
     """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced."""
-    networks = [load_network(models_subfolder(options.models, stage), stage, device, precision) for stage in STAGES]
+    networks = [
+        load_network(models_subfolder(options.models, stage), stage, device, precision) for stage in STAGE_NAMES
+    ]
     segmenter = Segmenter(*networks, load_utils(options.utils, device), config)
     segmenter.warm_up()
     return segmenter
@@ -72,7 +74,7 @@ class Predictor:
         label = self.writers[0]  # its file marks a case as done
         self.cases = [Case(source, label.path(options.output, case_id(source))) for source in sources]
         ensure_writable_folder(options.output)
-        for stage in STAGES:  # a missing model stops the batch now, not once per case
+        for stage in STAGE_NAMES:  # a missing model stops the batch now, not once per case
             models_subfolder(options.models, stage)
         self.device = select_device(options.device)
         self.precision = inference_precision(self.device, options.precision)
@@ -133,9 +135,10 @@ class Predictor:
             record.details = segmentation.details
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
-            for writer in self.writers:
+            for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
                 writer.write(result, writer.path(self.options.output, case.id), overwrite=self.options.overwrite)
-            record.seconds["write"] = time.perf_counter() - start
+                record.seconds[writer.name] = time.perf_counter() - start
+                start = time.perf_counter()
             record.status = "done"
             return "done"
         except Exception as error:

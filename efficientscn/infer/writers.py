@@ -14,10 +14,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.names import LABEL_SUFFIX
 from efficientscn.imaging.write import write_label
 from efficientscn.infer.preview import write_preview
 
-LABEL_SUFFIX = ".nii.gz"
 PREVIEW_FOLDER = "preview"
 
 
@@ -35,6 +35,9 @@ class CaseResult:
 class LabelWriter(Protocol):
     """One output of a case."""
 
+    name: str
+    """What the run report calls it (its seconds per case)."""
+
     def path(self, output: Path, case_id: str) -> Path:
         """Where this writer puts case `case_id`'s output inside the output folder."""
 
@@ -47,6 +50,7 @@ class ImageLabelWriter:
     """The label map as one image file, `<case><suffix>` (uint8: 0 background, 1 liver, ..., 4 pancreas)."""
 
     suffix: str = LABEL_SUFFIX
+    name: str = "write"
 
     def path(self, output: Path, case_id: str) -> Path:
         return output / f"{case_id}{self.suffix}"
@@ -58,6 +62,8 @@ class ImageLabelWriter:
 @dataclass(frozen=True)
 class PreviewWriter:
     """A quick-look PNG, `preview/<case>.png`, of the label just written (so it replaces an older one)."""
+
+    name: str = "preview"
 
     def path(self, output: Path, case_id: str) -> Path:
         return output / PREVIEW_FOLDER / f"{case_id}.png"

@@ -8,6 +8,7 @@ from them. No TensorFlow here: the data side imports this module in its loader w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +31,27 @@ class InputContract:
     """Gaussian smoothing of the CT before it is resampled to `spacing_mm` (0: none)."""
     intensity_scale_hu: float = INTENSITY_SCALE_HU
 
+    def __post_init__(self) -> None:
+        """Checks what inference can honour; each axis's sizes are kept sorted, as the valid-size rule reads them."""
+        sizes = self.valid_sizes_zyx
+        if len(sizes) != 3 or not all(sizes) or not all(int(v) > 0 for axis in sizes for v in axis):
+            raise ValueError(f"valid sizes {sizes} are not three non-empty lists of positive sizes (z, y, x)")
+        if not (math.isfinite(self.spacing_mm) and self.spacing_mm > 0) or not self.smoothing_sigma_mm >= 0:
+            raise ValueError(f"spacing {self.spacing_mm} mm or smoothing {self.smoothing_sigma_mm} mm is not usable")
+        if self.intensity_scale_hu != INTENSITY_SCALE_HU:
+            raise ValueError(
+                f"intensity scale {self.intensity_scale_hu:g} HU; inference scales by {INTENSITY_SCALE_HU:g} only"
+            )
+        object.__setattr__(self, "valid_sizes_zyx", tuple(tuple(sorted(int(v) for v in axis)) for axis in sizes))
+
     @property
     def largest_size_zyx(self) -> tuple[int, int, int]:
         """The largest valid input size per axis."""
-        return tuple(max(sizes) for sizes in self.valid_sizes_zyx)  # type: ignore[return-value]
+        return tuple(axis[-1] for axis in self.valid_sizes_zyx)  # type: ignore[return-value]
 
     def describe(self) -> str:
         """One line for the log."""
-        sizes = " x ".join(f"{min(s)}-{max(s)}" for s in self.valid_sizes_zyx)
+        sizes = " x ".join(f"{axis[0]}-{axis[-1]}" for axis in self.valid_sizes_zyx)
         return f"{self.spacing_mm:g} mm, valid sizes (zyx) {sizes}, smoothing {self.smoothing_sigma_mm:g} mm"
 
     def to_record(self) -> dict[str, Any]:
@@ -45,14 +59,8 @@ class InputContract:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> InputContract:
-        contract = from_record(cls, record)
-        if contract.intensity_scale_hu != INTENSITY_SCALE_HU:
-            raise ValueError(
-                f"intensity scale {contract.intensity_scale_hu:g} HU; inference scales by {INTENSITY_SCALE_HU:g} only"
-            )
-        if not (contract.spacing_mm > 0 and all(contract.valid_sizes_zyx)):
-            raise ValueError(f"spacing {contract.spacing_mm} and valid sizes {contract.valid_sizes_zyx} are not usable")
-        return contract
+        """The contract of an export's metadata; ValueError for one inference cannot honour."""
+        return from_record(cls, record)
 
 
 PAPER_LOCALIZATION = InputContract(

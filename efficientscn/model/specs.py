@@ -73,23 +73,24 @@ def _segmentation_module(model: keras.Model) -> tf.Module:
     return SegmentationModule(model)
 
 
-LOCALIZATION = ModelSpec(
+LOCALIZATION_SPEC = ModelSpec(
     name="localization",
-    description="the stage-1 localization U-Net (whole CT at 6 mm, any-organ mask)",
+    description="the stage-1 localization U-Net (the whole CT, 6 mm in the paper; any-organ mask)",
     interface="output_0 bool [N,1,D,H,W] (organ foreground)",
     network_config_type=LocalizationNetConfig,
     build=_build_localization,
     module=_localization_module,
     default_contract=PAPER_LOCALIZATION,
 )
-SEGMENTATION = ModelSpec(
+SEGMENTATION_SPEC = ModelSpec(
     name="segmentation",
-    description="the stage-2 SpatialConfiguration-Net (organ box at 2 mm, 5 labels)",
+    description="the stage-2 SpatialConfiguration-Net (the organ box, 2 mm in the paper; 5 labels)",
     interface="output_0 float16 [N,5,D,H,W] (normalised probabilities of labels 0-4)",
     network_config_type=SCNConfig,
     build=_build_exported_scn,
     module=_segmentation_module,
     default_contract=PAPER_SEGMENTATION,
 )
-SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION, SEGMENTATION)}
-STAGES: tuple[StageName, ...] = tuple(SPECS)
+SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION_SPEC, SEGMENTATION_SPEC)}
+STAGE_NAMES: tuple[StageName, ...] = tuple(SPECS)
+"""The stages in the order inference runs them: the models subfolders."""

@@ -1,4 +1,5 @@
-"""Training: losses, the generic loop (weight average, clipping, precision, checkpoints, tests, logs), the stages.
+"""Training: the stages and their run configurations, losses, the generic loop (weight average, clipping,
+precision, checkpoints, tests, logs), runs.
 
-Importing a module of this package imports TensorFlow; the rest of the library imports it lazily.
+`stages` and `config` are TensorFlow-free (the command line reads them); the other modules import TensorFlow.
 """

@@ -15,12 +15,13 @@ from typing import Any
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.errors import InputError
+from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import training_precision
 from efficientscn.model.savedmodel import refuse_existing, save_network
 from efficientscn.settings import from_record, to_record, with_changes
 from efficientscn.train.checkpoints import checkpoint_iteration, load_averaged_model
 from efficientscn.train.loop import Trainer
-from efficientscn.train.run_folder import latest_resumable_run, new_run_folder, read_config
+from efficientscn.train.run_folder import CONFIG_NAME, latest_resumable_run, new_run_folder, read_config
 from efficientscn.train.stages import RunConfig, Stage
 from efficientscn.versions import versions
 
@@ -39,12 +40,28 @@ def config_from_file(stage: Stage, path: Path) -> RunConfig:
 
 
 def resumed_config(stage: Stage, run: Path, **training_changes: Any) -> RunConfig:
-    """The configuration a run was started with, with training settings changed (e.g. a larger `max_iter`)."""
+    """The configuration a run was started with, with training settings changed (e.g. a larger `max_iter`).
+
+    InputError when the run is another stage's or its config.json does not fit this version's settings.
+    """
     record = read_config(run)
-    config = from_record(
-        stage.config_type, {f.name: record[f.name] for f in fields(stage.config_type) if f.name in record}
-    )
+    if record.get("stage", stage.name) != stage.name:
+        raise InputError(f"{Path(run) / CONFIG_NAME}: a {record['stage']} run, not a {stage.name} run")
+    try:
+        config = from_record(
+            stage.config_type, {f.name: record[f.name] for f in fields(stage.config_type) if f.name in record}
+        )
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{Path(run) / CONFIG_NAME}: not a usable {stage.name} configuration ({error})") from error
     return replace(config, training=replace(config.training, **training_changes))
+
+
+def contract(stage: Stage, config: RunConfig) -> InputContract:
+    """The input contract of a network trained with `config`; InputError if inference could not honour it."""
+    try:
+        return stage.contract(config)
+    except ValueError as error:
+        raise InputError(f"the {stage.name} data settings give a network inference cannot run: {error}") from error
 
 
 def fold_configs(
@@ -66,7 +83,8 @@ def fold_configs(
     if resume:
         refused = sorted(set(changes) - set(RESUMABLE_SETTINGS)) + (["config"] if config_file else [])
         if refused:
-            raise InputError(f"--resume continues a run with its own settings; drop --{', --'.join(refused)}")
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
+            raise InputError(f"--resume continues a run with its own settings; drop {flags}")
     configs = {}
     for cv in folds:
         if resume:
@@ -99,6 +117,7 @@ def train_stage(
     with.
     """
     config = config if config is not None else stage.config_type()
+    contract(stage, config)  # a network that inference could not run is refused before hours of training
     dataset = FlareDataset(Path(dataset_root))
     task = stage.task(dataset, cv, config)
     # the concrete precision goes into config.json, so a resumed run keeps it on any machine
@@ -138,8 +157,8 @@ def export_stage(
     """Write the averaged network of a run's checkpoint (None: the latest) as the stage's SavedModel, with the input
     contract of the run's data configuration."""
     refuse_existing(output, overwrite=overwrite)  # before the minutes of loading and tracing
-    iteration = checkpoint_iteration(run, iteration)
     config = resumed_config(stage, Path(run))
+    iteration = checkpoint_iteration(run, iteration)
     model = load_averaged_model(run, iteration, lambda: stage.model.build(config.network))
     source = {"run": str(Path(run).resolve()), "iteration": iteration}
     return save_network(
@@ -147,7 +166,7 @@ def export_stage(
         model,
         config.network,
         output,
-        contract=stage.contract(config),
+        contract=contract(stage, config),
         overwrite=overwrite,
         source=source,
     )

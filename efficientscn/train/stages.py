@@ -66,14 +66,14 @@ def _segmentation_task(dataset: FlareDataset, cv: int, config: SegmentationRunCo
 
 
 LOCALIZATION = Stage(
-    model=specs.LOCALIZATION,
+    model=specs.LOCALIZATION_SPEC,
     config_type=LocalizationRunConfig,
     task=_localization_task,
     reads="TrainingImg_small/, TrainingMask_small/, setup/cv/",
     test_writes="masks, boxes.csv",
 )
 SEGMENTATION = Stage(
-    model=specs.SEGMENTATION,
+    model=specs.SEGMENTATION_SPEC,
     config_type=SegmentationRunConfig,
     task=_segmentation_task,
     reads="TrainingImg/, TrainingMask/, setup/landmark_bb.csv, setup/cv/",

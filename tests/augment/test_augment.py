@@ -1,4 +1,4 @@
-"""Spatial and intensity augmentation: centring, image/label alignment on a real CT, dense field, way back."""
+"""Spatial and intensity augmentation: centring, image/label alignment on a real CT, dense field, intensities."""
 
 from __future__ import annotations
 
@@ -25,23 +25,15 @@ from efficientscn.augment import (
 from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.geometry import Grid, grid_of
 from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.imaging.resample import resample_to_input
 
 from helpers import REPO_ROOT, shared_case
 
 MEDIAN_HU = {1: 46.0, 2: 14.0, 3: 35.0}
-"""Median HU inside liver, kidney and spleen of ts_example_ct (shared/data/README.md)."""
+
 
 NO_AUGMENTATION = SpatialAugmentConfig(
     translation_mm=0, rotation_rad=0, uniform_scale=0, axis_scale=0, deformation_mm=0
 )
-
-
-@pytest.fixture(scope="module")
-def ct_pair() -> tuple[sitk.Image, sitk.Image]:
-    """ts_example_ct (122x101x112 at 3 mm, RAS) and its FLARE label."""
-    case = shared_case("ts_example_ct")
-    return read_ct(case.image), read_label(case.label)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +47,8 @@ def _affine_matrix(transform: sitk.CompositeTransform) -> np.ndarray:
     return np.asarray(sitk.AffineTransform(transform.GetNthTransform(0)).GetMatrix()).reshape(3, 3)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Spatial
+def _patch(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1500, 3000, (12, 10, 8)).astype(np.float32)
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -208,32 +200,6 @@ def test_same_seed_same_sample(ct_pair) -> None:
     assert not np.allclose(points[0], points[2])
 
 
-def test_resample_to_input_inverts_the_affine(ct_pair) -> None:
-    image, label = ct_pair
-    size, spacing = (64, 56, 64), (6.0, 6.0, 6.0)
-    original = sitk.GetArrayFromImage(label)
-    # centring only, same size and spacing, RAS input: there is a flip of x and y, and nearest back is exact
-    plain = sample_transform(label, original.shape[::-1], label.GetSpacing())
-    there = resample(label, plain, original.shape[::-1], label.GetSpacing(), "nearest", 0)
-    assert not np.array_equal(there, original)  # the output grid is LPS, so the array is flipped
-    np.testing.assert_array_equal(resample_to_input(there, plain, label.GetSpacing(), label, "nearest"), original)
-    # a random rotation and scale, one-hot channels-last, linear: argmax back on the input grid matches the label
-    config = SpatialAugmentConfig(translation_mm=0, deformation_mm=0)
-    transform = sample_transform(image, size, spacing, config, np.random.default_rng(2))
-    onehot = np.eye(5, dtype=np.float32)[resample(label, transform, size, spacing, "nearest", 0, dense_field=False)]
-    back = resample_to_input(onehot, transform, spacing, image, "linear")
-    assert back.shape == (*original.shape, 5) and back.dtype == np.float32
-    organs = original > 0
-    assert np.mean(back.argmax(axis=-1)[organs] == original[organs]) > 0.85  # 6 mm there, 3 mm back
-
-
-def test_resample_to_input_refuses_a_deformation(ct_pair) -> None:
-    image, _ = ct_pair
-    transform = sample_transform(image, (16, 16, 16), (8.0,) * 3, SpatialAugmentConfig(), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="no inverse"):
-        resample_to_input(np.zeros((16, 16, 16), np.float32), transform, (8.0,) * 3, image)
-
-
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="scale"):
         SpatialAugmentConfig(uniform_scale=1.2)
@@ -246,14 +212,6 @@ def test_config_validation() -> None:
 def test_augment_imports_no_tensorflow() -> None:
     code = "import sys, efficientscn.augment; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Intensity
-
-
-def _patch(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1500, 3000, (12, 10, 8)).astype(np.float32)
 
 
 def test_validation_intensities_are_scaled_and_clamped() -> None:

@@ -1,4 +1,4 @@
-"""The canonical (LPS) view of a CT and its exact way back, on every shared case."""
+"""The canonical (LPS) view of a CT and its exact way back, and `CanonicalCT`, on every shared case."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from efficientscn.imaging.canonical import canonical_reorientation, to_canonical
-from efficientscn.imaging.geometry import grid_of, physical_bounding_box
+from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT, canonical_reorientation, to_canonical
+from efficientscn.imaging.geometry import FLARE21_MEAN_SPACING_XYZ, grid_of, physical_bounding_box
 from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.imaging.write import write_label
 
-from helpers import SharedCase
+from helpers import SharedCase, image_from_array
 
 
 def test_label_through_canonical_space_is_written_back_on_the_input_grid(
@@ -61,3 +62,41 @@ def test_canonical_axes_point_left_posterior_superior(any_shared_case: SharedCas
     assert np.all(np.diag(direction) > 0.9), direction  # index axis i runs along +x, +y, +z (L, P, S)
     if "oblique" not in any_shared_case.id:
         assert direction == pytest.approx(np.eye(3))
+
+
+def test_canonical_ct_reads_onto_the_processing_grid_and_restores_a_label_onto_the_exact_grid(
+    any_shared_case: SharedCase,
+) -> None:
+    """The one way onto the processing grid and back that predict, the benchmarks and Python users share."""
+    as_read = read_ct(any_shared_case.image)
+    ct = CanonicalCT.read(any_shared_case.image)
+    assert np.shares_memory(ct.array_zyx, sitk.GetArrayViewFromImage(ct.image))  # a view, not a copy of the CT
+    assert (ct.oblique_grid is not None) == ("oblique" in any_shared_case.id)
+    if ct.oblique_grid is not None:  # resampled onto an axis-aligned grid first
+        assert ct.image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    body = (ct.array_zyx > -500).astype(np.uint8)
+    restored = ct.restore(body)
+    assert not grid_of(restored).differences(grid_of(as_read))
+    expected = sitk.GetArrayViewFromImage(as_read) > -500
+    agreement = np.mean((sitk.GetArrayViewFromImage(restored) > 0) == expected)
+    if ct.oblique_grid is None:
+        assert agreement == 1.0  # permutations and flips only: exact
+    else:
+        assert agreement > 0.97  # linear there, nearest back: the body's surface moves by up to a voxel
+
+
+def test_canonical_ct_takes_the_flare21_mean_for_a_spacing_of_exactly_one_mm() -> None:
+    ct = CanonicalCT.from_image(image_from_array(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0)))
+    assert ct.spacing_zyx == FLARE21_MEAN_SPACING_XYZ[::-1]
+    assert ct.image.GetSpacing() == (1.0, 1.0, 1.0)  # the CT's own geometry is left as it is
+
+
+def test_canonical_ct_refuses_a_ct_over_the_voxel_limit_from_its_header_or_in_memory(tmp_path: Path) -> None:
+    image = image_from_array(np.zeros((10, 20, 30), np.int16))
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match=r"CT too large: 6,000 voxels .*the limit is 5,999"):
+        CanonicalCT.read(path, max_voxels=5_999)
+    with pytest.raises(InputError, match="CT too large"):
+        CanonicalCT.from_image(image, max_voxels=5_999)
+    assert CanonicalCT.read(path, max_voxels=6_000).array_zyx.shape == (10, 20, 30)

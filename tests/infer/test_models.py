@@ -27,11 +27,12 @@ def _copy_with_metadata(tmp_path: Path, change) -> Path:
     return folder
 
 
-def test_a_shipped_model_runs_with_its_recorded_contract() -> None:
-    network = load_network(SHIPPED_LOCALIZATION, "localization", "cpu", "float32")
-    recorded = json.loads((SHIPPED_LOCALIZATION / METADATA_FILE).read_text())["contract"]
-    assert network.contract == InputContract.from_record(recorded)
-    assert json.loads(json.dumps(network.describe()))["contract"] == recorded
+def test_a_model_runs_with_the_contract_its_export_records(tmp_path: Path) -> None:
+    recorded = {"spacing_mm": 8.0, "valid_sizes_zyx": [[64, 128], [48, 96], [48, 96]], "smoothing_sigma_mm": 1.5}
+    folder = _copy_with_metadata(tmp_path, lambda metadata: {**metadata, "contract": recorded})
+    network = load_network(folder, "localization", "cpu", "float32")
+    assert network.contract == InputContract(8.0, ((64, 128), (48, 96), (48, 96)), smoothing_sigma_mm=1.5)
+    assert json.loads(json.dumps(network.describe()))["contract"] == {**recorded, "intensity_scale_hu": 2048.0}
 
 
 def test_an_earlier_export_without_a_contract_gets_the_papers_said_once(

@@ -39,16 +39,22 @@ def test_a_contract_survives_its_record_and_an_unusable_one_is_refused() -> None
         InputContract.from_record({**record, "intensity_scale_hu": 1000.0})
     with pytest.raises(ValueError, match="not usable"):
         InputContract.from_record({**record, "spacing_mm": 0.0})
-    with pytest.raises(ValueError, match="not usable"):
-        InputContract.from_record({**record, "valid_sizes_zyx": [[32], [], [32]]})
+    for sizes in ([[32], [], [32]], [[32], [32]], [[32], [32], [-16]]):
+        with pytest.raises(ValueError, match="three non-empty lists of positive sizes"):
+            InputContract.from_record({**record, "valid_sizes_zyx": sizes})
     with pytest.raises(ValueError, match="unknown InputContract setting"):
         InputContract.from_record({**record, "margin_mm": 10.0})
     assert record["intensity_scale_hu"] == INTENSITY_SCALE_HU
 
 
-def test_a_model_trained_on_other_intensities_records_them_and_inference_refuses_it() -> None:
+def test_valid_sizes_are_kept_in_ascending_order_as_training_reads_them() -> None:
+    """Training's valid-size rule sorts the sizes; inference's (the original's) assumes them sorted."""
+    contract = InputContract(2.0, ((160, 32), (64, 32), (96,)), smoothing_sigma_mm=1.0)
+    assert contract.valid_sizes_zyx == ((32, 160), (32, 64), (96,))
+    assert contract.largest_size_zyx == (160, 64, 96)
+
+
+def test_a_model_trained_on_other_intensities_has_no_contract_inference_could_honour() -> None:
     data = SegmentationDataConfig(intensity=IntensityAugmentConfig(gamma_range=None, scale=1 / 1000))
-    record = data.input_contract().to_record()
-    assert record["intensity_scale_hu"] == pytest.approx(1000.0)
-    with pytest.raises(ValueError, match="inference scales by 2048 only"):
-        InputContract.from_record(record)
+    with pytest.raises(ValueError, match="intensity scale 1000 HU; inference scales by 2048 only"):
+        data.input_contract()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -42,16 +41,6 @@ def batch() -> np.ndarray:
     noise = rng.uniform(-1, 1, (32, 64, 32, 1))
     ramp = np.broadcast_to(np.linspace(-0.5, 1.0, 64)[None, :, None, None], noise.shape)
     return np.stack([noise, ramp]).astype(np.float32)
-
-
-@pytest.fixture
-def dtype_policy(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Sets the Keras global dtype policy named by the parameter for one test, then restores float32."""
-    keras.mixed_precision.set_global_policy(request.param)
-    try:
-        yield request.param
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -321,8 +310,8 @@ def test_salt_and_pepper_pulls_towards_one_then_towards_zero_as_the_original() -
     np.testing.assert_allclose(noisy, 0.375, rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype_policy", ["mixed_bfloat16"], indirect=True)
-def test_scn_runs_under_mixed_bfloat16_with_float32_outputs(dtype_policy: str, batch: np.ndarray) -> None:
+@pytest.mark.parametrize("precision", ["bfloat16"], indirect=True)
+def test_scn_runs_under_mixed_bfloat16_with_float32_outputs(precision: str, batch: np.ndarray) -> None:
     model = build_scn(SCNConfig(seed=0))
     assert model.get_layer("spatial_configuration").compute_dtype == "bfloat16"
     assert all(w.dtype == "float32" for w in model.weights)
@@ -334,8 +323,8 @@ def test_scn_runs_under_mixed_bfloat16_with_float32_outputs(dtype_policy: str, b
         np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=-1), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype_policy", ["mixed_float16"], indirect=True)
-def test_scn_builds_under_mixed_float16_with_float32_outputs(dtype_policy: str) -> None:
+@pytest.mark.parametrize("precision", ["float16"], indirect=True)
+def test_scn_builds_under_mixed_float16_with_float32_outputs(precision: str) -> None:
     # Built only: TensorFlow has no float16 AvgPool3D kernel for the CPU (the original ran it on a GPU).
     model = build_scn(SCNConfig(seed=0))
     assert model.get_layer("local_appearance").compute_dtype == "float16"

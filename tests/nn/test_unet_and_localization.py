@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -38,17 +37,6 @@ LOCALIZATION_CHECKPOINT = ORIGINAL_MODELS / "localization" / "variables" / "vari
 SEGMENTATION_CHECKPOINT = ORIGINAL_MODELS / "segmentation" / "variables" / "variables"
 LAYERS = {"linear": UpSampling3DLinear, "cubic": UpSampling3DCubic}
 KERNELS = {"linear": (linear_kernel, 1), "cubic": (keys_cubic_kernel, 2)}
-
-
-@pytest.fixture
-def dtype_policy(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Sets the Keras global dtype policy named by the parameter for one test, then restores the previous one."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(request.param)
-    try:
-        yield request.param
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,8 +196,8 @@ def test_unet_matches_the_original_segmentation_subnet_shapes() -> None:
         assert spatial[34 * subnet + 32 : 34 * subnet + 34] == [(1, 1, 1, 16, 1), (1,)]
 
 
-@pytest.mark.parametrize("dtype_policy", ["mixed_bfloat16"], indirect=True)
-def test_bfloat16_convolution_of_a_two_voxel_deep_input_has_finite_gradients(dtype_policy: str) -> None:
+@pytest.mark.parametrize("precision", ["bfloat16"], indirect=True)
+def test_bfloat16_convolution_of_a_two_voxel_deep_input_has_finite_gradients(precision: str) -> None:
     # The deepest U-Net level of a 32-slice input is 2 voxels deep; TensorFlow's bfloat16 CPU kernel gradient
     # returned non-finite values there in about a third of the draws, so 30 draws would all but surely meet one.
     rng = np.random.default_rng(0)
@@ -244,14 +232,14 @@ def test_localization_net_has_the_original_parameter_count_and_float32_logits() 
         assert logits.dtype == tf.float32 and tuple(logits.shape) == (*shape, 2)
 
 
-@pytest.mark.parametrize("dtype_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
-def test_localization_net_builds_and_runs_under_mixed_precision(dtype_policy: str) -> None:
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"], indirect=True)
+def test_localization_net_builds_and_runs_under_mixed_precision(precision: str) -> None:
     model = build_localization_net(LocalizationNetConfig(seed=0))
     unet = model.get_layer("unet")
-    assert unet.compute_dtype == dtype_policy.removeprefix("mixed_")
+    assert unet.compute_dtype == precision
     assert all(w.dtype == "float32" for w in model.weights)
     # TensorFlow has no float16 AvgPool3D kernel for the CPU; under XLA the float16 network runs there too.
-    forward = tf.function(lambda image: model(image, training=False), jit_compile=dtype_policy == "mixed_float16")
+    forward = tf.function(lambda image: model(image, training=False), jit_compile=precision == "float16")
     logits = forward(tf.constant(_random((1, 32, 32, 48, 1), seed=6)))
     assert logits.dtype == tf.float32 and tuple(logits.shape) == (1, 32, 32, 48, 2)
     assert np.isfinite(logits.numpy()).all() and logits.numpy().std() > 0

@@ -1,4 +1,4 @@
-"""The training loop's parts on their own: loss, gradient clipping, weight average, precision, run folders, config."""
+"""The training loop's parts on their own: loss, gradient clipping, weight average, loss scale, run folders, config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from efficientscn.data.localization import LocalizationDataConfig
 from efficientscn.errors import InputError
-from efficientscn.model.precision import precision_policy, training_precision, uses_loss_scaling
 from efficientscn.settings import from_record, to_record
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.config import LocalizationRunConfig, SegmentationRunConfig, TrainingConfig
@@ -116,25 +115,6 @@ def test_weight_average_follows_the_decay_and_swaps_back_the_trained_weights():
     with average.swapped():
         np.testing.assert_allclose(weight.numpy(), [1.0, 10.0], rtol=1e-6)
     np.testing.assert_allclose(weight.numpy(), [10.0, 10.0])
-
-
-def test_a_precision_policy_applies_inside_its_block_only():
-    with precision_policy("bfloat16"):
-        assert keras.config.dtype_policy().name == "mixed_bfloat16"
-        assert keras.layers.Dense(1).compute_dtype == "bfloat16"
-    assert keras.config.dtype_policy().name == "float32"
-    with pytest.raises(RuntimeError), precision_policy("float16"):
-        raise RuntimeError("a failed build")
-    assert keras.config.dtype_policy().name == "float32"
-    with pytest.raises(ValueError, match="concrete"), precision_policy("auto"):
-        pass
-
-
-def test_precision_auto_is_float32_on_this_cpu_and_only_float16_scales_the_loss():
-    assert training_precision("auto") == ("float16" if tf.config.list_physical_devices("GPU") else "float32")
-    assert uses_loss_scaling("float16") and not uses_loss_scaling("bfloat16") and not uses_loss_scaling("float32")
-    with pytest.raises(ValueError, match="precision"):
-        training_precision("int8")
 
 
 def test_run_configuration_survives_a_json_round_trip_with_nested_dataclasses_and_tuples():

@@ -100,7 +100,7 @@ def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, one
     np.testing.assert_allclose(exported.astype(np.float32).sum(axis=1), 1.0, atol=5e-3)
 
     network = from_record(SCNConfig, read_config(scn_run)["network"])
-    model = load_averaged_model(scn_run, 4, lambda: specs.SEGMENTATION.build(network))
+    model = load_averaged_model(scn_run, 4, lambda: specs.SEGMENTATION_SPEC.build(network))
     in_memory = model(np.transpose(image.astype(np.float32), (0, 2, 3, 4, 1)), training=False)["probabilities"]
     # computed in float32 inside and rounded to float16 once at the end (docs/fidelity.md #31): within one float16
     # step at 1 (2^-10), where a float16 computation would stray further
