@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import resource
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ class CaseRecord:
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory so far, MB (getrusage counts kilobytes on Linux, bytes on macOS)."""
+    unit = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
 
 
 class CasePeakMemory:
