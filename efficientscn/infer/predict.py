@@ -56,10 +56,11 @@ class PredictOptions:
 
 def load_segmenter(options: PredictOptions, device: str, precision: str, config: InferenceConfig) -> Segmenter:
     """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced."""
-    networks = [
-        load_network(models_subfolder(options.models, stage), stage, device, precision) for stage in STAGE_NAMES
-    ]
-    segmenter = Segmenter(*networks, load_utils(options.utils, device), config)
+    networks = {
+        stage: load_network(models_subfolder(options.models, stage), stage, device, precision) for stage in STAGE_NAMES
+    }
+    utils = load_utils(options.utils, device)
+    segmenter = Segmenter(networks["localization"], networks["segmentation"], utils, config)
     segmenter.warm_up()
     return segmenter
 
