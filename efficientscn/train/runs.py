@@ -15,7 +15,6 @@ from typing import Any
 
 from efficientscn.data.layout import FlareDataset
 from efficientscn.errors import InputError
-from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import training_precision
 from efficientscn.model.savedmodel import refuse_existing, save_network
 from efficientscn.settings import from_record, to_record, with_changes
@@ -54,14 +53,6 @@ def resumed_config(stage: Stage, run: Path, **training_changes: Any) -> RunConfi
     except (ValueError, TypeError) as error:
         raise InputError(f"{Path(run) / CONFIG_NAME}: not a usable {stage.name} configuration ({error})") from error
     return replace(config, training=replace(config.training, **training_changes))
-
-
-def contract(stage: Stage, config: RunConfig) -> InputContract:
-    """The input contract of a network trained with `config`; InputError if inference could not honour it."""
-    try:
-        return stage.contract(config)
-    except ValueError as error:
-        raise InputError(f"the {stage.name} data settings give a network inference cannot run: {error}") from error
 
 
 def fold_configs(
@@ -117,7 +108,7 @@ def train_stage(
     with.
     """
     config = config if config is not None else stage.config_type()
-    contract(stage, config)  # a network that inference could not run is refused before hours of training
+    stage.contract(config)  # a network that inference could not run is refused before hours of training
     dataset = FlareDataset(Path(dataset_root))
     task = stage.task(dataset, cv, config)
     # the concrete precision goes into config.json, so a resumed run keeps it on any machine
@@ -166,7 +157,7 @@ def export_stage(
         model,
         config.network,
         output,
-        contract=contract(stage, config),
+        contract=stage.contract(config),
         overwrite=overwrite,
         source=source,
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from efficientscn.errors import InputError
 from efficientscn.model import specs
 from efficientscn.model.contract import InputContract
 from efficientscn.model.specs import ModelSpec, StageName
@@ -49,8 +50,12 @@ class Stage:
         return self.model.name
 
     def contract(self, config: RunConfig) -> InputContract:
-        """The input contract of a network trained with `config`, recorded in its export."""
-        return config.data.input_contract()
+        """The input contract of a network trained with `config`, recorded in its export; InputError if inference
+        could not honour it."""
+        try:
+            return config.data.input_contract()
+        except ValueError as error:
+            raise InputError(f"the {self.name} data settings give a network inference cannot run: {error}") from error
 
 
 def _localization_task(dataset: FlareDataset, cv: int, config: LocalizationRunConfig) -> TrainingTask:
