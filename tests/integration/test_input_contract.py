@@ -16,7 +16,7 @@ import pytest
 from efficientscn.cli import main
 from efficientscn.data.localization import LocalizationDataConfig
 from efficientscn.data.segmentation import SegmentationDataConfig
-from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION
+from efficientscn.model.contract import PAPER_SEGMENTATION
 from efficientscn.model.savedmodel import read_metadata
 from efficientscn.train.config import LocalizationRunConfig, SegmentationRunConfig, TrainingConfig
 from efficientscn.train.runs import export_stage, train_stage
@@ -82,9 +82,9 @@ def test_predict_runs_each_network_at_its_recorded_contract(trained_models: Path
     details = record["cases"][0]["details"]
     # 8 mm, not the paper's 6 (the scan fits the largest input, so the spacing does not grow)
     assert details["localization_spacing_mm"] == pytest.approx([8.0] * 3)
-    z, y, x = details["localization_input_zyx"]
-    assert z in (64, 128) and y in (48, 96) and x in (48, 96)
-    assert z not in PAPER_LOCALIZATION.valid_sizes_zyx[0] or z == 64  # 64: what 42 voxels give here, not 48
+    # 336 x 303 x 366 mm (z, y, x) at 8 mm: 42, 38, 46 voxels -> 64 of (64, 128) along z, where the paper's
+    # sizes (32, 48, ...) would give 48; 48 of (48, 96) along y and x
+    assert details["localization_input_zyx"] == [64, 48, 48]
     # 3 mm or coarser (a box wider than 64 x 3 mm grows it), never the paper's 2 mm; 64 voxels along each axis
     assert min(details["segmentation_spacing_mm"]) >= 3.0 > PAPER_SEGMENTATION.spacing_mm
     assert details["segmentation_input_zyx"] == [64, 64, 64]
