@@ -37,8 +37,9 @@ def _median_rate(action, count: int, repeats: int) -> float:
 
 
 def _phantom_dataset(root: Path, cases: int) -> Path:
+    from efficientscn.data.layout import write_phantom_dataset
     from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
-    from efficientscn.phantom import PhantomGrid, write_phantom_dataset
+    from efficientscn.phantom import PhantomGrid
 
     grid = PhantomGrid(size=(512, 512, 120), spacing_mm=(0.8, 0.8, 2.5))  # a typical FLARE21 abdomen CT
     write_phantom_dataset(root, cases, grid)

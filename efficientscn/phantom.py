@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -107,25 +106,3 @@ def make_phantom(
         image.SetOrigin(grid.origin())
         image.SetDirection(grid.direction)
     return images
-
-
-def write_phantom_dataset(
-    root: str | Path, cases: int, grid: PhantomGrid = PhantomGrid(), *, max_shift_mm: float = 20.0, seed: int = 0
-) -> list[str]:
-    """A FLARE-layout dataset of `cases` phantoms (TrainingImg/, TrainingMask/) for training tests and benchmarks.
-
-    Each case moves the anatomy by a random shift of up to `max_shift_mm` per axis and has its own noise, so
-    that a network must find the organs rather than memorise one position. Returns the case IDs (train_000, ...).
-    """
-    from efficientscn.data.layout import FlareDataset
-    from efficientscn.imaging.write import write_image_atomic
-
-    dataset = FlareDataset(Path(root))
-    rng = np.random.default_rng(seed)
-    ids = [f"train_{index:03d}" for index in range(cases)]
-    for index, case in enumerate(ids):
-        shift = rng.uniform(-max_shift_mm, max_shift_mm, 3)
-        ct, label = make_phantom(grid, shift_mm=shift, seed=seed + index)
-        write_image_atomic(ct, dataset.training_image(case), overwrite=True)
-        write_image_atomic(label, dataset.training_mask(case), overwrite=True)
-    return ids

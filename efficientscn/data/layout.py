@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import LABEL_SUFFIX, case_id
 from efficientscn.imaging.read import read_ct, read_label, require_same_grid
+from efficientscn.imaging.write import write_image_atomic
+from efficientscn.phantom import PhantomGrid, make_phantom
 
 IMAGE_SUFFIX = "_0000.nii.gz"
 """FLARE names a CT `<case>_0000.nii.gz` (channel 0) and its label `<case>.nii.gz` (LABEL_SUFFIX)."""
@@ -75,3 +78,23 @@ def _ids_in(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(case_id(p) for p in folder.iterdir() if p.name.endswith(IMAGE_SUFFIX) and not p.name.startswith("."))
+
+
+def write_phantom_dataset(
+    root: str | Path, cases: int, grid: PhantomGrid | None = None, *, max_shift_mm: float = 20.0, seed: int = 0
+) -> list[str]:
+    """A FLARE-layout dataset of `cases` phantoms (TrainingImg/, TrainingMask/) for training tests and benchmarks.
+
+    Each case moves the anatomy by a random shift of up to `max_shift_mm` per axis and has its own noise, so
+    that a network must find the organs rather than memorise one position. Returns the case IDs (train_000, ...).
+    """
+    dataset = FlareDataset(Path(root))
+    grid = grid or PhantomGrid()
+    rng = np.random.default_rng(seed)
+    ids = [f"train_{index:03d}" for index in range(cases)]
+    for index, case in enumerate(ids):
+        shift = rng.uniform(-max_shift_mm, max_shift_mm, 3)
+        ct, label = make_phantom(grid, shift_mm=shift, seed=seed + index)
+        write_image_atomic(ct, dataset.training_image(case), overwrite=True)
+        write_image_atomic(label, dataset.training_mask(case), overwrite=True)
+    return ids

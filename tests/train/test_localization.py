@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientscn.data.layout import FlareDataset
+from efficientscn.data.layout import FlareDataset, write_phantom_dataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.setup_files import read_landmark_bb
 from efficientscn.nn import LocalizationNetConfig, build_localization_net
-from efficientscn.phantom import PhantomGrid, write_phantom_dataset
+from efficientscn.phantom import PhantomGrid
 from efficientscn.settings import from_record
 from efficientscn.train.checkpoints import load_averaged_model
 from efficientscn.train.config import LocalizationRunConfig, TrainingConfig
