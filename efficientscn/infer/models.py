@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,13 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import precision_policy
-from efficientscn.model.savedmodel import MODEL_VARIABLES, SIGNATURE, read_contract, read_metadata
+from efficientscn.model.savedmodel import (
+    MODEL_VARIABLES,
+    SIGNATURE,
+    UNSUITABLE_PRECISIONS,
+    read_contract,
+    read_metadata,
+)
 from efficientscn.model.specs import SPECS, StageName
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
@@ -67,6 +73,8 @@ class Network:
     run: Callable[[tf.Tensor], tf.Tensor]
     contract: InputContract
     """The input the network was trained for: recorded in our exports, the paper's for any other SavedModel."""
+    imported: dict[str, Any] = field(default_factory=dict)
+    """For a network imported from the original's SavedModel: where from, and how it was verified against it."""
 
     def describe(self) -> dict[str, Any]:
         """What the report says about this network."""
@@ -75,6 +83,7 @@ class Network:
             "source": self.source,
             "precision": self.precision,
             "contract": self.contract.to_record(),
+            **({"imported": self.imported} if self.imported else {}),
         }
 
 
@@ -99,6 +108,15 @@ def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision
     keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
     assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
     return spec.module(model)  # the module itself: its tf.function holds it only weakly
+
+
+def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str:
+    """`precision`, or float32 when the export marks it unsuitable for this network (said in the log)."""
+    if precision not in metadata.get(UNSUITABLE_PRECISIONS, []):
+        return precision
+    reason = metadata.get(f"{UNSUITABLE_PRECISIONS}_reason", "")
+    logger.info("%s: runs in float32, not %s, as its export asks%s", folder, precision, f" ({reason})" * bool(reason))
+    return "float32"
 
 
 def _through_signature(folder: Path, device: Device) -> Callable:
@@ -139,8 +157,10 @@ def load_network(folder: Path, stage: StageName, device: Device, precision: str)
         if metadata is None:
             logger.info("%s: no export metadata; running its serving signature as saved", folder)
             return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
+        precision = run_precision(folder, metadata, precision)
         logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
-        return Network(stage, folder, "rebuilt", precision, _rebuilt(stage, folder, metadata, precision), contract)
+        run = _rebuilt(stage, folder, metadata, precision)
+        return Network(stage, folder, "rebuilt", precision, run, contract, metadata.get("imported", {}))
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model

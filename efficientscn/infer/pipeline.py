@@ -114,10 +114,14 @@ class Segmenter:
     def _valid_sizes(contract: InputContract) -> list[tf.Tensor]:
         return [_constant(axis_sizes, tf.int32) for axis_sizes in contract.valid_sizes_zyx]  # z first, by position
 
-    def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Segmentation:
-        """Segment a canonical int16 CT (zyx array, spacing in mm zyx); raises InputError if no organ is found."""
+    def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool = True) -> Segmentation:
+        """Segment a canonical int16 CT (zyx array, spacing in mm zyx).
+
+        Raises InputError if the localization finds no organ, unless `require_organs` is False: the SCN then
+        segments the box of the whole CT, as the original does (docs/fidelity.md #34).
+        """
         check_processable(ct_zyx.shape, spacing_zyx, self.config)
-        return self._run(ct_zyx, spacing_zyx, require_organs=True)
+        return self._run(ct_zyx, spacing_zyx, require_organs=require_organs)
 
     def warm_up(self) -> None:
         """Trace every function and network once on a small blank CT, so that the first real case runs at speed.

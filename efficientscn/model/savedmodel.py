@@ -9,10 +9,12 @@ original computes in float16, docs/fidelity.md #31).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,21 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable export metadata ({error})") from error
+
+
+def update_metadata(folder: Path, fields: dict[str, Any]) -> None:
+    """Add or replace `fields` in the export metadata of one of our SavedModels (not yet published: no atomicity)."""
+    path = folder / METADATA_FILE
+    metadata = read_metadata(folder)
+    if metadata is None:
+        raise InputError(f"{folder}: no export metadata to update")
+    path.write_text(json.dumps({**metadata, **fields}, indent=1) + "\n", encoding="utf-8")
+
+
+UNSUITABLE_PRECISIONS = "unsuitable_precisions"
+"""Export metadata key: precisions the network must not run in (it then runs in float32), with the reason under
+`unsuitable_precisions_reason`; import-original sets it for the original's localization network, whose mask moves
+in bfloat16."""
 
 
 MODEL_VARIABLES = "model_variables"
@@ -123,31 +140,43 @@ def save_module(
     attributes only); `metadata`, if given, is written to METADATA_FILE inside the SavedModel.
     """
     output = refuse_existing(output, overwrite=overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    replaced = output.with_name(f".{output.name}.replaced")
-    try:
+    with staging_folder(output) as staging:
         tf.saved_model.save(
             module, str(staging), signatures={SIGNATURE: module.__call__} if signatures is None else signatures
         )
         if metadata is not None:
             (staging / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-        if output.exists():  # the old one is moved aside, not deleted, until the new one is in place
-            shutil.rmtree(replaced, ignore_errors=True)
-            output.rename(replaced)
-        try:
-            staging.rename(output)
-        except OSError:
-            if replaced.exists() and not output.exists():
-                replaced.rename(output)  # the old one back where it was
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if output.exists():
-            shutil.rmtree(replaced, ignore_errors=True)
+        publish_folder(staging, output)
     logger.info("wrote %s", output)
     return output
+
+
+@contextlib.contextmanager
+def staging_folder(output: Path) -> Iterator[Path]:
+    """A new hidden folder beside `output` to build it in; removed on leaving unless published meanwhile."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: Path, output: Path) -> None:
+    """Move a finished folder to `output` (same file system), replacing what is there: the old one is moved aside,
+    not deleted, until the new one is in place, and put back if the move fails."""
+    replaced = output.with_name(f".{output.name}.replaced")
+    if output.exists():
+        shutil.rmtree(replaced, ignore_errors=True)
+        output.rename(replaced)
+    try:
+        staging.rename(output)
+    except OSError:
+        if replaced.exists() and not output.exists():
+            replaced.rename(output)  # the old one back where it was
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def save_network(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION, InputContract
@@ -42,6 +43,9 @@ class ModelSpec:
     """The exported network -> the tf.Module saved with its `__call__` as the serving signature."""
     default_contract: InputContract
     """The paper's input: what a SavedModel that records no contract (the original's, earlier exports) is given."""
+    original_variable_keys: Callable[[Path], list[str]]
+    """The original's SavedModel checkpoint (`<folder>/variables/variables`) -> its variable keys in the order of
+    our network's weights; ValueError if the checkpoint does not have the original's layout."""
 
     def network_config(self, record: Mapping[str, Any]) -> Any:
         """The network configuration from its record in a config.json or export metadata."""
@@ -59,6 +63,19 @@ def _build_exported_scn(network: SCNConfig) -> keras.Model:
     from efficientscn.nn.scn import build_scn
 
     return build_scn(replace(network, normalisation_epsilon=SCN_EXPORT_EPSILON))
+
+
+def _original_localization_keys(checkpoint: Path) -> list[str]:
+    from efficientscn.nn.localization import ORIGINAL_SCOPE
+    from efficientscn.nn.weights import numbered_variable_keys
+
+    return numbered_variable_keys(checkpoint, ORIGINAL_SCOPE)
+
+
+def _original_scn_keys(checkpoint: Path) -> list[str]:
+    from efficientscn.nn.scn import original_scn_variable_keys
+
+    return original_scn_variable_keys(checkpoint)
 
 
 def _localization_module(model: keras.Model) -> tf.Module:
@@ -81,6 +98,7 @@ LOCALIZATION_SPEC = ModelSpec(
     build=_build_localization,
     module=_localization_module,
     default_contract=PAPER_LOCALIZATION,
+    original_variable_keys=_original_localization_keys,
 )
 SEGMENTATION_SPEC = ModelSpec(
     name="segmentation",
@@ -90,6 +108,7 @@ SEGMENTATION_SPEC = ModelSpec(
     build=_build_exported_scn,
     module=_segmentation_module,
     default_contract=PAPER_SEGMENTATION,
+    original_variable_keys=_original_scn_keys,
 )
 SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION_SPEC, SEGMENTATION_SPEC)}
 STAGE_NAMES: tuple[StageName, ...] = tuple(SPECS)
