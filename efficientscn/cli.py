@@ -341,6 +341,47 @@ def _run_predict(args: argparse.Namespace) -> int:
     return _finish(predict(options), "predict")
 
 
+def _import_original_options(parser: argparse.ArgumentParser) -> None:
+    from efficientscn.model.precision import PRECISIONS
+
+    parser.description = (
+        "Make the original's released FLARE21 networks (the localization/ and segmentation/ SavedModels of its "
+        "repository's submitted_saved_models) our own export: their weights are read by order into our networks, "
+        "which predict then rebuilds in the device's precision without XLA. Before anything is written, each "
+        "imported network runs beside the original's own graph on a probe CT: localization masks must reach "
+        "Dice >= 0.999, segmentation probabilities differ by <= 0.05 with argmax agreement >= 99.9 %%; otherwise "
+        "the import fails with the figures. predict does the same by itself when --models is such a folder."
+    )
+    parser.add_argument("source", type=Path, help="the original's models folder (localization/, segmentation/)")
+    parser.add_argument("destination", type=Path, help="the models folder to write, for predict --models")
+    parser.add_argument(
+        "--probe", type=Path, help="a CT (file or DICOM folder) to check on (default: the package's phantom)"
+    )
+    parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the precision to check the networks in: that predict will use (default: %(default)s, as predict's)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing destination folder")
+    _add_common_flags(parser)
+    parser.set_defaults(handler=_run_import_original)
+
+
+def _run_import_original(args: argparse.Namespace) -> int:
+    from efficientscn.infer.models import select_device
+    from efficientscn.infer.original import import_original
+    from efficientscn.model.precision import inference_precision
+
+    device = select_device(args.device)
+    precision = inference_precision(device, args.precision)
+    import_original(
+        args.source, args.destination, probe=args.probe, device=device, precision=precision, overwrite=args.overwrite
+    )
+    return EXIT_OK
+
+
 def _trace_utils_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("saved_models/tf_utils_module"), help="default: %(default)s"
@@ -379,6 +420,10 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "predict": (
         "segment liver, kidneys, spleen and pancreas in CTs (a file, a folder of CTs, a DICOM folder)",
         _predict_options,
+    ),
+    "import-original": (
+        "import the original's released FLARE21 SavedModels as our models, checked against their own graphs",
+        _import_original_options,
     ),
     "evaluate": ("FLARE21 Dice and NSD per organ of predicted labels against references", _evaluate_options),
 }

@@ -13,6 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from efficientscn.atomic import ensure_writable_folder
@@ -22,6 +23,7 @@ from efficientscn.imaging.names import case_id
 from efficientscn.infer.cases import Case, ReadAhead, find_sources, label_owners
 from efficientscn.infer.models import load_network, models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
+from efficientscn.infer.original import imported_folders, probe_or_phantom
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
@@ -54,12 +56,22 @@ class PredictOptions:
         return [ImageLabelWriter(), *([PreviewWriter()] if self.preview else [])]
 
 
-def load_segmenter(options: PredictOptions, device: str, precision: str, config: InferenceConfig) -> Segmenter:
-    """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced."""
-    networks = {
-        stage: load_network(models_subfolder(options.models, stage), stage, device, precision) for stage in STAGE_NAMES
-    }
+def load_segmenter(
+    options: PredictOptions, device: str, precision: str, config: InferenceConfig, first_ct: Path
+) -> Segmenter:
+    """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced.
+
+    A network in the original's format is replaced by its verified import (made on `first_ct` the first time).
+    """
     utils = load_utils(options.utils, device)
+    folders = imported_folders(
+        {stage: models_subfolder(options.models, stage) for stage in STAGE_NAMES},
+        probe=partial(probe_or_phantom, first_ct),
+        device=device,
+        precision=precision,
+        utils=utils,
+    )
+    networks = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
     segmenter = Segmenter(networks["localization"], networks["segmentation"], utils, config)
     segmenter.warm_up()
     return segmenter
@@ -100,7 +112,9 @@ class Predictor:
         try:
             with ThreadPoolExecutor(1, "models") as loader, ThreadPoolExecutor(1, "reader") as reader:
                 if todo:  # nothing to segment: no minutes spent loading models
-                    loading = loader.submit(load_segmenter, self.options, self.device, self.precision, self.config)
+                    loading = loader.submit(
+                        load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source
+                    )
                     reads = ReadAhead(todo, reader, self.config.max_voxels)  # the first CT is read while models load
                     self.segmenter = loading.result()
                 report = run_batch(

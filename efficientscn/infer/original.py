@@ -1,0 +1,330 @@
+"""The original's released FLARE21 networks made our own: imported by weight order, verified against their graphs.
+
+The original's SavedModels (its repository's `submitted_saved_models/localization` and `segmentation`) hold float16
+channels-first graphs and no metadata to rebuild a network from; on a CPU they run only under XLA, compiled once
+per input size. Import reads their weights by order into our networks (the order the parity tests establish:
+637,474 and 1,270,090 parameters) and writes them as our exports, with the paper's input contract, so that
+inference rebuilds them in the device's precision. Before anything is written, each imported network, in the
+precision inference will run it in here, is run beside the original's own serving signature on the inputs a probe
+CT gives: localization masks must reach Dice >= 0.999 (a probe on which the original finds no organ leaves this
+check inconclusive, and says so), segmentation probabilities must differ by at most 0.05 with argmax agreement
+>= 99.9 %. The figures are recorded in the export's metadata and reach the run report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.infer.models import Device, Network, load_network, models_subfolder
+from efficientscn.infer.pipeline import Segmenter
+from efficientscn.infer.utils_module import Utils, load_utils
+from efficientscn.model.precision import precision_policy
+from efficientscn.model.savedmodel import (
+    UNSUITABLE_PRECISIONS,
+    publish_folder,
+    read_metadata,
+    refuse_existing,
+    save_network,
+    staging_folder,
+    update_metadata,
+)
+from efficientscn.model.specs import SPECS, STAGE_NAMES, StageName
+from efficientscn.nn.weights import assign_weights_by_order, read_checkpoint_arrays
+from efficientscn.phantom import make_phantom
+
+logger = logging.getLogger(__name__)
+
+LOCALIZATION_MIN_DICE = 0.999
+"""Imported and original localization masks must overlap at least this much (Dice) on the probe."""
+SEGMENTATION_MAX_DIFFERENCE = 0.05
+"""The largest difference allowed between imported and original probabilities of any label at any voxel (bfloat16
+against the original's float16 was measured at 0.018 on the shared CTs, float32 at 0.003)."""
+SEGMENTATION_MIN_AGREEMENT = 0.999
+"""The fraction of voxels whose most probable label must be the same (bfloat16: 0.9991-0.9997 on the shared CTs)."""
+LOCALIZATION_UNSUITABLE_PRECISIONS = ["bfloat16"]
+LOCALIZATION_UNSUITABLE_REASON = (
+    "its mask moves in bfloat16 against the original's float16 (Dice 0.94 on a 20-slice CT slab), not in float32"
+)
+UTILS_FOLDER = "tf_utils_module"
+"""The original's traced pre/post-processing beside its networks: used, if present, to make the probe's inputs."""
+
+
+class VerificationError(InputError):
+    """An imported network does not compute what the original's graph computes; nothing was written."""
+
+
+def is_original_savedmodel(folder: Path, stage: StageName) -> bool:
+    """Whether `folder` holds a SavedModel in the original's format for `stage`: no export metadata of ours, and
+    a checkpoint with the original's variable layout."""
+    if not (folder / "saved_model.pb").is_file() or read_metadata(folder) is not None:
+        return False
+    try:
+        SPECS[stage].original_variable_keys(folder / "variables" / "variables")
+    except (ValueError, tf.errors.OpError):
+        return False
+    return True
+
+
+def _convert(stage: StageName, source: Path, output: Path) -> None:
+    """The original's `stage` network in `source` written as our export at `output` (float32, paper contract)."""
+    spec = SPECS[stage]
+    checkpoint = source / "variables" / "variables"
+    keys = spec.original_variable_keys(checkpoint)
+    network = spec.network_config_type()  # the paper's network: what the original released
+    with precision_policy("float32"):
+        model = spec.build(network)
+    try:
+        assign_weights_by_order(model.weights, read_checkpoint_arrays(checkpoint, keys), keys)
+    except (ValueError, tf.errors.OpError) as error:
+        raise InputError(f"{source}: cannot import the original's {stage} network: {error}") from error
+    fields: dict[str, Any] = {}
+    if stage == "localization":
+        fields[UNSUITABLE_PRECISIONS] = LOCALIZATION_UNSUITABLE_PRECISIONS
+        fields[f"{UNSUITABLE_PRECISIONS}_reason"] = LOCALIZATION_UNSUITABLE_REASON
+    save_network(spec, model, network, output, source=fields)  # `imported` is added once verified
+    logger.info("%s: %d weights of the original's %s network imported by order", source, len(keys), stage)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """The CT the imported networks are checked on, and what it is called in messages and records."""
+
+    name: str
+    ct: CanonicalCT
+
+
+def probe_from(path: Path | None) -> Probe:
+    """The CT at `path` as a probe, or (None) the package's phantom: an adult abdomen of ellipsoid organs."""
+    if path is None:
+        return Probe("the package's phantom", CanonicalCT.from_image(make_phantom()[0], "phantom"))
+    return Probe(str(path), CanonicalCT.read(path))
+
+
+def probe_or_phantom(path: Path) -> Probe:
+    """The CT at `path` as a probe or, if it cannot be read, the phantom (said in the log)."""
+    try:
+        return probe_from(path)
+    except (InputError, OSError) as error:
+        logger.warning("%s cannot serve as the probe of the import (%s); using the package's phantom", path, error)
+        return probe_from(None)
+
+
+def _recording(network: Network) -> tuple[Network, list[tuple[tf.Tensor, tf.Tensor]]]:
+    """`network` that also keeps each (input, output) it computes."""
+    calls: list[tuple[tf.Tensor, tf.Tensor]] = []
+
+    def run(image: tf.Tensor) -> tf.Tensor:
+        output = network.run(image)
+        calls.append((image, output))
+        return output
+
+    return dataclasses.replace(network, run=run), calls
+
+
+def compare_masks(original: np.ndarray, imported: np.ndarray) -> dict[str, Any]:
+    """The localization check: Dice of the two masks against LOCALIZATION_MIN_DICE; inconclusive if the original's
+    mask is empty (an empty probe proves nothing)."""
+    original, imported = original.astype(bool), imported.astype(bool)
+    figures: dict[str, Any] = {
+        "foreground_voxels": int(original.sum()),
+        "differing_voxels": int(np.count_nonzero(original != imported)),
+        "min_dice": LOCALIZATION_MIN_DICE,
+    }
+    if not original.any():
+        return {"verdict": "inconclusive", **figures}
+    dice = 2 * np.count_nonzero(original & imported) / (original.sum() + imported.sum())
+    return {
+        "verdict": "verified" if dice >= LOCALIZATION_MIN_DICE else "failed",
+        "dice": round(float(dice), 6),
+        **figures,
+    }
+
+
+def compare_probabilities(original: np.ndarray, imported: np.ndarray) -> dict[str, Any]:
+    """The segmentation check: [N, 5, D, H, W] probabilities, largest difference and argmax agreement."""
+    original, imported = original.astype(np.float32), imported.astype(np.float32)
+    difference = float(np.max(np.abs(original - imported)))
+    agreement = float(np.mean(np.argmax(original, axis=1) == np.argmax(imported, axis=1)))
+    passed = difference <= SEGMENTATION_MAX_DIFFERENCE and agreement >= SEGMENTATION_MIN_AGREEMENT
+    return {
+        "verdict": "verified" if passed else "failed",
+        "max_probability_difference": round(difference, 6),
+        "argmax_agreement": round(agreement, 6),
+        "max_allowed_difference": SEGMENTATION_MAX_DIFFERENCE,
+        "min_agreement": SEGMENTATION_MIN_AGREEMENT,
+    }
+
+
+COMPARISONS: dict[StageName, Callable[[np.ndarray, np.ndarray], dict[str, Any]]] = {
+    "localization": compare_masks,
+    "segmentation": compare_probabilities,
+}
+
+
+def verify(
+    imported: Mapping[StageName, Network], references: Mapping[StageName, Network], utils: Utils, probe: Probe
+) -> dict[StageName, dict[str, Any]]:
+    """Run the pipeline on the probe with the reference networks (the original's signatures), then each imported
+    network on the very input its reference was given; the comparison of each imported stage's outputs."""
+    recorded, calls = {}, {}
+    for stage in STAGE_NAMES:
+        recorded[stage], calls[stage] = _recording(references[stage])
+    segmenter = Segmenter(recorded["localization"], recorded["segmentation"], utils)
+    segmenter.segment(probe.ct.array_zyx, probe.ct.spacing_zyx, require_organs=False)
+    results = {}
+    for stage, network in imported.items():
+        (inputs, expected), *_ = calls[stage]
+        result = COMPARISONS[stage](expected.numpy(), network.run(inputs).numpy())
+        results[stage] = {
+            **result,
+            "probe": probe.name,
+            "input_zyx": list(inputs.shape[2:]),
+            "precision": network.precision,
+        }
+        logger.info("%s network imported: %s", stage, _figures(results[stage]))
+    return results
+
+
+def _figures(result: Mapping[str, Any]) -> str:
+    shown = (
+        "verdict",
+        "dice",
+        "foreground_voxels",
+        "differing_voxels",
+        "max_probability_difference",
+        "argmax_agreement",
+    )
+    figures = ", ".join(f"{key} {result[key]}" for key in shown if key in result)
+    return f"{figures} (in {result['precision']}, on {result['probe']}, input {result['input_zyx']})"
+
+
+def import_networks(
+    folders: Mapping[StageName, Path],
+    stages: list[StageName],
+    staging: Path,
+    *,
+    probe: Probe,
+    device: Device,
+    precision: str,
+    utils: Utils,
+) -> dict[StageName, dict[str, Any]]:
+    """Import the original-format networks of `stages` (in `folders`, which hold both stages) into
+    `staging/<stage>`, and verify them there against the original's graphs; VerificationError with the figures if
+    one disagrees. A stage not imported takes part in the probe's pipeline as loaded."""
+    for stage in stages:
+        _convert(stage, folders[stage], staging / stage)
+    imported = {stage: load_network(staging / stage, stage, device, precision) for stage in stages}
+    references = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
+    results = verify(imported, references, utils, probe)
+    failed = {stage: result for stage, result in results.items() if result["verdict"] == "failed"}
+    if failed:
+        raise VerificationError(
+            "the imported network(s) do not compute what the original's graph computes; nothing was written: "
+            + "; ".join(f"{stage}: {_figures(result)}" for stage, result in failed.items())
+        )
+    for stage in stages:
+        if results[stage]["verdict"] == "inconclusive":
+            logger.warning(
+                "%s: the original's localization finds no organ on %s, so its import could not be verified; "
+                "give a CT with organs in view as the probe",
+                folders[stage],
+                probe.name,
+            )
+        update_metadata(
+            staging / stage, {"imported": {"from": str(folders[stage].resolve()), "verification": results[stage]}}
+        )
+    return results
+
+
+def _original_utils(source: Path, device: Device) -> Utils:
+    """The original's traced pre/post-processing beside its networks, if there, else the package's functions."""
+    folder = source / UTILS_FOLDER
+    if (folder / "saved_model.pb").is_file():
+        logger.info("%s: making the probe's inputs with the original's pre/post-processing", folder)
+        return load_utils(folder, device)
+    return load_utils(None, device)
+
+
+def import_original(
+    source: Path, destination: Path, *, probe: Path | None, device: Device, precision: str, overwrite: bool = False
+) -> dict[StageName, dict[str, Any]]:
+    """`efficientscn import-original`: the original's models folder `source` (localization/, segmentation/ and
+    optionally tf_utils_module/) as our verified export in `destination`, written whole or not at all."""
+    folders = {stage: models_subfolder(source, stage) for stage in STAGE_NAMES}
+    for stage, folder in folders.items():
+        if not is_original_savedmodel(folder, stage):
+            raise InputError(
+                f"{folder}: not the original's {stage} SavedModel (it has export metadata of ours, or its "
+                "variables are not laid out as the original's)"
+            )
+    destination = refuse_existing(destination, overwrite=overwrite)
+    with staging_folder(destination) as staging:
+        results = import_networks(
+            folders,
+            list(STAGE_NAMES),
+            staging,
+            probe=probe_from(probe),
+            device=device,
+            precision=precision,
+            utils=_original_utils(source, device),
+        )
+        publish_folder(staging, destination)
+    logger.info("wrote %s: the original's networks, imported and checked against their graphs", destination)
+    return results
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn, else
+    ~/.cache/efficientscn."""
+    if os.environ.get("EFFICIENTSCN_CACHE"):
+        return Path(os.environ["EFFICIENTSCN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "efficientscn"
+
+
+def fingerprint(folder: Path) -> str:
+    """A short content hash of a SavedModel folder: its graph and its variables, file names included."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def imported_folders(
+    folders: Mapping[StageName, Path],
+    *,
+    probe: Callable[[], Probe],
+    device: Device,
+    precision: str,
+    utils: Utils,
+) -> dict[StageName, Path]:
+    """`folders` with each network in the original's format replaced by its verified import in the cache
+    (imported on first use, on `probe()`, and found there by content afterwards)."""
+    originals = [stage for stage in STAGE_NAMES if is_original_savedmodel(folders[stage], stage)]
+    targets = {stage: cache_root() / "imported" / f"{stage}-{fingerprint(folders[stage])}" for stage in originals}
+    todo = [stage for stage in originals if read_metadata(targets[stage]) is None]
+    for stage in originals:
+        logger.info(
+            "%s: the original's %s network, %s %s",
+            folders[stage],
+            stage,
+            "importing it into" if stage in todo else "imported before into",
+            targets[stage],
+        )
+    if todo:
+        with staging_folder(targets[todo[0]]) as staging:
+            import_networks(folders, todo, staging, probe=probe(), device=device, precision=precision, utils=utils)
+            for stage in todo:
+                publish_folder(staging / stage, targets[stage])
+    return {**folders, **targets}
