@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +57,16 @@ def ct_pair() -> tuple[sitk.Image, sitk.Image]:
     """ts_example_ct (122x101x112 at 3 mm, RAS) and its FLARE label, as read. Tests read them, never change them."""
     case = shared_case("ts_example_ct")
     return read_ct(case.image), read_label(case.label)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Models predict converts (the original's, imported) go to a folder of the session, never the user's cache."""
+    folder = tmp_path_factory.mktemp("model_cache")
+    previous = os.environ.get("EFFICIENTSCN_CACHE")
+    os.environ["EFFICIENTSCN_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["EFFICIENTSCN_CACHE"]
+    else:
+        os.environ["EFFICIENTSCN_CACHE"] = previous

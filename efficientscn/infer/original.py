@@ -301,6 +301,12 @@ def fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _verdict(folder: Path) -> str | None:
+    """The verification verdict recorded in an import's metadata; None if there is no import there."""
+    metadata = read_metadata(folder) if folder.is_dir() else None
+    return metadata.get("imported", {}).get("verification", {}).get("verdict") if metadata else None
+
+
 def imported_folders(
     folders: Mapping[StageName, Path],
     *,
@@ -310,18 +316,19 @@ def imported_folders(
     utils: Utils,
 ) -> dict[StageName, Path]:
     """`folders` with each network in the original's format replaced by its verified import in the cache
-    (imported on first use, on `probe()`, and found there by content afterwards)."""
+    (imported on first use, on `probe()`, and found there by content afterwards; an import a probe without organs
+    left unverified is made again, on this run's probe)."""
     originals = [stage for stage in STAGE_NAMES if is_original_savedmodel(folders[stage], stage)]
     targets = {stage: cache_root() / "imported" / f"{stage}-{fingerprint(folders[stage])}" for stage in originals}
-    todo = [stage for stage in originals if read_metadata(targets[stage]) is None]
+    todo = [stage for stage in originals if _verdict(targets[stage]) != "verified"]
     for stage in originals:
-        logger.info(
-            "%s: the original's %s network, %s %s",
-            folders[stage],
-            stage,
-            "importing it into" if stage in todo else "imported before into",
-            targets[stage],
-        )
+        if stage not in todo:
+            how = "imported before into"
+        elif _verdict(targets[stage]) is None:
+            how = "importing it into"
+        else:  # a probe without organs left it unverified: this run's CT may do better
+            how = "imported before but not verified; importing it again into"
+        logger.info("%s: the original's %s network, %s %s", folders[stage], stage, how, targets[stage])
     if todo:
         with staging_folder(targets[todo[0]]) as staging:
             import_networks(folders, todo, staging, probe=probe(), device=device, precision=precision, utils=utils)

@@ -165,8 +165,8 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path
 
 @pytest.mark.slow  # tens of seconds
 def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Path) -> None:
-    """The original's released SavedModel runs as saved (float16 channels-first, XLA on this CPU) in place of
-    ours, and on whole-abdomen CTs the box that stage 2 segments contains every labelled organ voxel."""
+    """The original's released SavedModel, imported by predict, in place of ours: on whole-abdomen CTs the box
+    that stage 2 segments contains every labelled organ voxel."""
     original = require_original_models() / "localization"
     models = tmp_path / "models"
     models.mkdir()
@@ -177,7 +177,7 @@ def test_the_original_localization_model_boxes_the_labelled_organs(tmp_path: Pat
     report_path = tmp_path / "run.json"
     assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", models, "--report", report_path) == 0
     report = json.loads(report_path.read_text())
-    assert report["models"]["localization"]["source"] == "signature"
+    assert report["models"]["localization"]["imported"]["verification"]["verdict"] == "verified"
     for case in report["cases"]:
         case_id = Path(case["input"]).name.removesuffix("_0000.nii.gz")
         label = read_label(labels[case_id])
