@@ -301,13 +301,22 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODELS,
         help=(
             "folder with localization/ and segmentation/ SavedModels (default: the shipped demonstration models, "
-            "%(default)s; the export commands write to saved_models)"
+            "%(default)s; the export commands write to saved_models). SavedModels in the original's format (its "
+            "released submitted_saved_models) are imported once into the cache folder, checked on the first CT"
         ),
     )
     parser.add_argument(
         "--utils",
         type=Path,
         help="a traced tf_utils_module SavedModel to run the pre/post-processing (default: the package's functions)",
+    )
+    parser.add_argument(
+        "--as-saved",
+        action="store_true",
+        help=(
+            "run SavedModels in the original's format through their own graphs (float16; on a CPU compiled by XLA "
+            "for each new input size) instead of importing them once into the cache (see import-original)"
+        ),
     )
     parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
     parser.add_argument(
@@ -337,6 +346,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         preview=args.preview,
         report=args.report,
         progress=not args.quiet,
+        import_originals=not args.as_saved,
     )
     return _finish(predict(options), "predict")
 

@@ -50,6 +50,8 @@ class PredictOptions:
     preview: bool = False
     report: Path | None = None
     progress: bool = True
+    import_originals: bool = True
+    """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
 
     def writers(self) -> list[LabelWriter]:
         """What is written per case: the label map first (it marks the case as done), then the preview if asked."""
@@ -61,16 +63,14 @@ def load_segmenter(
 ) -> Segmenter:
     """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced.
 
-    A network in the original's format is replaced by its verified import (made on `first_ct` the first time).
+    A network in the original's format is replaced by its verified import (made on `first_ct` the first time)
+    unless `options.import_originals` is off.
     """
     utils = load_utils(options.utils, device)
-    folders = imported_folders(
-        {stage: models_subfolder(options.models, stage) for stage in STAGE_NAMES},
-        probe=partial(probe_or_phantom, first_ct),
-        device=device,
-        precision=precision,
-        utils=utils,
-    )
+    folders = {stage: models_subfolder(options.models, stage) for stage in STAGE_NAMES}
+    if options.import_originals:
+        probe = partial(probe_or_phantom, first_ct)
+        folders = imported_folders(folders, probe=probe, device=device, precision=precision, utils=utils)
     networks = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
     segmenter = Segmenter(networks["localization"], networks["segmentation"], utils, config)
     segmenter.warm_up()
