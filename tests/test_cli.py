@@ -35,3 +35,19 @@ def test_stage_two_is_segmentation_and_scn_is_still_accepted() -> None:
             assert args.handler.args == (SEGMENTATION.name,)
     exported = build_parser("export").parse_args(["export", "scn", "--run", "r"])
     assert str(exported.output) == "saved_models/segmentation"
+
+
+def test_import_original_help_states_the_thresholds_it_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    from efficientscn.infer.original import (
+        LOCALIZATION_MIN_DICE,
+        SEGMENTATION_MAX_DIFFERENCE,
+        SEGMENTATION_MIN_AGREEMENT,
+    )
+
+    text = _help(capsys, "import-original")
+    assert f"Dice>={LOCALIZATION_MIN_DICE:g}" in text and f"<={SEGMENTATION_MAX_DIFFERENCE:g}" in text
+    assert f">={SEGMENTATION_MIN_AGREEMENT * 100:g}%" in text and "--probe" in text
+    args = build_parser("import-original").parse_args(["import-original", "src", "dst"])
+    assert (str(args.source), str(args.destination), args.probe, args.precision) == ("src", "dst", None, "auto")
+    predict = build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--as-saved"])
+    assert predict.as_saved

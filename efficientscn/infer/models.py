@@ -5,8 +5,8 @@ float16 [N, 1, D, H, W] in; a bool mask, or float16 probabilities [N, 5, D, H, W
 `tf_utils_module/`. Our own exports carry their network configuration and input contract
 (`model.savedmodel.METADATA_FILE`): the network is rebuilt from it through its stage's spec in the chosen precision
 (bfloat16 on a CPU that has it, float16 on a GPU) and given the SavedModel's weights. Any other SavedModel with that
-interface, the original's released localization model among them, runs through its serving signature (on a CPU
-under XLA, since its float16 channels-first convolutions have no CPU kernels) with the paper's input contract.
+interface runs through its serving signature (on a CPU under XLA, since float16 channels-first convolutions have no
+CPU kernels) with the paper's input contract; the original's released models are imported instead (`original`).
 """
 
 from __future__ import annotations

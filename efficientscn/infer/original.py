@@ -8,7 +8,7 @@ inference rebuilds them in the device's precision. Before anything is written, e
 precision inference will run it in here, is run beside the original's own serving signature on the inputs a probe
 CT gives: localization masks must reach Dice >= 0.999 (a probe on which the original finds no organ leaves this
 check inconclusive, and says so), segmentation probabilities must differ by at most 0.05 with argmax agreement
->= 99.9 %. The figures are recorded in the export's metadata and reach the run report.
+>= 99.9 %. The figures are recorded in the export's metadata and reach the run report (docs/fidelity.md #46).
 """
 
 from __future__ import annotations
