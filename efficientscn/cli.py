@@ -281,9 +281,20 @@ def _run_export(stage_name: str, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _predict_options(parser: argparse.ArgumentParser) -> None:
+def _add_inference_device_options(parser: argparse.ArgumentParser, precision_note: str = "") -> None:
+    """--device and --precision, as inference resolves them."""
     from efficientscn.model.precision import PRECISIONS
 
+    parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: float16 on a GPU, bfloat16 on a CPU with bfloat16 instructions, float32 otherwise" + precision_note,
+    )
+
+
+def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
         "paper's models), the SCN segments them in that box (at 2 mm); each network gets the spacing and sizes "
@@ -318,13 +329,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
             "for each new input size) instead of importing them once into the cache (see import-original)"
         ),
     )
-    parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: float16 on a GPU, bfloat16 on a CPU with bfloat16 instructions, float32 otherwise",
-    )
+    _add_inference_device_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing label maps and report")
     parser.add_argument("--preview", action="store_true", help="also write OUTPUT/preview/<case>.png")
     parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
@@ -352,8 +357,6 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _import_original_options(parser: argparse.ArgumentParser) -> None:
-    from efficientscn.model.precision import PRECISIONS
-
     parser.description = (
         "Make the original's released FLARE21 networks (the localization/ and segmentation/ SavedModels of its "
         "repository's submitted_saved_models) our own export: their weights are read by order into our networks, "
@@ -367,13 +370,7 @@ def _import_original_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe", type=Path, help="a CT (file or DICOM folder) to check on (default: the package's phantom)"
     )
-    parser.add_argument("--device", choices=("cpu", "gpu"), help="default: the GPU when TensorFlow sees one")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="the precision to check the networks in: that predict will use (default: %(default)s, as predict's)",
-    )
+    _add_inference_device_options(parser, "; check in the precision predict will run in")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing destination folder")
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_import_original)
