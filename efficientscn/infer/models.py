@@ -114,8 +114,10 @@ def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str
     """`precision`, or float32 when the export marks it unsuitable for this network (said in the log)."""
     if precision not in metadata.get(UNSUITABLE_PRECISIONS, []):
         return precision
-    reason = metadata.get(f"{UNSUITABLE_PRECISIONS}_reason", "")
-    logger.info("%s: runs in float32, not %s, as its export asks%s", folder, precision, f" ({reason})" * bool(reason))
+    reason = metadata.get(f"{UNSUITABLE_PRECISIONS}_reason")
+    logger.info(
+        "%s: runs in float32, not %s, as its export asks%s", folder, precision, f" ({reason})" if reason else ""
+    )
     return "float32"
 
 

@@ -13,10 +13,13 @@ check inconclusive, and says so), segmentation probabilities must differ by at m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
+import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.models import Device, Network, load_network, models_subfolder
-from efficientscn.infer.pipeline import Segmenter
+from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
 from efficientscn.infer.utils_module import Utils, load_utils
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
@@ -40,7 +43,7 @@ from efficientscn.model.savedmodel import (
     update_metadata,
 )
 from efficientscn.model.specs import SPECS, STAGE_NAMES, StageName
-from efficientscn.nn.weights import assign_weights_by_order, read_checkpoint_arrays
+from efficientscn.nn.weights import assign_weights_by_order, checkpoint_shapes, read_checkpoint_arrays
 from efficientscn.phantom import make_phantom
 
 logger = logging.getLogger(__name__)
@@ -66,14 +69,15 @@ class VerificationError(InputError):
 
 def is_original_savedmodel(folder: Path, stage: StageName) -> bool:
     """Whether `folder` holds a SavedModel in the original's format for `stage`: no export metadata of ours, and
-    a checkpoint with the original's variable layout."""
+    a checkpoint with the original's variable layout and parameter count (its `.index` file is enough)."""
     if not (folder / "saved_model.pb").is_file() or read_metadata(folder) is not None:
         return False
+    spec, checkpoint = SPECS[stage], folder / "variables" / "variables"
     try:
-        SPECS[stage].original_variable_keys(folder / "variables" / "variables")
+        shapes = checkpoint_shapes(checkpoint, spec.original_variable_keys(checkpoint))
     except (ValueError, tf.errors.OpError):
         return False
-    return True
+    return sum(int(np.prod(shape)) for shape in shapes) == spec.original_parameters
 
 
 def _convert(stage: StageName, source: Path, output: Path) -> None:
@@ -111,10 +115,12 @@ def probe_from(path: Path | None) -> Probe:
     return Probe(str(path), CanonicalCT.read(path))
 
 
-def probe_or_phantom(path: Path) -> Probe:
-    """The CT at `path` as a probe or, if it cannot be read, the phantom (said in the log)."""
+def probe_or_phantom(path: Path, config: InferenceConfig) -> Probe:
+    """The CT at `path` as a probe or, if it cannot be read or processed, the phantom (said in the log)."""
     try:
-        return probe_from(path)
+        probe = Probe(str(path), CanonicalCT.read(path, max_voxels=config.max_voxels))
+        check_processable(probe.ct.array_zyx.shape, probe.ct.spacing_zyx, config)
+        return probe
     except (InputError, OSError) as error:
         logger.warning("%s cannot serve as the probe of the import (%s); using the package's phantom", path, error)
         return probe_from(None)
@@ -133,16 +139,16 @@ def _recording(network: Network) -> tuple[Network, list[tuple[tf.Tensor, tf.Tens
 
 
 def compare_masks(original: np.ndarray, imported: np.ndarray) -> dict[str, Any]:
-    """The localization check: Dice of the two masks against LOCALIZATION_MIN_DICE; inconclusive if the original's
-    mask is empty (an empty probe proves nothing)."""
+    """The localization check: Dice of the two masks against LOCALIZATION_MIN_DICE; inconclusive if both are empty
+    (an empty probe proves nothing)."""
     original, imported = original.astype(bool), imported.astype(bool)
     figures: dict[str, Any] = {
         "foreground_voxels": int(original.sum()),
         "differing_voxels": int(np.count_nonzero(original != imported)),
         "min_dice": LOCALIZATION_MIN_DICE,
     }
-    if not original.any():
-        return {"verdict": "inconclusive", **figures}
+    if not original.any():  # nothing to compare, unless the import marks organs where the original sees none
+        return {"verdict": "failed" if imported.any() else "inconclusive", **figures}
     dice = 2 * np.count_nonzero(original & imported) / (original.sum() + imported.sum())
     return {
         "verdict": "verified" if dice >= LOCALIZATION_MIN_DICE else "failed",
@@ -173,15 +179,22 @@ COMPARISONS: dict[StageName, Callable[[np.ndarray, np.ndarray], dict[str, Any]]]
 
 
 def verify(
-    imported: Mapping[StageName, Network], references: Mapping[StageName, Network], utils: Utils, probe: Probe
+    imported: Mapping[StageName, Network],
+    references: Mapping[StageName, Network],
+    utils: Utils,
+    probe: Probe,
+    config: InferenceConfig | None = None,
 ) -> dict[StageName, dict[str, Any]]:
     """Run the pipeline on the probe with the reference networks (the original's signatures), then each imported
     network on the very input its reference was given; the comparison of each imported stage's outputs."""
     recorded, calls = {}, {}
     for stage in STAGE_NAMES:
         recorded[stage], calls[stage] = _recording(references[stage])
-    segmenter = Segmenter(recorded["localization"], recorded["segmentation"], utils)
-    segmenter.segment(probe.ct.array_zyx, probe.ct.spacing_zyx, require_organs=False)
+    segmenter = Segmenter(recorded["localization"], recorded["segmentation"], utils, config)
+    try:
+        segmenter.segment(probe.ct.array_zyx, probe.ct.spacing_zyx, require_organs=False)
+    except InputError as error:
+        raise InputError(f"{probe.name}: cannot serve as the probe of the import: {error}") from error
     results = {}
     for stage, network in imported.items():
         (inputs, expected), *_ = calls[stage]
@@ -218,6 +231,7 @@ def import_networks(
     device: Device,
     precision: str,
     utils: Utils,
+    config: InferenceConfig | None = None,
 ) -> dict[StageName, dict[str, Any]]:
     """Import the original-format networks of `stages` (in `folders`, which hold both stages) into
     `staging/<stage>`, and verify them there against the original's graphs; VerificationError with the figures if
@@ -226,7 +240,7 @@ def import_networks(
         _convert(stage, folders[stage], staging / stage)
     imported = {stage: load_network(staging / stage, stage, device, precision) for stage in stages}
     references = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
-    results = verify(imported, references, utils, probe)
+    results = verify(imported, references, utils, probe, config)
     failed = {stage: result for stage, result in results.items() if result["verdict"] == "failed"}
     if failed:
         raise VerificationError(
@@ -269,6 +283,8 @@ def import_original(
                 "variables are not laid out as the original's)"
             )
     destination = refuse_existing(destination, overwrite=overwrite)
+    if _related(source, destination):
+        raise InputError(f"{destination}: is the source folder {source}, or holds it or lies in it; choose another")
     with staging_folder(destination) as staging:
         results = import_networks(
             folders,
@@ -284,6 +300,12 @@ def import_original(
     return results
 
 
+def _related(first: Path, second: Path) -> bool:
+    """Whether one folder is the other or lies inside it (after resolving links)."""
+    first, second = first.resolve(), second.resolve()
+    return first == second or first in second.parents or second in first.parents
+
+
 def cache_root() -> Path:
     """Where converted models are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn, else
     ~/.cache/efficientscn."""
@@ -293,12 +315,34 @@ def cache_root() -> Path:
 
 
 def fingerprint(folder: Path) -> str:
-    """A short content hash of a SavedModel folder: its graph and its variables, file names included."""
+    """A short content hash of a SavedModel folder: its graph and its variables' files (links followed)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
+    for path in [folder / "saved_model.pb", *sorted((folder / "variables").iterdir())]:
+        digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+STALE_SECONDS = 24 * 3600
+"""Hidden work folders in the cache older than this are left over by a killed run, and removed."""
+
+
+def _remove_stale(folder: Path) -> None:
+    for leftover in folder.glob(".*"):
+        with contextlib.suppress(FileNotFoundError):  # another run may be removing it too
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _publish_import(staging: Path, target: Path) -> None:
+    """Move a verified import into the cache, unless another run put a verified one there meanwhile."""
+    if _verdict(target) == "verified":
+        return
+    try:
+        publish_folder(staging, target)
+    except OSError:
+        if _verdict(target) != "verified":  # not a concurrent run's import: a real failure
+            raise
 
 
 def _verdict(folder: Path) -> str | None:
@@ -314,12 +358,19 @@ def imported_folders(
     device: Device,
     precision: str,
     utils: Utils,
+    config: InferenceConfig | None = None,
 ) -> dict[StageName, Path]:
     """`folders` with each network in the original's format replaced by its verified import in the cache
     (imported on first use, on `probe()`, and found there by content afterwards; an import a probe without organs
     left unverified is made again, on this run's probe)."""
     originals = [stage for stage in STAGE_NAMES if is_original_savedmodel(folders[stage], stage)]
-    targets = {stage: cache_root() / "imported" / f"{stage}-{fingerprint(folders[stage])}" for stage in originals}
+    if not originals:
+        return dict(folders)
+    cache = cache_root() / "imported"
+    cache.mkdir(parents=True, exist_ok=True)
+    _remove_stale(cache)
+    # verified in the precision it will run in: another precision is another entry
+    targets = {stage: cache / f"{stage}-{fingerprint(folders[stage])}-{precision}" for stage in originals}
     todo = [stage for stage in originals if _verdict(targets[stage]) != "verified"]
     for stage in originals:
         if stage not in todo:
@@ -331,7 +382,9 @@ def imported_folders(
         logger.info("%s: the original's %s network, %s %s", folders[stage], stage, how, targets[stage])
     if todo:
         with staging_folder(targets[todo[0]]) as staging:
-            import_networks(folders, todo, staging, probe=probe(), device=device, precision=precision, utils=utils)
+            import_networks(
+                folders, todo, staging, probe=probe(), device=device, precision=precision, utils=utils, config=config
+            )
             for stage in todo:
-                publish_folder(staging / stage, targets[stage])
+                _publish_import(staging / stage, targets[stage])
     return {**folders, **targets}

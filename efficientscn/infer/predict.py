@@ -69,8 +69,8 @@ def load_segmenter(
     utils = load_utils(options.utils, device)
     folders = {stage: models_subfolder(options.models, stage) for stage in STAGE_NAMES}
     if options.import_originals:
-        probe = partial(probe_or_phantom, first_ct)
-        folders = imported_folders(folders, probe=probe, device=device, precision=precision, utils=utils)
+        probe = partial(probe_or_phantom, first_ct, config)
+        folders = imported_folders(folders, probe=probe, device=device, precision=precision, utils=utils, config=config)
     networks = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
     segmenter = Segmenter(networks["localization"], networks["segmentation"], utils, config)
     segmenter.warm_up()

@@ -191,7 +191,8 @@ def save_network(
 ) -> Path:
     """Save a stage's network (built from the configuration `network`) as its SavedModel, with the metadata
     inference rebuilds it from and the input contract it was trained for (None: the spec's default, the paper's);
-    `source` says where the weights came from (a run and iteration, for example)."""
+    `source` holds further metadata fields: where the weights came from (a run and iteration, for example), or
+    precisions the network must not run in."""
     metadata = {
         "stage": spec.name,
         "network": to_record(network),

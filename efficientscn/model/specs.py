@@ -46,6 +46,8 @@ class ModelSpec:
     original_variable_keys: Callable[[Path], list[str]]
     """The original's SavedModel checkpoint (`<folder>/variables/variables`) -> its variable keys in the order of
     our network's weights; ValueError if the checkpoint does not have the original's layout."""
+    original_parameters: int
+    """The parameter count of the original's released network (the paper's configuration)."""
 
     def network_config(self, record: Mapping[str, Any]) -> Any:
         """The network configuration from its record in a config.json or export metadata."""
@@ -99,6 +101,7 @@ LOCALIZATION_SPEC = ModelSpec(
     module=_localization_module,
     default_contract=PAPER_LOCALIZATION,
     original_variable_keys=_original_localization_keys,
+    original_parameters=637_474,
 )
 SEGMENTATION_SPEC = ModelSpec(
     name="segmentation",
@@ -109,6 +112,7 @@ SEGMENTATION_SPEC = ModelSpec(
     module=_segmentation_module,
     default_contract=PAPER_SEGMENTATION,
     original_variable_keys=_original_scn_keys,
+    original_parameters=1_270_090,
 )
 SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION_SPEC, SEGMENTATION_SPEC)}
 STAGE_NAMES: tuple[StageName, ...] = tuple(SPECS)

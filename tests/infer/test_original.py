@@ -1,11 +1,14 @@
-"""The checks of an import against the original's graph, and where converted models are kept, on made-up outputs."""
+"""The checks of an import against the original's graph, its probe, format detection and cache, on made-up data."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+import tensorflow as tf
 
 from efficientscn.infer.models import run_precision
 from efficientscn.infer.original import (
@@ -14,8 +17,14 @@ from efficientscn.infer.original import (
     cache_root,
     compare_masks,
     compare_probabilities,
+    is_original_savedmodel,
+    probe_or_phantom,
 )
-from efficientscn.model.savedmodel import UNSUITABLE_PRECISIONS
+from efficientscn.infer.pipeline import InferenceConfig
+from efficientscn.model.savedmodel import IMAGE_SIGNATURE, UNSUITABLE_PRECISIONS
+from efficientscn.model.specs import LOCALIZATION_SPEC
+
+from helpers import image_from_array
 
 
 def _mask(voxels: int) -> np.ndarray:
@@ -34,10 +43,10 @@ def test_masks_pass_at_the_dice_threshold_and_fail_below_it() -> None:
     assert compare_masks(original, twenty_off)["verdict"] == "failed"
 
 
-def test_an_empty_original_mask_is_inconclusive_whatever_the_import_says() -> None:
-    for imported in (_mask(0), _mask(30)):
-        result = compare_masks(_mask(0), imported)
-        assert result["verdict"] == "inconclusive" and "dice" not in result
+def test_an_empty_original_mask_is_inconclusive_unless_the_import_marks_organs() -> None:
+    result = compare_masks(_mask(0), _mask(0))
+    assert result["verdict"] == "inconclusive" and "dice" not in result
+    assert compare_masks(_mask(0), _mask(30))["verdict"] == "failed"  # organs where the original sees none
 
 
 def test_probabilities_fail_on_a_large_difference_or_on_argmax_disagreement() -> None:
@@ -72,3 +81,34 @@ def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_root() == tmp_path / "home" / ".cache" / "efficientscn"
+
+
+def test_a_probe_that_cannot_be_processed_gives_way_to_the_phantom(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not an image")
+    thin = tmp_path / "thin.nii.gz"  # 3 slices of 1 mm: shorter than the 30 mm inference needs
+    sitk.WriteImage(image_from_array(np.zeros((3, 64, 64), np.int16), (1.0, 1.0, 1.0)), str(thin))
+    for path in (garbage, thin):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            probe = probe_or_phantom(path, InferenceConfig())
+        assert probe.name == "the package's phantom" and probe.ct.array_zyx.shape == (64, 80, 96)
+        assert f"{path} cannot serve as the probe" in caplog.text
+    readable = tmp_path / "readable.nii.gz"
+    sitk.WriteImage(image_from_array(np.zeros((20, 40, 40), np.int16), (2.0, 2.0, 2.0)), str(readable))
+    assert probe_or_phantom(readable, InferenceConfig()).name == str(readable)
+
+
+def test_a_foreign_savedmodel_with_the_same_key_pattern_is_not_taken_for_the_originals(tmp_path: Path) -> None:
+    """`model/variables/<i>` is the layout of any tf.keras model saved in a tf.Module: the parameter count decides."""
+    holder = tf.__internal__.tracking.AutoTrackable()
+    holder.variables = [tf.Variable(tf.zeros([3, 3, 3, 1, 8])), tf.Variable(tf.zeros([8]))]
+    root = tf.Module()
+    root.model = holder
+    root.serve = tf.function(lambda image: image, input_signature=[IMAGE_SIGNATURE])
+    tf.saved_model.save(root, str(tmp_path / "foreign"))
+    checkpoint = tmp_path / "foreign" / "variables" / "variables"
+    assert len(LOCALIZATION_SPEC.original_variable_keys(checkpoint)) == 2  # the key pattern matches
+    assert not is_original_savedmodel(tmp_path / "foreign", "localization")

@@ -116,7 +116,9 @@ def test_swapped_sub_networks_fail_verification_and_nothing_is_written(original_
     assert not destination.exists() and list((tmp_path / "out").iterdir()) == []  # no staging folder left
 
 
-def test_a_folder_of_ours_or_a_missing_stage_is_refused(tmp_path: Path, original_models: Path) -> None:
+def test_a_folder_of_ours_a_missing_stage_or_the_source_itself_as_destination_is_refused(
+    tmp_path: Path, original_models: Path
+) -> None:
     with pytest.raises(ValueError, match="not the original's localization SavedModel"):
         import_original(DEFAULT_MODELS, tmp_path / "x", probe=None, device="cpu", precision="float32")
     partial = tmp_path / "partial"
@@ -125,24 +127,39 @@ def test_a_folder_of_ours_or_a_missing_stage_is_refused(tmp_path: Path, original
     with pytest.raises(ValueError, match=r"partial/segmentation: no SavedModel here"):
         import_original(partial, tmp_path / "y", probe=None, device="cpu", precision="float32")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    for destination in (original_models, original_models.parent):  # --overwrite would delete the source
+        with pytest.raises(ValueError, match="is the source folder"):
+            import_original(original_models, destination, probe=None, device="cpu", precision="float32", overwrite=True)
+    assert is_original_savedmodel(original_models / "segmentation", "segmentation")
 
 
-def test_a_probe_without_organs_leaves_the_localization_unverified_and_says_so(
-    original_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_probe_without_organs_leaves_the_localization_unverified_until_a_ct_with_organs(
+    original_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """predict with the original's localization beside our SCN imports only the localization; on a CT of air the
-    original marks nothing, so the check is inconclusive: recorded and logged as such, never as verified."""
+    original marks nothing, so the check is inconclusive: recorded and logged as such, never as verified, and the
+    next run checks again on its own first CT."""
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path / "cache"))
     mixed = {"localization": original_models / "localization", "segmentation": DEFAULT_MODELS / "segmentation"}
     air = tmp_path / "air.nii.gz"
     sitk.WriteImage(image_from_array(np.full((40, 64, 64), -1024, np.int16), (4.0, 4.0, 4.0)), str(air))
+    utils = load_utils(None, "cpu")
     with caplog.at_level(logging.INFO):
-        folders = imported_folders(
-            mixed, probe=lambda: probe_from(air), device="cpu", precision="float32", utils=load_utils(None, "cpu")
-        )
+        folders = imported_folders(mixed, probe=lambda: probe_from(air), device="cpu", precision="float32", utils=utils)
     assert folders["segmentation"] == mixed["segmentation"]  # ours: used as it is
+    assert folders["localization"].parent == tmp_path / "cache" / "imported"
+    assert folders["localization"].name.endswith("-float32")  # one entry per precision checked
     verification = read_metadata(folders["localization"])["imported"]["verification"]
     assert verification["verdict"] == "inconclusive" and verification["foreground_voxels"] == 0
     assert "could not be verified" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = imported_folders(
+            mixed, probe=lambda: probe_from(shared_case(PROBE).image), device="cpu", precision="float32", utils=utils
+        )
+    assert again == folders and "not verified; importing it again" in caplog.text
+    assert read_metadata(again["localization"])["imported"]["verification"]["verdict"] == "verified"
+    assert [path.name for path in (tmp_path / "cache" / "imported").iterdir()] == [folders["localization"].name]
 
 
 @pytest.mark.slow  # under a minute: the original's graphs compiled under XLA
@@ -161,8 +178,7 @@ def test_predict_imports_an_original_folder_once_and_segments_with_it(
         assert network["imported"]["from"] == str((original_models / stage).resolve())
     assert report["models"]["segmentation"]["precision"] == report["precision"]
     first_log = capsys.readouterr().err
-    # the localization may have been imported before, unverified, by another test: it is then imported again
-    assert "segmentation network, importing it into" in first_log
+    assert first_log.count("network, importing it into") == 2
     assert main([*arguments, "--overwrite"]) == 0
     second_log = capsys.readouterr().err
     assert second_log.count("imported before into") == 2 and "importing it" not in second_log
@@ -199,3 +215,22 @@ def test_the_cache_finds_a_model_by_its_content(original_models: Path, tmp_path:
     content[len(content) // 2] ^= 1
     data.write_bytes(bytes(content))
     assert fingerprint(copy) != fingerprint(original_models / "localization")
+
+
+@pytest.mark.slow  # tens of seconds: the original's graph compiled under XLA
+def test_predict_as_saved_runs_the_originals_graph_instead_of_importing_it(
+    original_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "localization").symlink_to(original_models / "localization", target_is_directory=True)
+    (models / "segmentation").symlink_to(DEFAULT_MODELS / "segmentation", target_is_directory=True)
+    report_path = tmp_path / "report.json"
+    arguments = ["predict", "-i", str(shared_case(PROBE).image), "-o", str(tmp_path / "out"), "--models", str(models)]
+    assert main([*arguments, "--as-saved", "--report", str(report_path), "-q"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["cases"][0]["status"] == "done"
+    assert report["models"]["localization"]["source"] == "signature"
+    assert "imported" not in report["models"]["localization"]
+    assert not (tmp_path / "cache").exists()  # nothing imported
