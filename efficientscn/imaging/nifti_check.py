@@ -1,8 +1,10 @@
-"""Detect NIfTI files whose voxel data is cut short, which ITK's NIfTI reader silently fills with zeros.
+"""Detect NIfTI files whose voxel data is cut short or corrupt, which ITK's NIfTI reader silently accepts.
 
-A truncated download or an interrupted copy of a `.nii.gz` otherwise reads as a CT whose lower slices are 0 HU.
-The check reads only the header, plus the gzip trailer; the whole stream is decompressed only when the trailer
-does not confirm the expected length (multi-member gzip files, or a genuinely short file).
+A truncated download or an interrupted copy of a `.nii.gz` otherwise reads as a CT whose lower slices are 0 HU,
+and a `.nii.gz` with bytes changed inside its deflate stream reads as a CT with garbage slabs. The header gives
+the length the voxel data must have; a compressed file is decompressed whole, which checks every gzip member's
+CRC-32 and length (about 0.3 s for a 512 x 512 x 200 int16 CT). An uncompressed file is checked for its length
+only: changed bytes inside it cannot be detected.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _expected_nifti_bytes(header: bytes, path: Path) -> int:
 
 
 def _decompressed_length(path: Path) -> int:
-    """Length of a gzip file's full decompressed stream; InputError if the stream ends early or is corrupt."""
+    """Length of a gzip file's whole decompressed stream; InputError if it ends early or fails its CRC check."""
     length = 0
     try:
         with gzip.open(path, "rb") as stream:
@@ -60,7 +62,8 @@ def _decompressed_length(path: Path) -> int:
 
 
 def check_nifti_complete(path: str | Path) -> None:
-    """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises."""
+    """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises, or if its
+    gzip stream is truncated or fails its CRC check."""
     path = Path(path)
     with path.open("rb") as raw:
         compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; some tools write plain NIfTI under .nii.gz
@@ -76,15 +79,7 @@ def check_nifti_complete(path: str | Path) -> None:
     if len(header) < _NIFTI1_HEADER_BYTES:
         raise InputError(f"{path}: truncated NIfTI file ({len(header)} header bytes)")
     expected = _expected_nifti_bytes(header, path)
-    if not compressed:
-        actual = path.stat().st_size
-    else:
-        with path.open("rb") as raw:
-            raw.seek(-4, 2)
-            (trailer_length,) = struct.unpack("<I", raw.read(4))  # gzip ISIZE: stream length modulo 2**32
-        if trailer_length == expected % 2**32:
-            return
-        actual = _decompressed_length(path)
+    actual = _decompressed_length(path) if compressed else path.stat().st_size
     if actual < expected:
         raise InputError(
             f"{path}: truncated NIfTI file: {actual} bytes (header and voxels) where the header needs {expected}"

@@ -38,7 +38,7 @@ def require_same_grid(
         raise InputError(f"{path}: not on the grid of {reference_description}: {'; '.join(mismatch)}")
 
 
-def _itk_reason(error: RuntimeError) -> str:
+def itk_reason(error: RuntimeError) -> str:
     """The useful part of a SimpleITK exception: its ITK messages without source locations and object ids."""
     lines = str(error).splitlines()[1:] or [str(error)]
     text = " ".join(line.strip() for line in lines if line.strip())
@@ -144,7 +144,7 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
         try:
             image = reader.Execute()
         except RuntimeError as error:
-            raise InputError(f"{path}: DICOM series cannot be read: {_itk_reason(error)}") from error
+            raise InputError(f"{path}: DICOM series cannot be read: {itk_reason(error)}") from error
         _check_slice_positions(path, reader, image.GetSpacing()[2])
         _check_3d_volume(
             path,
@@ -161,7 +161,7 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
         try:
             reader.ReadImageInformation()
         except RuntimeError as error:
-            raise InputError(f"{path}: not a readable image: {_itk_reason(error)}") from error
+            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
         pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
         if image_suffix(path) in (".nii", ".nii.gz"):
@@ -170,7 +170,7 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
             image = reader.Execute()
         except RuntimeError as error:
             raise InputError(
-                f"{path}: image data cannot be read (truncated or corrupt?): {_itk_reason(error)}"
+                f"{path}: image data cannot be read (truncated or corrupt?): {itk_reason(error)}"
             ) from error
     _check_geometry(path, image)
     return image
@@ -192,7 +192,7 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise InputError(f"{path}: not a readable image: {_itk_reason(error)}") from error
+        raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
     size = tuple(int(s) for s in reader.GetSize())
     return (*size[:2], len(files)) if path.is_dir() else size
 

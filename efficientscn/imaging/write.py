@@ -8,9 +8,17 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from efficientscn.atomic import atomic_output
+from efficientscn.errors import InputError
+from efficientscn.imaging.nifti_check import check_nifti_complete
+from efficientscn.imaging.read import itk_reason
 
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 """Single-file formats, the only ones that can be written atomically by one rename."""
+
+
+def suffix_of(path: Path) -> str | None:
+    """The writable format `path` names, lower case (".nii.gz", ...), or None."""
+    return next((s for s in WRITABLE_SUFFIXES if path.name.lower().endswith(s)), None)
 
 
 def write_image_atomic(
@@ -18,16 +26,40 @@ def write_image_atomic(
 ) -> Path:
     """Write an image so that `path` either keeps its old content or holds the complete new file, never a part.
 
-    Single-file formats only (see WRITABLE_SUFFIXES). An existing `path` raises FileExistsError unless
-    `overwrite` is set. Returns the path written.
+    Single-file formats only (see WRITABLE_SUFFIXES). The file is read back (header, size, pixel type, and for
+    NIfTI its whole data) before it takes its name: a write that failed, e.g. on a full disk, raises OSError and
+    leaves nothing. An existing `path` raises FileExistsError unless `overwrite` is set. Returns the path written.
     """
     path = Path(path)
-    suffix = next((s for s in WRITABLE_SUFFIXES if path.name.lower().endswith(s)), None)
+    suffix = suffix_of(path)
     if suffix is None:
         raise ValueError(f"{path}: cannot write atomically; use one of {', '.join(WRITABLE_SUFFIXES)}")
     with atomic_output(path, suffix=path.name[-len(suffix) :], overwrite=overwrite) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=compress)
+        try:
+            sitk.WriteImage(image, str(temporary), useCompression=compress)
+        except RuntimeError as error:  # ITK's writers of MetaImage and NRRD do report a failed write
+            reason = itk_reason(error).replace(str(temporary), "the file")
+            raise OSError(f"{path}: not written (is the disk full?): {reason}") from error
+        _check_written(image, temporary, path)
     return path
+
+
+def _check_written(image: sitk.Image, written: Path, path: Path) -> None:
+    """OSError naming `path` unless the file just written reads back whole with `image`'s size and pixel type.
+
+    ITK's NIfTI writer reports no error when the disk fills up or a write fails: it leaves a truncated file.
+    """
+    try:
+        if suffix_of(written) in (".nii", ".nii.gz"):
+            check_nifti_complete(written)  # length, and the whole gzip stream with its CRC
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(written))
+        reader.ReadImageInformation()
+        if reader.GetSize() != image.GetSize() or reader.GetPixelID() != image.GetPixelID():
+            raise InputError(f"reads back as {reader.GetSize()} {reader.GetPixelIDTypeAsString()}")
+    except (InputError, RuntimeError) as error:
+        reason = str(error).replace(str(written), "the file written")
+        raise OSError(f"{path}: not written (is the disk full?): it does not read back whole: {reason}") from error
 
 
 def write_label(label: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

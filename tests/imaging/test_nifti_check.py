@@ -238,3 +238,25 @@ def test_a_header_with_an_impossible_dimension_count_or_bitpix_is_refused(
     path.write_bytes(raw)
     with pytest.raises(InputError, match=_named(path, rf"corrupt NIfTI header \({reported}\)$")):
         check_nifti_complete(path)
+
+
+def test_a_gzip_nifti_with_bytes_changed_inside_its_deflate_stream_is_refused(tmp_path: Path) -> None:
+    """The trailer (CRC and length) is intact; the data it describes is not."""
+    path = _itk_nifti(tmp_path / "changed.nii.gz")
+    content = bytearray(path.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 4] = bytes(255 - b for b in content[middle : middle + 4])
+    path.write_bytes(bytes(content))
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data")):
+        check_nifti_complete(path)
+
+
+def test_a_gzip_nifti_whose_crc_is_wrong_is_refused(tmp_path: Path) -> None:
+    """Data and length intact, CRC-32 in the trailer wrong: what a changed but still inflatable stream gives."""
+    path = _itk_nifti(tmp_path / "crc.nii.gz")
+    content = bytearray(path.read_bytes())
+    (crc,) = struct.unpack_from("<I", content, len(content) - 8)
+    struct.pack_into("<I", content, len(content) - 8, crc ^ 1)
+    path.write_bytes(bytes(content))
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data \(CRC check failed")):
+        check_nifti_complete(path)
