@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.imaging.geometry import grid_of, is_orthonormal
+from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.labels import NUM_LABELS
@@ -176,6 +177,30 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     return image
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without its voxels."""
+
+    grid: Grid
+    pixel_id: int
+    pixel_type: str
+    """SimpleITK's name of the pixel type, e.g. "8-bit unsigned integer"."""
+
+
+def read_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """The header of a 3-D image file (not a DICOM folder); InputError naming the file if it cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+    if reader.GetDimension() != 3:
+        raise InputError(f"{path}: {reader.GetDimension()}-D image; expected a 3-D volume")
+    grid = Grid(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())  # type: ignore[arg-type]
+    return ImageHeader(grid, reader.GetPixelID(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+
+
 def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """The size (x, y, z) an image file or DICOM folder declares, read without its voxels, so that a scan too large
     to hold can be refused before it is read. Raises `InputError` for what `read_image` would refuse as unreadable.
@@ -209,13 +234,15 @@ def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
 
     Other integer and float pixel types are rounded and clipped to the int16 range (never wrapped around, where the
     original's cast wraps: docs/fidelity.md #40), with a warning when clipping changes values. Non-finite values are
-    refused.
+    refused, and so is a label map (integer values within 0-4 only).
     """
     path = Path(path)
     image = read_image(path)
+    values = _scalar_array(path, image)
+    if values.dtype.kind in "iu":
+        _refuse_label_map(path, values)
     if image.GetPixelID() == sitk.sitkInt16:
         return image
-    values = _scalar_array(path, image)
     if values.dtype.kind == "f":
         if not np.isfinite(values).all():
             raise InputError(f"{path}: image contains NaN or infinite values")
@@ -227,6 +254,17 @@ def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
     converted = sitk.GetImageFromArray(np.clip(values, low, high).astype(np.int16))
     converted.CopyInformation(image)
     return converted
+
+
+def _refuse_label_map(path: Path, values: np.ndarray) -> None:
+    """InputError if integer voxels hold only FLARE label values (0-4, at least two of them): a label map given as
+    a CT, as when the input and output folders are swapped. A CT has air, far below 0 HU (or, stored unsigned with
+    an offset, far above 4)."""
+    low, high = int(values.min()), int(values.max())
+    if 0 <= low < high < NUM_LABELS:
+        raise InputError(
+            f"{path}: holds only the values {low}-{high}: a label map, not a CT (are the input and output swapped?)"
+        )
 
 
 def read_label(path: str | os.PathLike[str]) -> sitk.Image:

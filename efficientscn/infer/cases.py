@@ -8,10 +8,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, is_image_path
-from efficientscn.imaging.read import is_dicom_folder
+from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, image_suffix, is_image_path
+from efficientscn.imaging.nifti_check import check_nifti_complete
+from efficientscn.imaging.read import header_size, is_dicom_folder, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,40 @@ class Case:
     def id(self) -> str:
         """The case ID outputs are named by: `x_0000.nii.gz` -> `x`, a DICOM folder -> its name."""
         return case_id(self.source)
+
+
+def existing_label_problem(label: Path, ct: Path) -> str | None:
+    """Why the label file already at `label` cannot count as `ct`'s finished label, or None if it can: it must read
+    whole, be uint8, and lie on the CT's grid (for a DICOM folder: have its size)."""
+    try:
+        if image_suffix(label) in (".nii", ".nii.gz"):
+            check_nifti_complete(label)
+        header = read_header(label)
+        if header.pixel_id != sitk.sitkUInt8:
+            return f"{header.pixel_type}, where labels are uint8"
+        if ct.is_dir():
+            size = header_size(ct)
+            return None if tuple(header.grid.size) == size else f"size {header.grid.size}, the CT's is {size}"
+        differences = header.grid.differences(read_header(ct).grid)
+    except (InputError, OSError) as error:
+        return str(error).removeprefix(f"{label}: ")
+    return f"not on the CT's grid: {'; '.join(differences)}" if differences else None
+
+
+def refuse_replacing_foreign_file(path: Path) -> None:
+    """InputError unless the file at `path` (if any) may be replaced by a label: empty, or uint8 by its header, as
+    the labels this tool writes. A CT is never replaced, also with --overwrite (swapped input and output)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        header = read_header(path)
+    except InputError as error:
+        raise InputError(f"{path}: exists and cannot be told to be a label of this tool; not replaced") from error
+    if header.pixel_id != sitk.sitkUInt8:
+        raise InputError(
+            f"{path}: exists and holds {header.pixel_type} voxels, not a label of this tool (uint8); not replaced: "
+            "move it away, or check that the input and output folders are not swapped"
+        )
 
 
 def find_sources(inputs: Path, output: Path) -> list[Path]:

@@ -20,7 +20,14 @@ from efficientscn.atomic import ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import case_id
-from efficientscn.infer.cases import Case, ReadAhead, find_sources, label_owners
+from efficientscn.infer.cases import (
+    Case,
+    ReadAhead,
+    existing_label_problem,
+    find_sources,
+    label_owners,
+    refuse_replacing_foreign_file,
+)
 from efficientscn.infer.models import load_network, models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
 from efficientscn.infer.original import imported_folders, probe_or_phantom
@@ -93,6 +100,10 @@ class Predictor:
         self.precision = inference_precision(self.device, options.precision)
         self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in self.cases}
         self._label_owner = label_owners(self.cases)
+        self._replace: set[Path] = set()
+        """Labels found unusable: replaced by the new ones without --overwrite."""
+        self._refused: dict[Path, str] = {}
+        """Outputs that are not labels of this tool: never replaced, their cases fail with this message."""
         self.segmenter: Segmenter | None = None
         self.config = InferenceConfig()
         self._memory = CasePeakMemory()
@@ -100,11 +111,7 @@ class Predictor:
 
     def run(self) -> BatchReport:
         """Segment every case; returns what happened to each. Writes the report if asked, even after a failure."""
-        todo = [
-            case
-            for case in self.cases
-            if self._label_owner[case.output] == case.source and (self.options.overwrite or not case.output.exists())
-        ]
+        todo = [case for case in self.cases if self._label_owner[case.output] == case.source and self._to_do(case)]
         logger.info(
             "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
         )
@@ -129,11 +136,32 @@ class Predictor:
                 self._write_report()
         return report
 
+    def _to_do(self, case: Case) -> bool:
+        """Whether the case is to be segmented: no label yet, asked to overwrite it, or one that cannot be kept;
+        never when that would replace a file that is not a label of this tool (the case then fails)."""
+        if not case.output.exists():
+            return True
+        if not self.options.overwrite:
+            problem = existing_label_problem(case.output, case.source)
+            if problem is None:
+                return False
+            logger.warning("%s: its label %s cannot be kept (%s): segmenting it again", case.name, case.output, problem)
+            self._replace.add(case.output)
+        try:
+            refuse_replacing_foreign_file(case.output)
+        except InputError as error:
+            self._refused[case.output] = str(error)
+            return False
+        return True
+
     def _process(self, case: Case, needed: bool, reads: ReadAhead | None) -> Outcome:
         record = self.records[case.source]
         owner = self._label_owner[case.output]
         if owner != case.source:
             record.status, record.error = "failed", f"its label {case.output.name} is that of {owner.name}: rename one"
+            raise InputError(record.error)
+        if case.output in self._refused:
+            record.status, record.error = "failed", self._refused[case.output]
             raise InputError(record.error)
         if not needed:
             record.status = "skipped"
@@ -150,8 +178,9 @@ class Predictor:
             record.details = segmentation.details
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
+            overwrite = self.options.overwrite or case.output in self._replace
             for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
-                writer.write(result, writer.path(self.options.output, case.id), overwrite=self.options.overwrite)
+                writer.write(result, writer.path(self.options.output, case.id), overwrite=overwrite)
                 record.seconds[writer.name] = time.perf_counter() - start
                 start = time.perf_counter()
             record.status = "done"

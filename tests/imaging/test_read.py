@@ -234,3 +234,18 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
     assert sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))  # still a readable series ...
     with pytest.raises(InputError, match=r"series: slice positions are not evenly spaced"):
         read_ct(folder)  # ... but a stretched one
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16])
+def test_a_label_map_given_as_a_ct_is_refused_as_such(tmp_path: Path, dtype: type) -> None:
+    """As when the input and output folders of predict are swapped; a CT always has air, far from 0-4."""
+    label = np.zeros((20, 30, 40), dtype)
+    label[5:10, 5:10, 5:10], label[12:15, 12:15, 12:15] = 1, 4
+    path = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(image_from_array(label), str(path))
+    with pytest.raises(InputError, match=r"labels\.nii\.gz: holds only the values 0-4: a label map, not a CT"):
+        read_ct(path)
+    assert read_label(path).GetSize() == (40, 30, 20)
+    blank = tmp_path / "blank.nii.gz"  # one value only is not evidently a label map (a blank CT may be one)
+    sitk.WriteImage(image_from_array(np.zeros((20, 30, 40), dtype)), str(blank))
+    assert read_ct(blank).GetPixelID() == sitk.sitkInt16

@@ -23,6 +23,7 @@ from efficientscn.imaging.canonical import CanonicalCT, to_canonical
 from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, grid_of, obliquity_degrees
 from efficientscn.imaging.read import read_ct, read_label
 from efficientscn.imaging.resample import resample_onto
+from efficientscn.infer.cases import existing_label_problem
 from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
@@ -362,3 +363,36 @@ def test_bfloat16_localization_agrees_with_float32_on_real_ct(models: Path, case
     assert masks["float32"].sum() > 100
     assert np.mean(masks["float32"] == masks["bfloat16"]) >= 0.999
     assert np.abs(boxes["float32"] - boxes["bfloat16"]).max() <= coarse.max() + 1e-3
+
+
+@pytest.mark.slow  # two batches: under a minute
+def test_resume_redoes_unusable_labels_keeps_good_ones_and_never_replaces_a_ct(tmp_path: Path) -> None:
+    ids = ("ts_example_ct_sm", "ts_example_ct_sm_lpi", "ts_example_ct_sm_asl")
+    _link_cases(tmp_path / "in", ids)
+    (tmp_path / "in" / "swapped_0000.nii.gz").symlink_to(shared_case("ts_example_ct_sm").label)  # a label map
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ts_example_ct_sm.nii.gz").write_bytes(b"")  # left by a run killed or on a full disk
+    lpi = read_ct(shared_case("ts_example_ct_sm_lpi").image)
+    good = sitk.Image(lpi.GetSize(), sitk.sitkUInt8) + 2
+    good.CopyInformation(lpi)
+    sitk.WriteImage(good, str(out / "ts_example_ct_sm_lpi.nii.gz"))
+    kept = (out / "ts_example_ct_sm_lpi.nii.gz").read_bytes()
+    shutil.copy(shared_case("ts_example_ct_sm_asl").image, out / "ts_example_ct_sm_asl.nii.gz")  # a CT, swapped in
+    ct_bytes = (out / "ts_example_ct_sm_asl.nii.gz").read_bytes()
+    report_path = tmp_path / "report.json"
+    for extra in ([], ["--overwrite"]):
+        assert _predict("-i", tmp_path / "in", "-o", out, "--report", report_path, *extra) == 1
+        cases = {Path(case["input"]).name: case for case in json.loads(report_path.read_text())["cases"]}
+        assert cases["ts_example_ct_sm_0000.nii.gz"]["status"] == "done"
+        assert cases["ts_example_ct_sm_lpi_0000.nii.gz"]["status"] == ("done" if extra else "skipped")
+        asl = cases["ts_example_ct_sm_asl_0000.nii.gz"]
+        assert asl["status"] == "failed" and "holds 16-bit signed integer voxels, not a label" in asl["error"]
+        swapped = cases["swapped_0000.nii.gz"]
+        assert swapped["status"] == "failed" and "a label map, not a CT" in swapped["error"]
+        assert (out / "ts_example_ct_sm_asl.nii.gz").read_bytes() == ct_bytes  # the CT is never replaced
+        redone = out / "ts_example_ct_sm.nii.gz"
+        assert existing_label_problem(redone, tmp_path / "in" / "ts_example_ct_sm_0000.nii.gz") is None
+        assert not (out / "swapped.nii.gz").exists()
+        if not extra:
+            assert (out / "ts_example_ct_sm_lpi.nii.gz").read_bytes() == kept
