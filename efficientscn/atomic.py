@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from efficientscn.imaging.itk_path import itk_can_take
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: bool = False) -> Iterator[Path]:
@@ -24,6 +26,8 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
         raise FileExistsError(exists)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    if not itk_can_take(stem):  # a name ITK cannot take (not UTF-8): the temporary, which ITK writes, gets a plain one
+        stem = "output"
     temporary = path.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
     try:
         yield temporary

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
+from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.labels import NUM_LABELS
@@ -47,19 +48,20 @@ def itk_reason(error: RuntimeError) -> str:
     return text[:400]
 
 
-def _dicom_series_files(folder: Path) -> list[str]:
-    """The files of the largest DICOM series in a folder (warning if there are several).
+def _dicom_series_files(folder: Path, readable: Path) -> list[str]:
+    """The files of the largest DICOM series in a folder (warning if there are several), as ITK reads them in
+    `readable` (the folder, or a folder of links to its files with plain names).
 
     GDCM silently leaves out files it cannot parse, which turns a truncated slice into a missing one; a file
     that carries the DICOM signature but belongs to no series is therefore refused.
     """
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in readable.iterdir() if not p.name.startswith("."))
     if not entries:
         raise InputError(f"{folder}: empty folder; expected a DICOM series")
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(readable))
     if not series_ids:
         raise InputError(f"{folder}: no DICOM series found in this folder")
-    series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(readable), sid) for sid in series_ids}
     in_a_series = {Path(f).name for files in series.values() for f in files}
     unreadable = [p.name for p in entries if p.name not in in_a_series and _has_dicom_signature(p)]
     if unreadable:
@@ -138,9 +140,15 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     (non-positive spacing, non-orthonormal direction).
     """
     path = Path(path)
+    with itk_path(path) as readable:
+        return _read_image(path, readable)
+
+
+def _read_image(path: Path, readable: Path) -> sitk.Image:
+    """`read_image` of `path`, which ITK reads as `readable` (the same, or a link with a plain name)."""
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(_dicom_series_files(path))
+        reader.SetFileNames(_dicom_series_files(path, readable))
         reader.MetaDataDictionaryArrayUpdateOn()
         try:
             image = reader.Execute()
@@ -158,7 +166,7 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
         reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
+        reader.SetFileName(str(readable))
         try:
             reader.ReadImageInformation()
         except RuntimeError as error:
@@ -190,11 +198,12 @@ class ImageHeader:
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """The header of a 3-D image file (not a DICOM folder); InputError naming the file if it cannot be read."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+    with itk_path(Path(path)) as readable:
+        reader.SetFileName(str(readable))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
     if reader.GetDimension() != 3:
         raise InputError(f"{path}: {reader.GetDimension()}-D image; expected a 3-D volume")
     grid = Grid(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())  # type: ignore[arg-type]
@@ -206,18 +215,19 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
     to hold can be refused before it is read. Raises `InputError` for what `read_image` would refuse as unreadable.
     """
     path = Path(path)
-    reader = sitk.ImageFileReader()
-    if path.is_dir():
-        files = _dicom_series_files(path)
-        reader.SetFileName(files[0])
-    elif path.exists():
-        reader.SetFileName(str(path))
-    else:
+    if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+    reader = sitk.ImageFileReader()
+    with itk_path(path) as readable:
+        if path.is_dir():
+            files = _dicom_series_files(path, readable)
+            reader.SetFileName(files[0])
+        else:
+            reader.SetFileName(str(readable))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
     size = tuple(int(s) for s in reader.GetSize())
     return (*size[:2], len(files)) if path.is_dir() else size
 

@@ -9,8 +9,9 @@ import SimpleITK as sitk
 
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
+from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.nifti_check import check_nifti_complete
-from efficientscn.imaging.read import itk_reason
+from efficientscn.imaging.read import itk_reason, read_header
 
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 """Single-file formats, the only ones that can be written atomically by one rename."""
@@ -36,7 +37,8 @@ def write_image_atomic(
         raise ValueError(f"{path}: cannot write atomically; use one of {', '.join(WRITABLE_SUFFIXES)}")
     with atomic_output(path, suffix=path.name[-len(suffix) :], overwrite=overwrite) as temporary:
         try:
-            sitk.WriteImage(image, str(temporary), useCompression=compress)
+            with itk_path(temporary) as writable:  # a link with a plain name if ITK cannot take the real one
+                sitk.WriteImage(image, str(writable), useCompression=compress)
         except RuntimeError as error:  # ITK's writers of MetaImage and NRRD do report a failed write
             reason = itk_reason(error).replace(str(temporary), "the file")
             raise OSError(f"{path}: not written (is the disk full?): {reason}") from error
@@ -52,12 +54,10 @@ def _check_written(image: sitk.Image, written: Path, path: Path) -> None:
     try:
         if suffix_of(written) in (".nii", ".nii.gz"):
             check_nifti_complete(written)  # length, and the whole gzip stream with its CRC
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(written))
-        reader.ReadImageInformation()
-        if reader.GetSize() != image.GetSize() or reader.GetPixelID() != image.GetPixelID():
-            raise InputError(f"reads back as {reader.GetSize()} {reader.GetPixelIDTypeAsString()}")
-    except (InputError, RuntimeError) as error:
+        header = read_header(written)
+        if header.grid.size != image.GetSize() or header.pixel_id != image.GetPixelID():
+            raise InputError(f"reads back as {header.grid.size} {header.pixel_type}")
+    except InputError as error:
         reason = str(error).replace(str(written), "the file written")
         raise OSError(f"{path}: not written (is the disk full?): it does not read back whole: {reason}") from error
 

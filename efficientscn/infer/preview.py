@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.atomic import atomic_output
+from efficientscn.imaging.itk_path import itk_path
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def write_preview(
     padded = [np.pad(view, ((0, height - view.shape[0]), (0, 0), (0, 0))) for view in views]
     canvas = np.concatenate([padded[0], gap, padded[1]], axis=1)
     path = Path(path)
-    with atomic_output(path, suffix=".png", overwrite=overwrite) as temporary:
-        sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(temporary))
+    # through a link with a plain name if ITK cannot take the real one
+    with atomic_output(path, suffix=".png", overwrite=overwrite) as temporary, itk_path(temporary) as writable:
+        sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(writable))
     logger.info("wrote preview %s (%d x %d pixels, centre zyx %s)", path, canvas.shape[1], height, centre.tolist())
     return path

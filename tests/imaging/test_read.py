@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,8 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import grid_of
-from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.read import header_size, read_ct, read_header, read_label
+from efficientscn.imaging.write import write_label
 
 from helpers import SharedCase, image_from_array, shared_case
 
@@ -249,3 +251,29 @@ def test_a_label_map_given_as_a_ct_is_refused_as_such(tmp_path: Path, dtype: typ
     blank = tmp_path / "blank.nii.gz"  # one value only is not evidently a label map (a blank CT may be one)
     sitk.WriteImage(image_from_array(np.zeros((20, 30, 40), dtype)), str(blank))
     assert read_ct(blank).GetPixelID() == sitk.sitkInt16
+
+
+def test_names_that_are_not_utf8_are_read_and_written_instead_of_aborting_the_process(tmp_path: Path) -> None:
+    """ITK aborts the whole process (a C++ exception) on such a name; they are reached through plain-named links."""
+    case = shared_case("ts_example_ct_sm")
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/dossier_\xe9t\xe9"))  # Latin-1 bytes: not UTF-8
+    folder.mkdir()
+    ct_path = folder / os.fsdecode(b"scan_\xff_0000.nii.gz")
+    shutil.copy(case.image, ct_path)
+    ct = read_ct(ct_path)
+    assert ct.GetSize() == tuple(case.meta["size_xyz"])
+    assert header_size(ct_path) == ct.GetSize() and read_header(ct_path).grid == grid_of(ct)
+    label = folder / os.fsdecode(b"scan_\xff.nii.gz")
+    write_label(sitk.Cast(ct > 0, sitk.sitkUInt8), label)
+    assert read_label(label).GetSize() == ct.GetSize()
+    assert sorted(os.listdir(os.fsencode(folder))) == [b"scan_\xff.nii.gz", b"scan_\xff_0000.nii.gz"]  # no temporary
+
+
+def test_a_dicom_series_with_a_slice_whose_name_is_not_utf8_is_read(tmp_path: Path) -> None:
+    source = shared_case("ts_example_ct_dicom").image
+    folder = tmp_path / "series"
+    shutil.copytree(source, folder)
+    first = sorted(folder.iterdir())[0]
+    first.rename(folder / os.fsdecode(b"slice_\xff.dcm"))
+    assert read_ct(folder).GetSize() == read_ct(source).GetSize()
+    assert header_size(folder) == read_ct(source).GetSize()

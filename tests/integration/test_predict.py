@@ -396,3 +396,19 @@ def test_resume_redoes_unusable_labels_keeps_good_ones_and_never_replaces_a_ct(t
         assert not (out / "swapped.nii.gz").exists()
         if not extra:
             assert (out / "ts_example_ct_sm_lpi.nii.gz").read_bytes() == kept
+
+
+@pytest.mark.slow  # one batch: tens of seconds
+def test_a_file_name_that_is_not_utf8_is_segmented_like_any_other(tmp_path: Path) -> None:
+    """ITK used to abort the whole process on it (exit 134): no later case done, no report."""
+    inputs = tmp_path / "in"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    shutil.copy(shared_case("ts_example_ct_sm_lpi").image, inputs / os.fsdecode(b"caf\xe9_0000.nii.gz"))  # Latin-1
+    report_path = tmp_path / "report.json"
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--report", report_path, "--preview") == 0
+    report = json.loads(report_path.read_text())
+    assert [case["status"] for case in report["cases"]] == ["done", "done"]
+    written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
+    assert written == [b"caf\xe9.nii.gz", b"preview", b"ts_example_ct_sm.nii.gz"]
+    label = read_label(tmp_path / "out" / os.fsdecode(b"caf\xe9.nii.gz"))
+    assert label.GetSize() == read_ct(inputs / os.fsdecode(b"caf\xe9_0000.nii.gz")).GetSize()
