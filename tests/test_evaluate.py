@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -125,3 +126,19 @@ def test_console_script_explains_itself() -> None:
     result = subprocess.run([str(script), "evaluate", "--help"], capture_output=True, text=True, check=True)
     assert "--pred" in result.stdout and "normalised surface Dice" in result.stdout
     assert any(line.strip().startswith("--tolerance-mm") for line in result.stdout.splitlines())
+
+
+def test_a_prediction_holding_nan_is_refused_not_scored(tmp_path: Path) -> None:
+    """The same validation as predict's input: ITK would read the NaN of a float NIfTI as background."""
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct_sm"])
+    prediction = tmp_path / "pred"
+    prediction.mkdir()
+    label = sitk.ReadImage(str(shared_case("ts_example_ct_sm").label))
+    values = sitk.GetArrayFromImage(label).astype(np.float32)
+    values[0, 0, 0] = np.nan
+    broken = sitk.GetImageFromArray(values)
+    broken.CopyInformation(label)
+    sitk.WriteImage(broken, str(prediction / "ts_example_ct_sm.nii.gz"))
+    assert main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-q"]) == 1
+    summary = json.loads((prediction / "evaluation" / "summary.json").read_text())
+    assert "image contains 1 NaN or infinite values" in summary["failed"]["ts_example_ct_sm"]

@@ -10,8 +10,11 @@ only: changed bytes inside it cannot be detected.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +25,45 @@ _NIFTI1_HEADER_BYTES = 348
 _NIFTI2_HEADER_BYTES = 540
 
 
-def _expected_nifti_bytes(header: bytes, path: Path) -> int:
-    """Offset of the voxel data plus its size, from a NIfTI-1 or NIfTI-2 header (either byte order)."""
+_FLOAT_DATATYPES = {16: "f4", 64: "f8"}
+"""NIfTI datatype codes of real floating-point voxels, whose NaN and infinite values ITK reads as 0 without a word."""
+MAX_SCALE = 1e6
+"""Largest magnitude accepted for the intensity scaling (scl_slope, scl_inter); a CT's are about 1 and -1024."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a NIfTI header says about the file's voxel data and geometry."""
+
+    offset: int
+    data_bytes: int
+    float_dtype: str | None
+    """NumPy dtype of floating-point voxels (with byte order), None for integer voxels."""
+    spacing: tuple[float, ...]
+    scaling: tuple[float, float]
+
+
+def _nifti_layout(header: bytes, path: Path) -> _Layout:
+    """The voxel data's place, size and type, the spacing and scaling, from a NIfTI-1 or NIfTI-2 header (either
+    byte order)."""
     for order in "<>":
         (sizeof_hdr,) = struct.unpack_from(order + "i", header, 0)
         if sizeof_hdr in (_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES) and len(header) < sizeof_hdr:
             raise InputError(f"{path}: truncated NIfTI file ({len(header)} of its {sizeof_hdr} header bytes)")
         if sizeof_hdr == _NIFTI1_HEADER_BYTES:
             dims = struct.unpack_from(order + "8h", header, 40)
-            (bitpix,) = struct.unpack_from(order + "h", header, 72)
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 70)
+            pixdim = struct.unpack_from(order + "8f", header, 76)
             (vox_offset,) = struct.unpack_from(order + "f", header, 108)
+            scaling = struct.unpack_from(order + "2f", header, 112)
             offset = max(int(vox_offset), _NIFTI1_HEADER_BYTES)
             break
         if sizeof_hdr == _NIFTI2_HEADER_BYTES:
-            (bitpix,) = struct.unpack_from(order + "h", header, 14)
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 12)
             dims = struct.unpack_from(order + "8q", header, 16)
+            pixdim = struct.unpack_from(order + "8d", header, 104)
             (vox_offset,) = struct.unpack_from(order + "q", header, 168)
+            scaling = struct.unpack_from(order + "2d", header, 176)
             offset = max(int(vox_offset), _NIFTI2_HEADER_BYTES)
             break
     else:
@@ -46,24 +72,53 @@ def _expected_nifti_bytes(header: bytes, path: Path) -> int:
     if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
         raise InputError(f"{path}: corrupt NIfTI header (dim[0]={ndim}, bitpix={bitpix})")
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
-    return offset + voxels * (bitpix // 8)
+    float_dtype = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
+    spacing = tuple(float(p) for p in pixdim[1 : min(ndim, 3) + 1])
+    return _Layout(offset, voxels * (bitpix // 8), float_dtype, spacing, (float(scaling[0]), float(scaling[1])))
 
 
-def _decompressed_length(path: Path) -> int:
-    """Length of a gzip file's whole decompressed stream; InputError if it ends early or fails its CRC check."""
-    length = 0
+def _check_header_values(layout: _Layout, path: Path) -> None:
+    """Refuse what ITK would silently turn into something else: a spacing of 0 (read as 1 mm), a negative or
+    non-finite one, and a non-finite or absurd intensity scaling (a NaN slope is ignored)."""
+    if not all(math.isfinite(s) and s > 0 for s in layout.spacing):
+        raise InputError(f"{path}: voxel spacing (NIfTI pixdim) {layout.spacing} is not positive and finite")
+    slope, intercept = layout.scaling
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise InputError(f"{path}: intensity scaling (scl_slope {slope}, scl_inter {intercept}) is not finite")
+    if abs(intercept) > MAX_SCALE or (slope != 0 and not 1 / MAX_SCALE <= abs(slope) <= MAX_SCALE):
+        raise InputError(f"{path}: implausible intensity scaling (scl_slope {slope:g}, scl_inter {intercept:g})")
+
+
+def _count_non_finite(chunks: Iterator[bytes], dtype: str, skip: int) -> int:
+    """Non-finite values among the floats that follow the first `skip` bytes of a stream of chunks."""
+    count, pending, itemsize = 0, b"", np.dtype(dtype).itemsize
+    for chunk in chunks:
+        pending += chunk
+        if skip:
+            dropped = min(skip, len(pending))
+            pending, skip = pending[dropped:], skip - dropped
+        usable = len(pending) - len(pending) % itemsize
+        count += int(np.count_nonzero(~np.isfinite(np.frombuffer(pending[:usable], dtype))))
+        pending = pending[usable:]
+    return count
+
+
+def _chunks(path: Path, compressed: bool, lengths: list[int]) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in chunks, their count added to `lengths`; InputError if a gzip stream ends
+    early or fails its CRC check."""
     try:
-        with gzip.open(path, "rb") as stream:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
             while chunk := stream.read(1 << 24):
-                length += len(chunk)
+                lengths.append(len(chunk))
+                yield chunk
     except (EOFError, OSError, zlib.error) as error:
         raise InputError(f"{path}: truncated or corrupt gzip data ({error})") from error
-    return length
 
 
 def check_nifti_complete(path: str | Path) -> None:
-    """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises, or if its
-    gzip stream is truncated or fails its CRC check."""
+    """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises, if its gzip
+    stream is truncated or fails its CRC check, if its spacing or intensity scaling is unusable, or if its float
+    voxels hold NaN or infinity (all of which ITK reads without a word)."""
     path = Path(path)
     with path.open("rb") as raw:
         compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; some tools write plain NIfTI under .nii.gz
@@ -78,8 +133,20 @@ def check_nifti_complete(path: str | Path) -> None:
         raise InputError(f"{path}: truncated or corrupt file ({error})") from error
     if len(header) < _NIFTI1_HEADER_BYTES:
         raise InputError(f"{path}: truncated NIfTI file ({len(header)} header bytes)")
-    expected = _expected_nifti_bytes(header, path)
-    actual = _decompressed_length(path) if compressed else path.stat().st_size
+    layout = _nifti_layout(header, path)
+    _check_header_values(layout, path)
+    expected = layout.offset + layout.data_bytes
+    if compressed or layout.float_dtype is not None:  # read whole: the CRC check, the float values
+        lengths: list[int] = []
+        chunks = _chunks(path, compressed, lengths)
+        if layout.float_dtype is None:
+            for _ in chunks:
+                pass
+        elif non_finite := _count_non_finite(chunks, layout.float_dtype, layout.offset):
+            raise InputError(f"{path}: image contains {non_finite} NaN or infinite values")  # ITK would read 0
+        actual = sum(lengths)
+    else:
+        actual = path.stat().st_size
     if actual < expected:
         raise InputError(
             f"{path}: truncated NIfTI file: {actual} bytes (header and voxels) where the header needs {expected}"

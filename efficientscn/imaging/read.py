@@ -124,6 +124,22 @@ def _check_3d_volume(path: Path, dimension: int, components: int, size: tuple[in
         raise InputError(f"{path}: 2-D image (size {size}, a single slice); expected a 3-D volume")
 
 
+def _check_metaimage_spacing(path: Path) -> None:
+    """Refuse a MetaImage header whose ElementSpacing is not positive and finite: ITK would make a negative one
+    positive and flip the direction instead, a different grid from the one the file states."""
+    with path.open("rb") as stream:
+        header = stream.read(1 << 16).split(b"ElementDataFile", 1)[0].decode("latin-1")
+    match = re.search(r"^\s*ElementSpacing\s*=\s*(.+)$", header, flags=re.MULTILINE)
+    if match is None:
+        return
+    try:
+        spacing = tuple(float(value) for value in match.group(1).split())
+    except ValueError as error:
+        raise InputError(f"{path}: unreadable ElementSpacing {match.group(1).strip()!r}") from error
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"{path}: spacing {spacing} (ElementSpacing) is not positive and finite")
+
+
 def _check_geometry(path: Path, image: sitk.Image) -> None:
     spacing = image.GetSpacing()
     if not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -175,6 +191,8 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
         if image_suffix(path) in (".nii", ".nii.gz"):
             check_nifti_complete(path)  # ITK's NIfTI reader pads a truncated file with zeros without a word
+        elif image_suffix(path) in (".mha", ".mhd"):
+            _check_metaimage_spacing(path)
         try:
             image = reader.Execute()
         except RuntimeError as error:

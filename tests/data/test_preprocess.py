@@ -197,3 +197,18 @@ def test_preprocessing_script_keeps_the_original_usage() -> None:
         check=True,
     )
     assert "--dataset" in result.stdout and "landmark_bb.csv" in result.stdout
+
+
+def test_a_ct_whose_gzip_data_was_changed_is_refused_not_preprocessed(
+    flare_dataset: FlareDataset, tmp_path: Path
+) -> None:
+    """The same validation as predict's input: the gzip CRC catches bytes changed inside the deflate stream."""
+    changed = bytearray(shared_case("ts_example_ct_sm").image.read_bytes())
+    middle = len(changed) // 2
+    changed[middle : middle + 8] = bytes(255 - b for b in changed[middle : middle + 8])
+    (tmp_path / "changed.nii.gz").write_bytes(bytes(changed))
+    _link(tmp_path / "changed.nii.gz", flare_dataset.training_image("train_004"))
+    _link(shared_case("ts_example_ct_sm").label, flare_dataset.training_mask("train_004"))
+    report = preprocess_dataset(flare_dataset.root, PreprocessConfig(cv_setup=False), progress=False)
+    assert "truncated or corrupt gzip data" in report.failed["train_004"]
+    assert not flare_dataset.training_image("train_004", small=True).exists()

@@ -260,3 +260,41 @@ def test_a_gzip_nifti_whose_crc_is_wrong_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(content))
     with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data \(CRC check failed")):
         check_nifti_complete(path)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "problem"),
+    [
+        (80, 0.0, r"voxel spacing \(NIfTI pixdim\) \(0\.0, 1\.0, 1\.0\) is not positive and finite"),
+        (84, -2.0, r"voxel spacing \(NIfTI pixdim\) \(1\.0, -2\.0, 1\.0\) is not positive and finite"),
+        (112, float("nan"), r"intensity scaling \(scl_slope nan, scl_inter 0\.0\) is not finite"),
+        (112, 1e30, r"implausible intensity scaling \(scl_slope 1e\+30, scl_inter 0\)"),
+        (116, float("inf"), r"intensity scaling \(scl_slope 1\.0, scl_inter inf\) is not finite"),
+    ],
+)
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_header_values_itk_would_silently_change_are_refused(
+    tmp_path: Path, order: str, offset: int, value: float, problem: str
+) -> None:
+    """ITK reads a pixdim of 0 as 1 mm, ignores a NaN slope and clips what a slope of 1e30 makes of the CT."""
+    content = bytearray(_nifti1_bytes(order))
+    struct.pack_into(order + "f", content, offset, value)
+    path = tmp_path / "odd.nii"
+    path.write_bytes(bytes(content))
+    with pytest.raises(InputError, match=_named(path, problem)):
+        check_nifti_complete(path)
+
+
+@pytest.mark.parametrize("name", ["float.nii", "float.nii.gz"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_float_nifti_voxels_that_are_not_finite_are_refused(tmp_path: Path, name: str, bad: float) -> None:
+    """ITK's NIfTI reader turns them into 0 without a word (the MetaImage reader keeps them, where read_ct refuses)."""
+    for dtype in (np.float32, np.float64):
+        values = VOXELS.astype(dtype)
+        values[3, 7, 11] = bad
+        path = tmp_path / name
+        sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+        with pytest.raises(InputError, match=_named(path, r"image contains 1 NaN or infinite values$")):
+            check_nifti_complete(path)
+        sitk.WriteImage(sitk.GetImageFromArray(VOXELS.astype(dtype)), str(path))
+        check_nifti_complete(path)  # the same without it passes

@@ -277,3 +277,14 @@ def test_a_dicom_series_with_a_slice_whose_name_is_not_utf8_is_read(tmp_path: Pa
     first.rename(folder / os.fsdecode(b"slice_\xff.dcm"))
     assert read_ct(folder).GetSize() == read_ct(source).GetSize()
     assert header_size(folder) == read_ct(source).GetSize()
+
+
+def test_a_metaimage_with_a_negative_spacing_is_refused_rather_than_flipped(tmp_path: Path) -> None:
+    """ITK would read ElementSpacing -1 as spacing 1 with a flipped direction: another grid than the file states."""
+    sitk.WriteImage(image_from_array(np.zeros((10, 20, 30), np.int16), (1.0, 1.0, 1.0)), str(tmp_path / "a.mha"))
+    text = (tmp_path / "a.mha").read_bytes()
+    assert b"ElementSpacing = 1 1 1" in text
+    (tmp_path / "negative.mha").write_bytes(text.replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 1 -1 1"))
+    with pytest.raises(InputError, match=r"negative\.mha: spacing \(1\.0, -1\.0, 1\.0\) \(ElementSpacing\) is not"):
+        read_ct(tmp_path / "negative.mha")
+    assert read_ct(tmp_path / "a.mha").GetSpacing() == (1.0, 1.0, 1.0)
