@@ -11,6 +11,9 @@ from pathlib import Path
 
 from efficientscn.imaging.itk_path import itk_can_take
 
+NAME_MAX = 255
+"""The longest file name, in bytes, of the file systems in use (ext4, XFS, APFS, NTFS)."""
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: bool = False) -> Iterator[Path]:
@@ -28,7 +31,10 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
     stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
     if not itk_can_take(stem):  # a name ITK cannot take (not UTF-8): the temporary, which ITK writes, gets a plain one
         stem = "output"
-    temporary = path.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    tail = f".{uuid.uuid4().hex[:12]}.partial{suffix}"
+    while len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # the temporary name may not be longer than the final one
+        stem = stem[:-1]
+    temporary = path.with_name(f".{stem}{tail}")
     try:
         yield temporary
         if overwrite:

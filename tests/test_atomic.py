@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from efficientscn.atomic import atomic_output, ensure_writable_folder, write_text_atomic
+from efficientscn.atomic import NAME_MAX, atomic_output, ensure_writable_folder, write_text_atomic
 from efficientscn.errors import InputError
 
 RUNNING_AS_ROOT = getattr(os, "geteuid", lambda: -1)() == 0
@@ -246,3 +246,12 @@ def test_without_hard_links_a_file_is_still_written_and_an_existing_one_kept(tmp
         temporary.write_text("second")
         target.write_text("another writer's")
     assert target.read_text() == "another writer's" and _names(tmp_path) == ["out.txt"]
+
+
+def test_a_name_near_the_file_system_limit_gets_a_temporary_name_within_it(tmp_path: Path) -> None:
+    """The temporary name adds a dot, a random tag and `.partial`: it is shortened, the final name is not."""
+    path = tmp_path / ("x" * 245 + ".nii.gz")  # 252 bytes, within the 255 allowed
+    with atomic_output(path, suffix=".nii.gz") as temporary:
+        assert len(os.fsencode(temporary.name)) <= NAME_MAX and temporary.name.endswith(".partial.nii.gz")
+        temporary.write_bytes(b"data")
+    assert path.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [path.name]

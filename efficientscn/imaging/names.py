@@ -27,9 +27,11 @@ def case_id(path: str | os.PathLike[str]) -> str:
     name = Path(path).name
     suffix = image_suffix(path)
     stem = name[: len(name) - len(suffix)] if suffix else name
-    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
+    untagged = stem.removesuffix("_0000")
+    return untagged or stem  # `_0000.nii.gz` is case `_0000`: an empty ID would name a hidden label `.nii.gz`
 
 
 def is_image_path(path: Path) -> bool:
-    """Whether a folder entry is something `read_ct` reads: an image file or a folder (a DICOM series)."""
-    return path.is_dir() or (path.is_file() and image_suffix(path) != "")
+    """Whether a folder entry is meant as a CT: a folder (a DICOM series) or a name with an image ending, also a
+    link that leads nowhere (its case then fails with the reason instead of vanishing from the batch)."""
+    return path.is_dir() or (image_suffix(path) != "" and (path.is_file() or path.is_symlink()))

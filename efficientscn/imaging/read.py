@@ -148,6 +148,13 @@ def _check_geometry(path: Path, image: sitk.Image) -> None:
         raise InputError(f"{path}: direction {image.GetDirection()} is not orthonormal (a sheared or scaled grid)")
 
 
+def _missing(path: Path) -> str:
+    """Why a path that does not exist cannot be read: absent, or a link that leads nowhere or in a loop."""
+    if path.is_symlink():
+        return f"{path}: a broken link (to {os.readlink(path)}, which cannot be reached)"
+    return f"{path}: no such file or folder"
+
+
 def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     """Read a 3-D single-component image from a file (NIfTI, MHA, MHD, NRRD) or a DICOM series folder.
 
@@ -180,7 +187,7 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
         )
     else:
         if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
+            raise InputError(_missing(path))
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(readable))
         try:
@@ -234,7 +241,7 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+        raise InputError(_missing(path))
     reader = sitk.ImageFileReader()
     with itk_path(path) as readable:
         if path.is_dir():

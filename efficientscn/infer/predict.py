@@ -10,13 +10,14 @@ interrupted batch resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from efficientscn.atomic import ensure_writable_folder
+from efficientscn.atomic import NAME_MAX, ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import case_id
@@ -139,6 +140,12 @@ class Predictor:
     def _to_do(self, case: Case) -> bool:
         """Whether the case is to be segmented: no label yet, asked to overwrite it, or one that cannot be kept;
         never when that would replace a file that is not a label of this tool (the case then fails)."""
+        if len(os.fsencode(case.output.name)) > NAME_MAX:
+            self._refused[case.output] = (
+                f"{case.output}: the label's name is {len(os.fsencode(case.output.name))} bytes long, more than file "
+                f"systems allow ({NAME_MAX}): rename the CT"
+            )
+            return False
         if not case.output.exists():
             return True
         if not self.options.overwrite:

@@ -106,7 +106,14 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     thin.SetSpacing((0.8, 0.8, 1.0))
     sitk.WriteImage(thin, str(folder / "thin_0000.nii.gz"))
     (folder / "notes.txt").write_text("not a CT, ignored by name\n")
+    (folder / "dangling_0000.nii.gz").symlink_to(folder / "gone.nii.gz")  # a link to nothing
+    (folder / "loop_0000.nii.gz").symlink_to(folder / "loop_0000.nii.gz")  # a link to itself
+    very_long = "y" * 250 + ".mha"  # its label y...y.nii.gz would need 257 bytes
+    sitk.WriteImage(sitk.ReadImage(str(good.image)), str(folder / very_long))
     return {
+        "dangling_0000.nii.gz": "a broken link (to",
+        "loop_0000.nii.gz": "a broken link (to",
+        very_long: "the label's name is 257 bytes long, more than file systems allow (255): rename the CT",
         "truncated_0000.nii.gz": "truncated",
         "text_0000.nii.gz": "not a readable image",
         "flat_0000.nii.gz": "2-D",
