@@ -95,6 +95,10 @@ class Predictor:
         label = self.writers[0]  # its file marks a case as done
         self.cases = [Case(source, label.path(options.output, case_id(source))) for source in sources]
         ensure_writable_folder(options.output)
+        if options.report is not None:  # refused now, not after the batch
+            if options.report.is_dir():
+                raise InputError(f"{options.report}: a folder; --report names the JSON file to write")
+            ensure_writable_folder(options.report.parent)
         for stage in STAGE_NAMES:  # a missing model stops the batch now, not once per case
             models_subfolder(options.models, stage)
         self.device = select_device(options.device)

@@ -50,9 +50,16 @@ def checkpoint_shapes(checkpoint: str | Path, keys: Sequence[str]) -> list[tuple
 
 
 def read_checkpoint_arrays(checkpoint: str | Path, keys: Sequence[str]) -> list[np.ndarray]:
-    """The values of the given checkpoint variables, in the order of `keys`."""
+    """The values of the given checkpoint variables, in the order of `keys`; ValueError naming the checkpoint and
+    the variable if one cannot be read (a truncated or corrupt variables file)."""
     reader = tf.train.load_checkpoint(str(checkpoint))
-    return [reader.get_tensor(key) for key in keys]
+    arrays = []
+    for key in keys:
+        try:
+            arrays.append(reader.get_tensor(key))
+        except (IndexError, RuntimeError, tf.errors.OpError) as error:  # the reader raises IndexError on a short file
+            raise ValueError(f"{checkpoint}: variable {key} cannot be read (truncated or corrupt?): {error}") from error
+    return arrays
 
 
 def assign_weights_by_order(

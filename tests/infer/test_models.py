@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from efficientscn.cli import main
 from efficientscn.errors import InputError
 from efficientscn.infer.models import load_network
 from efficientscn.model.contract import PAPER_LOCALIZATION, InputContract
 from efficientscn.model.savedmodel import METADATA_FILE
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, shared_case
 
 SHIPPED_LOCALIZATION = REPO_ROOT / "submitted_saved_models" / "localization"
 
@@ -50,3 +51,23 @@ def test_an_unusable_recorded_contract_is_refused_naming_the_file(tmp_path: Path
     folder = _copy_with_metadata(tmp_path, lambda metadata: {**metadata, "contract": {"spacing_mm": -1}})
     with pytest.raises(InputError, match=r"efficientscn\.json: unusable input contract"):
         load_network(folder, "localization", "cpu", "float32")
+
+
+def test_a_truncated_variables_file_is_refused_naming_the_file_and_the_variable(tmp_path: Path) -> None:
+    folder = _copy_with_metadata(tmp_path, lambda metadata: metadata)
+    data = next((folder / "variables").glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"cannot load the localization network: .*variables/variables: variable "):
+        load_network(folder, "localization", "cpu", "float32")
+
+
+def test_a_report_that_cannot_be_written_stops_predict_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a_file").write_text("")
+    ct = shared_case("ts_example_ct_sm").image
+    for report, problem in ((tmp_path / "a_file" / "run.json", "not a folder"), (tmp_path, "a folder; --report")):
+        arguments = ["predict", "-q", "-i", str(ct), "-o", str(tmp_path / "out"), "--report", str(report)]
+        assert main(arguments) == 2
+        assert problem in capsys.readouterr().err
+    assert not any((tmp_path / "out").iterdir())
