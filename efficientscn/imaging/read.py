@@ -77,10 +77,19 @@ def _dicom_series_files(folder: Path, readable: Path) -> list[str]:
     return list(series[chosen])
 
 
+def is_dicom_file(path: Path) -> bool:
+    """Whether a folder entry is a DICOM file: a `.dcm` name or the DICOM signature."""
+    return path.suffix.lower() == ".dcm" or _has_dicom_signature(path)
+
+
 def is_dicom_folder(folder: Path) -> bool:
-    """Whether a folder holds DICOM files itself (one series to read), rather than other images or folders."""
-    return folder.is_dir() and any(
-        entry.suffix.lower() == ".dcm" or _has_dicom_signature(entry) for entry in folder.iterdir()
+    """Whether a folder holds one DICOM series to read: DICOM files and no image files (a folder of NIfTI CTs with
+    a stray DICOM file is a folder of CTs)."""
+    if not folder.is_dir():
+        return False
+    entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    return any(is_dicom_file(entry) for entry in entries) and not any(
+        image_suffix(entry) and entry.is_file() for entry in entries
     )
 
 

@@ -14,7 +14,7 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, image_suffix, is_image_path
 from efficientscn.imaging.nifti_check import check_nifti_complete
-from efficientscn.imaging.read import header_size, is_dicom_folder, read_header
+from efficientscn.imaging.read import header_size, is_dicom_file, is_dicom_folder, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +83,22 @@ def find_sources(inputs: Path, output: Path) -> list[Path]:
     folder = inputs.parent if inputs.is_file() else inputs
     # a folder of CTs would take labels written inside it for CTs on the next run; a single CT's folder is its own
     inside = output.resolve() == folder.resolve() or (not single and folder.resolve() in output.resolve().parents)
-    if inside or (inputs.is_dir() and single and folder.resolve() in output.resolve().parents):
+    beside = single and output.resolve() == inputs.parent.resolve()  # a DICOM folder's label among its siblings
+    if inside or beside or (inputs.is_dir() and single and folder.resolve() in output.resolve().parents):
         raise InputError(f"{output}: the output folder is (inside) the input folder {folder}; choose another one")
     if single:
         return [inputs]
     entries = sorted(p for p in inputs.iterdir() if not p.name.startswith("."))
     sources = [p for p in entries if is_image_path(p)]
-    ignored = [p.name for p in entries if p not in sources]
+    loose_dicom = [p.name for p in entries if p not in sources and p.is_file() and is_dicom_file(p)]
+    ignored = [p.name for p in entries if p not in sources and p.name not in loose_dicom]
+    if loose_dicom:
+        logger.warning(
+            "%s: %d loose DICOM file(s) beside the CTs not read (a DICOM series is read from a folder of its own): %s",
+            inputs,
+            len(loose_dicom),
+            loose_dicom[:5],
+        )
     if ignored:
         logger.warning("%s: ignoring %d file(s) without an image ending: %s", inputs, len(ignored), ignored[:5])
     if not sources:

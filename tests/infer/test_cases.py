@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -281,3 +282,29 @@ def test_only_an_empty_file_or_a_uint8_image_may_be_replaced_by_a_label(tmp_path
     (tmp_path / "text.nii.gz").write_bytes(b"notes")
     with pytest.raises(InputError, match=r"text\.nii\.gz: exists and cannot be told to be a label"):
         refuse_replacing_foreign_file(tmp_path / "text.nii.gz")
+
+
+def test_a_folder_of_cts_with_loose_dicom_files_is_a_folder_of_cts_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to be read as one DICOM series: the NIfTI CTs were skipped without a word."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a_0000.nii.gz").symlink_to(shared_case("ts_example_ct_sm").image)
+    for slice_file in sorted(shared_case("ts_example_ct_dicom").image.iterdir())[:3]:
+        (inputs / slice_file.name).symlink_to(slice_file)  # a loose series, or a stray file
+    with caplog.at_level(logging.WARNING):
+        sources = find_sources(inputs, tmp_path / "out")
+    assert sources == [inputs / "a_0000.nii.gz"]
+    assert "3 loose DICOM file(s) beside the CTs not read" in caplog.text
+    series = tmp_path / "series"  # DICOM files alone: one series to read
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, series)
+    assert find_sources(series, tmp_path / "out") == [series]
+
+
+def test_a_dicom_folders_label_never_goes_beside_it_among_the_other_cts(tmp_path: Path) -> None:
+    series = tmp_path / "series"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, series)
+    with pytest.raises(InputError, match=r"the output folder is .*the input folder"):
+        find_sources(series, tmp_path)
+    assert find_sources(series, tmp_path / "labels") == [series]
