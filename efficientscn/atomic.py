@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,13 +29,7 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
     if path.exists() and not overwrite:
         raise FileExistsError(exists)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
-    if not itk_can_take(stem):  # a name ITK cannot take (not UTF-8): the temporary, which ITK writes, gets a plain one
-        stem = "output"
-    tail = f".{uuid.uuid4().hex[:12]}.partial{suffix}"
-    while len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # the temporary name may not be longer than the final one
-        stem = stem[:-1]
-    temporary = path.with_name(f".{stem}{tail}")
+    temporary = path.with_name(f".{_temporary_stem(path, suffix)}.{uuid.uuid4().hex[:_TAG_LENGTH]}.partial{suffix}")
     try:
         yield temporary
         if overwrite:
@@ -43,6 +38,34 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = "", overwrite: 
             _create(temporary, path, exists)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+_TAG_LENGTH = 12
+"""Hex digits of the random tag that keeps two writers' temporary files apart."""
+
+
+def _temporary_stem(path: Path, suffix: str) -> str:
+    """The readable part of the temporary names of `path`: its name without `suffix`, or a plain word where ITK
+    could not take it (not UTF-8), shortened so that the whole temporary name stays within NAME_MAX bytes."""
+    stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    if not itk_can_take(stem):
+        stem = "output"
+    tail = len(os.fsencode(f"..{'0' * _TAG_LENGTH}.partial{suffix}"))
+    while len(os.fsencode(stem)) + tail > NAME_MAX:
+        stem = stem[:-1]
+    return stem
+
+
+def leftover_temporaries(path: str | os.PathLike[str], suffix: str = "") -> list[Path]:
+    """Temporary files `atomic_output(path, suffix=suffix)` left behind (a process killed mid-write): only the
+    caller knows whether another writer is using one right now."""
+    path = Path(path)
+    pattern = re.compile(
+        rf"^\.{re.escape(_temporary_stem(path, suffix))}\.[0-9a-f]{{{_TAG_LENGTH}}}\.partial{re.escape(suffix)}$"
+    )
+    if not path.parent.is_dir():
+        return []
+    return sorted(entry for entry in path.parent.iterdir() if pattern.match(entry.name))
 
 
 def _create(temporary: Path, path: Path, exists: str) -> None:

@@ -10,6 +10,7 @@ from typing import Literal, TypeVar
 from tqdm import tqdm
 
 from efficientscn.errors import InputError
+from efficientscn.stopping import StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -24,16 +25,21 @@ class BatchReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    not_done: list[str] = field(default_factory=list)
+    """Cases left when the batch was asked to stop."""
+    stop_signal: int | None = None
+    """The signal that stopped the batch, if one did."""
 
     @property
     def ok(self) -> bool:
-        """True when no case failed."""
-        return not self.failed
+        """True when no case failed and the batch ran to its end."""
+        return not self.failed and self.stop_signal is None
 
     def summary(self) -> str:
-        """One line: how many cases were done, skipped and failed."""
+        """One line: how many cases were done, skipped, failed and (if stopped) not done."""
         skipped = f", {len(self.skipped)} skipped (already there)" if self.skipped else ""
-        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed"
+        stopped = f", {len(self.not_done)} not done (stopped)" if self.stop_signal is not None else ""
+        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed{stopped}"
 
 
 def run_batch(
@@ -43,15 +49,21 @@ def run_batch(
     name_of: Callable[[T], str],
     description: str,
     progress: bool = True,
+    stop: StopRequest | None = None,
 ) -> BatchReport:
     """Call `work` on every item in order, with a progress bar; a failing item is logged and recorded, not raised.
 
     `InputError` and `OSError` are logged as one line (their messages name the file); any other exception is
-    logged with its traceback, since it points at a bug rather than at the input or the disk. KeyboardInterrupt
-    stops the batch.
+    logged with its traceback, since it points at a bug rather than at the input or the disk. When `stop` is
+    requested (a signal), the items not yet started are left and listed as not done. KeyboardInterrupt stops the
+    batch at once.
     """
     report = BatchReport()
-    for item in tqdm(items, desc=description, unit="case", disable=not progress):
+    for index, item in enumerate(tqdm(items, desc=description, unit="case", disable=not progress)):
+        if stop is not None and stop.requested:
+            report.stop_signal = stop.signal
+            report.not_done = [name_of(left) for left in items[index:]]
+            break
         name = name_of(item)
         try:
             outcome = work(item)

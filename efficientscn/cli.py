@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -96,7 +97,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     report = preprocess_dataset(args.dataset, config, progress=not args.quiet)
-    return _finish(report, "preprocess")
+    return finish_batch(report, "preprocess")
 
 
 def _evaluate_options(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +144,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     csv_path, json_path = write_evaluation(evaluation, output, overwrite=args.overwrite)
     print(evaluation.table())
     logger.info("wrote %s and %s", csv_path, json_path)
-    return _finish(evaluation.report, "evaluate")
+    return finish_batch(evaluation.report, "evaluate")
 
 
 def _non_negative_int(text: str) -> int:
@@ -353,7 +354,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         import_originals=not args.as_saved,
     )
-    return _finish(predict(options), "predict")
+    return finish_batch(predict(options), "predict")
 
 
 def _import_original_options(parser: argparse.ArgumentParser) -> None:
@@ -405,11 +406,14 @@ def _run_trace_utils(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _finish(report: BatchReport, what: str) -> int:
+def finish_batch(report: BatchReport, what: str) -> int:
     """Log the batch summary and turn it into the exit status."""
     logger.info("%s: %s", what, report.summary())
     if report.failed:  # each failure was logged with its reason when it happened
         logger.error("%s: %d failed: %s", what, len(report.failed), ", ".join(report.failed))
+    if report.stop_signal is not None:
+        logger.error("%s: stopped by a signal; not done: %s", what, ", ".join(report.not_done) or "none")
+        return 128 + report.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM, as a shell expects
     return EXIT_OK if report.ok else EXIT_CASES_FAILED
 
 
@@ -497,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunStopped as error:
         logger.error("%s", error)
         return EXIT_CASES_FAILED
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without a traceback
+        logger.error("interrupted")
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

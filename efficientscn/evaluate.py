@@ -23,6 +23,7 @@ from efficientscn.imaging.names import case_id, image_suffix
 from efficientscn.imaging.read import read_label, require_same_grid
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, OrganScore, flare_scores
+from efficientscn.stopping import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,10 @@ def evaluate_folders(
         evaluation.scores[case] = evaluate_case(predictions[case], references[case], tolerance_mm)
         return "done"
 
-    evaluation.report = run_batch(sorted(references), score, name_of=str, description="evaluate", progress=progress)
+    with stop_on_signals() as stop:
+        evaluation.report = run_batch(
+            sorted(references), score, name_of=str, description="evaluate", progress=progress, stop=stop
+        )
     return evaluation
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 
 import pytest
 
 from efficientscn.batch import BatchReport, Outcome, run_batch
+from efficientscn.cli import finish_batch
 from efficientscn.errors import InputError
+from efficientscn.stopping import stop_on_signals
 
 
 def _work(
@@ -143,3 +147,31 @@ def test_the_progress_bar_can_be_switched_off(capsys: pytest.CaptureFixture[str]
     report = _run(["a", "b"], work, progress=False)
     assert report.done == ["A", "B"]
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_batch_after_the_case_in_hand_and_lists_the_rest(number: int) -> None:
+    """The case that received it finishes (its write is atomic); the next ones are not started."""
+    visited = []
+
+    def work(case: str) -> Outcome:
+        visited.append(case)
+        if case == "b":
+            os.kill(os.getpid(), number)  # arrives while "b" is in hand
+        return "done"
+
+    with stop_on_signals() as stop:
+        report = run_batch(["a", "b", "c", "d"], work, name_of=str, description="test", progress=False, stop=stop)
+    assert visited == ["a", "b"] and report.done == ["a", "b"] and report.not_done == ["c", "d"]
+    assert report.stop_signal == number and not report.ok
+    assert report.summary() == "2 done, 0 failed, 2 not done (stopped)"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are restored on leaving
+    assert finish_batch(report, "test") == 128 + number
+
+
+def test_a_second_signal_interrupts_at_once() -> None:
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)

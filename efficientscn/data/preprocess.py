@@ -29,6 +29,7 @@ from efficientscn.imaging.geometry import grid_of, physical_bounding_box, shrink
 from efficientscn.imaging.read import read_label
 from efficientscn.imaging.write import write_image_atomic
 from efficientscn.model.contract import PAPER_LOCALIZATION
+from efficientscn.stopping import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +122,22 @@ def preprocess_dataset(
     boxes = _reusable_boxes(dataset, train_ids) if config.landmark_bb and not config.overwrite else {}
     known_boxes = dict(boxes)
 
-    report = run_batch(
-        train_ids, _CasePreprocessor(dataset, config, boxes), name_of=str, description="preprocess", progress=progress
-    )
+    with stop_on_signals() as stop:
+        report = run_batch(
+            train_ids,
+            _CasePreprocessor(dataset, config, boxes),
+            name_of=str,
+            description="preprocess",
+            progress=progress,
+            stop=stop,
+        )
 
     if config.landmark_bb and (boxes.keys() != known_boxes.keys() or not dataset.landmark_bb_csv.exists()):
         write_landmark_bb(dataset.landmark_bb_csv, boxes, overwrite=True)
         logger.info("%s: %d organ boxes", dataset.landmark_bb_csv, len(boxes))
     if config.cv_setup:
-        problems = sorted({*report.failed, *(c for c in train_ids if not dataset.training_mask(c).is_file())})
+        missing = (c for c in train_ids if not dataset.training_mask(c).is_file())
+        problems = sorted({*report.failed, *report.not_done, *missing})
         if problems:
             report.failed["setup/cv"] = (
                 f"cv setup not written: {len(problems)} training case(s) failed or have no mask "

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from efficientscn.atomic import NAME_MAX
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, image_suffix, is_image_path
@@ -35,6 +41,39 @@ class Case:
     def id(self) -> str:
         """The case ID outputs are named by: `x_0000.nii.gz` -> `x`, a DICOM folder -> its name."""
         return case_id(self.source)
+
+
+@contextlib.contextmanager
+def case_lock(label: Path) -> Iterator[bool]:
+    """Hold the case whose label goes to `label` while inside; yields False (holding nothing) if another run does.
+
+    The lock is `flock` on a hidden `.<label name>.lock` beside the label, removed on leaving; the kernel releases it
+    when a process dies, so a killed run leaves no case locked.
+    """
+    name = f".{label.name}.lock"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".{hashlib.sha256(os.fsencode(label.name)).hexdigest()[:32]}.lock"
+    lock_path = label.with_name(name)
+    descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(descriptor).st_ino:  # the holder before us removed it: a newer file is the lock
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock_path.unlink(missing_ok=True)  # still holding it: no one else can have taken this file meanwhile
+    finally:
+        os.close(descriptor)
 
 
 def existing_label_problem(label: Path, ct: Path) -> str | None:
@@ -140,3 +179,11 @@ class ReadAhead:
         self._submit(index)
         self._submit(index + 1)
         return self._pending.pop(index).result()
+
+    def drop(self, case: Case) -> None:
+        """Give up `case` (another run does it): its CT is not kept, and the one after it is read next."""
+        index = self._cases.index(case)
+        self._submit(index + 1)
+        pending = self._pending.pop(index, None)
+        if pending is not None:
+            pending.cancel()

@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from efficientscn.atomic import NAME_MAX, ensure_writable_folder
+from efficientscn.atomic import NAME_MAX, ensure_writable_folder, leftover_temporaries
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import case_id
 from efficientscn.infer.cases import (
     Case,
     ReadAhead,
+    case_lock,
     existing_label_problem,
     find_sources,
     label_owners,
@@ -37,6 +39,7 @@ from efficientscn.infer.utils_module import load_utils
 from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
 from efficientscn.model.precision import inference_precision
 from efficientscn.model.specs import STAGE_NAMES
+from efficientscn.stopping import StopRequest, stop_on_signals
 from efficientscn.versions import versions
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,17 @@ def load_segmenter(
     return segmenter
 
 
+def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
+    """The loaded segmenter, or None if a stop was asked for while it loaded (the loading itself still ends)."""
+    while True:
+        try:
+            return loading.result(timeout=0.2)
+        except FuturesTimeout:
+            if stop.requested:
+                logger.warning("stopping: no case started; the models finish loading first")
+                return None
+
+
 class Predictor:
     """One batch of `efficientscn predict`: finds the cases, segments them, has them written, reports."""
 
@@ -122,21 +136,29 @@ class Predictor:
         )
         report = BatchReport()
         try:
-            with ThreadPoolExecutor(1, "models") as loader, ThreadPoolExecutor(1, "reader") as reader:
+            with (
+                stop_on_signals() as stop,
+                ThreadPoolExecutor(1, "models") as loader,
+                ThreadPoolExecutor(1, "reader") as reader,
+            ):
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(
                         load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source
                     )
                     reads = ReadAhead(todo, reader, self.config.max_voxels)  # the first CT is read while models load
-                    self.segmenter = loading.result()
+                    self.segmenter = _wait_for(loading, stop)
                 report = run_batch(
                     self.cases,
                     lambda case: self._process(case, case in todo, reads if todo else None),
                     name_of=lambda case: case.name,
                     description="predict",
                     progress=self.options.progress,
+                    stop=stop,
                 )
         finally:
+            for record in self.records.values():
+                if record.status == "pending":  # a stopped batch: the cases it did not reach
+                    record.status = "not done"
             if self.options.report is not None:
                 self._write_report()
         return report
@@ -178,8 +200,25 @@ class Predictor:
             record.status = "skipped"
             logger.info("%s: %s exists, skipped", case.name, case.output)
             return "skipped"
-        record.status = "failed"  # until it is done
         assert reads is not None and self.segmenter is not None  # there is something to do
+        with case_lock(case.output) as held:  # two runs on one folder share its cases
+            overwrite = self.options.overwrite or case.output in self._replace
+            if not held or (case.output.exists() and not overwrite):
+                reads.drop(case)
+                record.status = "skipped"
+                logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
+                return "skipped"
+            for writer in self.writers:
+                for leftover in leftover_temporaries(writer.path(self.options.output, case.id), writer.suffix):
+                    leftover.unlink(missing_ok=True)
+                    logger.info("%s: removed %s, left by an interrupted run", case.name, leftover.name)
+            return self._segment(case, reads, overwrite=overwrite)
+
+    def _segment(self, case: Case, reads: ReadAhead, *, overwrite: bool) -> Outcome:
+        """Read, segment and write one case whose lock is held."""
+        assert self.segmenter is not None
+        record = self.records[case.source]
+        record.status = "failed"  # until it is done
         self._memory.reset()
         self._gpu_memory.reset()
         try:
@@ -189,7 +228,6 @@ class Predictor:
             record.details = segmentation.details
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
-            overwrite = self.options.overwrite or case.output in self._replace
             for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
                 writer.write(result, writer.path(self.options.output, case.id), overwrite=overwrite)
                 record.seconds[writer.name] = time.perf_counter() - start

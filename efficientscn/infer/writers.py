@@ -37,6 +37,8 @@ class LabelWriter(Protocol):
 
     name: str
     """What the run report calls it (its seconds per case)."""
+    suffix: str
+    """The ending of its files, which their temporary files keep."""
 
     def path(self, output: Path, case_id: str) -> Path:
         """Where this writer puts case `case_id`'s output inside the output folder."""
@@ -64,9 +66,10 @@ class PreviewWriter:
     """A quick-look PNG, `preview/<case>.png`, of the label just written (so it replaces an older one)."""
 
     name: str = "preview"
+    suffix: str = ".png"
 
     def path(self, output: Path, case_id: str) -> Path:
-        return output / PREVIEW_FOLDER / f"{case_id}.png"
+        return output / PREVIEW_FOLDER / f"{case_id}{self.suffix}"
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_preview(result.ct.array_zyx, result.label_zyx, result.ct.spacing_zyx, path, overwrite=True)

@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -419,3 +421,80 @@ def test_a_file_name_that_is_not_utf8_is_segmented_like_any_other(tmp_path: Path
     assert written == [b"caf\xe9.nii.gz", b"preview", b"ts_example_ct_sm.nii.gz"]
     label = read_label(tmp_path / "out" / os.fsdecode(b"caf\xe9.nii.gz"))
     assert label.GetSize() == read_ct(inputs / os.fsdecode(b"caf\xe9_0000.nii.gz")).GetSize()
+
+
+def _predict_process(inputs: Path, output: Path, report: Path) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
+    command += ["-o", str(output), "--report", str(report)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def _statuses(report: Path) -> dict[str, str]:
+    cases = json.loads(report.read_text())["cases"]
+    return {Path(case["input"]).name.removesuffix("_0000.nii.gz"): case["status"] for case in cases}
+
+
+@pytest.mark.slow  # two batches in other processes: about a minute
+def test_sigterm_stops_after_the_case_in_hand_and_a_new_run_cleans_up_and_finishes(tmp_path: Path) -> None:
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    names = ("a", "b", "c", "d", "e")
+    for name in names:
+        (inputs / f"{name}_0000.nii.gz").symlink_to(shared_case("ts_example_ct_sm").image)
+    process = _predict_process(inputs, output, tmp_path / "first.json")
+    _wait_for_file(output / "a.nii.gz", process)
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 143, errors
+    assert "Traceback" not in errors and "SIGTERM: stopping after the case in hand" in errors
+    statuses = _statuses(tmp_path / "first.json")
+    assert statuses["a"] == "done" and "not done" in statuses.values()
+    assert set(statuses.values()) <= {"done", "not done"}
+    assert sorted(p.name for p in output.iterdir()) == [f"{n}.nii.gz" for n in names if statuses[n] == "done"]
+    # what kill -9 in the middle of a write leaves: a temporary file no run is using; the next run removes it
+    left = [n for n in names if statuses[n] == "not done"]
+    stale = output / f".{left[0]}.0123456789ab.partial.nii.gz"
+    stale.write_bytes(b"half a label")
+    assert _predict("-i", inputs, "-o", output, "--report", tmp_path / "second.json") == 0
+    assert set(_statuses(tmp_path / "second.json").values()) <= {"done", "skipped"}
+    assert sorted(p.name for p in output.iterdir()) == [f"{n}.nii.gz" for n in names]
+
+
+@pytest.mark.slow  # two batches at once in other processes: about a minute
+def test_two_runs_on_one_folder_share_its_cases_without_failures(tmp_path: Path) -> None:
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    names = [f"case{index}" for index in range(6)]
+    for name in names:
+        (inputs / f"{name}_0000.nii.gz").symlink_to(shared_case("ts_example_ct_sm").image)
+    processes = [_predict_process(inputs, output, tmp_path / f"run{index}.json") for index in range(2)]
+    for process in processes:
+        _, errors = process.communicate(timeout=600)
+        assert process.returncode == 0, errors
+    first, second = (_statuses(tmp_path / f"run{index}.json") for index in range(2))
+    for name in names:  # each case done by one run, skipped by the other
+        assert sorted((first[name], second[name])) == ["done", "skipped"], (name, first[name], second[name])
+    assert sorted(p.name for p in output.iterdir()) == sorted(f"{name}.nii.gz" for name in names)
+    for name in names:
+        assert existing_label_problem(output / f"{name}.nii.gz", inputs / f"{name}_0000.nii.gz") is None
+
+
+@pytest.mark.slow  # a batch in another process: tens of seconds
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    process = _predict_process(inputs, tmp_path / "out", tmp_path / "run.json")
+    time.sleep(3)  # importing TensorFlow or loading the models
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors
+    assert not (tmp_path / "out" / "ts_example_ct_sm.nii.gz").exists()
