@@ -299,11 +299,11 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
         "paper's models), the SCN segments them in that box (at 2 mm); each network gets the spacing and sizes "
-        "its export records. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, "
-        "2 kidney, 3 spleen, 4 pancreas) on each input's exact grid; <case> is the file name without its "
-        "image ending and without _0000, or the DICOM folder's name. Labels already in OUTPUT are kept "
-        "(skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is reported and the "
-        "others go on; the exit status is then 1."
+        "its export records. Writes OUTPUT/<case>.nii.gz (uint8: 0 background, 1 liver, 2 kidney, 3 spleen, "
+        "4 pancreas; <case>.mha or .nrrd for a MetaImage or NRRD CT) on each input's exact grid; <case> is the "
+        "file name without its image ending and without _0000, or the DICOM folder's name. Labels already in "
+        "OUTPUT are kept (skipped) unless --overwrite, so an interrupted batch resumes. A case that fails is "
+        "reported and the others go on; the exit status is then 1."
     )
     parser.add_argument("-i", "--input", required=True, type=Path, help="a CT file, a DICOM folder or a folder of CTs")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the label maps")

@@ -9,7 +9,11 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """File endings read as images; a folder is read as a DICOM series."""
 
 LABEL_SUFFIX = ".nii.gz"
-"""The label maps this project writes: compressed NIfTI, as FLARE's."""
+"""The label maps this project writes: compressed NIfTI, as FLARE's (for NIfTI CTs and DICOM folders)."""
+
+_LABEL_SUFFIX_OF = {".mha": ".mha", ".mhd": ".mha", ".nrrd": ".nrrd", ".nhdr": ".nrrd"}
+"""CT formats whose geometry NIfTI cannot hold exactly (its header stores origin and direction as float32 and
+makes the direction orthonormal): their labels are written in the same format, onto the CT's grid exactly."""
 
 
 def image_suffix(path: str | os.PathLike[str]) -> str:
@@ -29,6 +33,12 @@ def case_id(path: str | os.PathLike[str]) -> str:
     stem = name[: len(name) - len(suffix)] if suffix else name
     untagged = stem.removesuffix("_0000")
     return untagged or stem  # `_0000.nii.gz` is case `_0000`: an empty ID would name a hidden label `.nii.gz`
+
+
+def label_suffix_for(source: str | os.PathLike[str]) -> str:
+    """The ending of the label written for the CT at `source`: its own format for MetaImage and NRRD, else
+    compressed NIfTI."""
+    return _LABEL_SUFFIX_OF.get(image_suffix(source), LABEL_SUFFIX)
 
 
 def is_image_path(path: Path) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from efficientscn.atomic import NAME_MAX, ensure_writable_folder, leftover_temporaries
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
-from efficientscn.imaging.names import case_id
+from efficientscn.imaging.names import case_id, image_suffix
 from efficientscn.infer.cases import (
     Case,
     ReadAhead,
@@ -107,7 +107,7 @@ class Predictor:
         self.writers = options.writers()
         sources = find_sources(options.inputs, options.output)
         label = self.writers[0]  # its file marks a case as done
-        self.cases = [Case(source, label.path(options.output, case_id(source))) for source in sources]
+        self.cases = [Case(source, label.path(options.output, case_id(source), source)) for source in sources]
         ensure_writable_folder(options.output)
         if options.report is not None:  # refused now, not after the batch
             if options.report.is_dir():
@@ -209,7 +209,8 @@ class Predictor:
                 logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
                 return "skipped"
             for writer in self.writers:
-                for leftover in leftover_temporaries(writer.path(self.options.output, case.id), writer.suffix):
+                path = writer.path(self.options.output, case.id, case.source)
+                for leftover in leftover_temporaries(path, image_suffix(path) or path.suffix):
                     leftover.unlink(missing_ok=True)
                     logger.info("%s: removed %s, left by an interrupted run", case.name, leftover.name)
             return self._segment(case, reads, overwrite=overwrite)
@@ -229,7 +230,7 @@ class Predictor:
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
             for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
-                writer.write(result, writer.path(self.options.output, case.id), overwrite=overwrite)
+                writer.write(result, writer.path(self.options.output, case.id, case.source), overwrite=overwrite)
                 record.seconds[writer.name] = time.perf_counter() - start
                 start = time.perf_counter()
             record.status = "done"

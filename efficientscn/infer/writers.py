@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.imaging.names import LABEL_SUFFIX
+from efficientscn.imaging.names import LABEL_SUFFIX, label_suffix_for
 from efficientscn.imaging.write import write_label
 from efficientscn.infer.preview import write_preview
 
@@ -37,11 +37,9 @@ class LabelWriter(Protocol):
 
     name: str
     """What the run report calls it (its seconds per case)."""
-    suffix: str
-    """The ending of its files, which their temporary files keep."""
 
-    def path(self, output: Path, case_id: str) -> Path:
-        """Where this writer puts case `case_id`'s output inside the output folder."""
+    def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
+        """Where this writer puts case `case_id`'s output inside the output folder (`source`: the case's CT)."""
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         """Write the output atomically; FileExistsError if `path` exists and `overwrite` is not set."""
@@ -49,13 +47,13 @@ class LabelWriter(Protocol):
 
 @dataclass(frozen=True)
 class ImageLabelWriter:
-    """The label map as one image file, `<case><suffix>` (uint8: 0 background, 1 liver, ..., 4 pancreas)."""
+    """The label map as one image file, `<case><suffix>` (uint8: 0 background, 1 liver, ..., 4 pancreas), in the
+    format of its CT where that keeps the CT's geometry exactly (see `label_suffix_for`)."""
 
-    suffix: str = LABEL_SUFFIX
     name: str = "write"
 
-    def path(self, output: Path, case_id: str) -> Path:
-        return output / f"{case_id}{self.suffix}"
+    def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
+        return output / f"{case_id}{LABEL_SUFFIX if source is None else label_suffix_for(source)}"
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_label(result.label, path, overwrite=overwrite)
@@ -66,10 +64,9 @@ class PreviewWriter:
     """A quick-look PNG, `preview/<case>.png`, of the label just written (so it replaces an older one)."""
 
     name: str = "preview"
-    suffix: str = ".png"
 
-    def path(self, output: Path, case_id: str) -> Path:
-        return output / PREVIEW_FOLDER / f"{case_id}{self.suffix}"
+    def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
+        return output / PREVIEW_FOLDER / f"{case_id}.png"
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_preview(result.ct.array_zyx, result.label_zyx, result.ct.spacing_zyx, path, overwrite=True)

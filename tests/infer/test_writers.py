@@ -61,9 +61,15 @@ def test_the_writers_have_distinct_report_names() -> None:
     assert len(set(names)) == len(names)
 
 
-def test_the_label_file_is_named_by_the_case_id_and_suffix(tmp_path: Path) -> None:
-    assert ImageLabelWriter().path(tmp_path, "train_007") == tmp_path / "train_007.nii.gz"
-    assert ImageLabelWriter(".mha").path(tmp_path / "out", "x") == tmp_path / "out" / "x.mha"
+def test_the_label_file_is_named_by_the_case_id_in_a_format_that_keeps_its_cts_grid(tmp_path: Path) -> None:
+    writer = ImageLabelWriter()
+    assert writer.path(tmp_path, "train_007") == tmp_path / "train_007.nii.gz"
+    for source, suffix in [("x_0000.nii.gz", ".nii.gz"), ("x.nii", ".nii.gz"), ("x.MHA", ".mha"), ("x.mhd", ".mha")]:
+        assert writer.path(tmp_path, "x", Path(source)) == tmp_path / f"x{suffix}"
+    assert (
+        writer.path(tmp_path, "x", Path("x.nhdr")) == writer.path(tmp_path, "x", Path("x.nrrd")) == tmp_path / "x.nrrd"
+    )
+    assert writer.path(tmp_path, "series", tmp_path / "series") == tmp_path / "series.nii.gz"  # a DICOM folder
 
 
 def test_the_label_is_written_as_uint8_on_the_grid_of_the_ct_as_read(

@@ -298,17 +298,17 @@ def test_same_output_name_twice_fails_the_second_case(models: Path, tmp_path: Pa
     inputs.mkdir()
     image = shared_case("ts_example_ct_sm").image
     (inputs / "case_0000.nii.gz").symlink_to(image)
-    sitk.WriteImage(sitk.ReadImage(str(image)), str(inputs / "case.mha"))
+    sitk.WriteImage(sitk.ReadImage(str(image)), str(inputs / "case.nii"))  # its label: case.nii.gz as well
     report = tmp_path / "run.json"
     assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", report) == 1
     statuses = {Path(c["input"]).name: (c["status"], c["error"]) for c in json.loads(report.read_text())["cases"]}
-    assert statuses["case.mha"][0] == "done"
-    assert statuses["case_0000.nii.gz"][0] == "failed" and "is that of case.mha" in statuses["case_0000.nii.gz"][1]
+    assert statuses["case.nii"][0] == "done"
+    assert statuses["case_0000.nii.gz"][0] == "failed" and "is that of case.nii" in statuses["case_0000.nii.gz"][1]
     # a second run reports the clash again instead of taking the existing label for that case's
     again = tmp_path / "again.json"
     assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", again) == 1
     statuses = {Path(c["input"]).name: c["status"] for c in json.loads(again.read_text())["cases"]}
-    assert statuses == {"case.mha": "skipped", "case_0000.nii.gz": "failed"}
+    assert statuses == {"case.nii": "skipped", "case_0000.nii.gz": "failed"}
 
 
 @pytest.mark.slow  # tens of seconds
@@ -498,3 +498,24 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path) -> 
     assert process.returncode == 130, errors
     assert "Traceback" not in errors
     assert not (tmp_path / "out" / "ts_example_ct_sm.nii.gz").exists()
+
+
+@pytest.mark.slow  # one batch: tens of seconds
+def test_a_metaimage_ct_gets_a_metaimage_label_on_exactly_its_grid_which_evaluate_accepts(tmp_path: Path) -> None:
+    """Far from the origin and with a direction slightly off orthonormal (within ITK's tolerance): a NIfTI label
+    would hold the origin in float32 (0.0024 mm off here) and an orthonormalised direction."""
+    ct = read_ct(shared_case("ts_example_ct_sm").image)
+    ct.SetOrigin((1e5 + 0.123456789, -2e5 + 0.987654321, 3e5 + 0.5))
+    direction = list(ct.GetDirection())
+    direction[0] *= 1.0004
+    ct.SetDirection(direction)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sitk.WriteImage(ct, str(inputs / "far.mha"))
+    assert _predict("-i", inputs, "-o", tmp_path / "out") == 0
+    label = sitk.ReadImage(str(tmp_path / "out" / "far.mha"))
+    assert grid_of(label).differences(grid_of(sitk.ReadImage(str(inputs / "far.mha"))), tolerance=0) == []
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    sitk.WriteImage(label, str(reference / "far.mha"))
+    assert main(["evaluate", "-q", "--pred", str(tmp_path / "out"), "--ref", str(reference)]) == 0
