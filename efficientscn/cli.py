@@ -296,6 +296,8 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
+    from efficientscn.imaging.geometry import SPACING_FALLBACKS
+
     parser.description = (
         "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
         "paper's models), the SCN segments them in that box (at 2 mm); each network gets the spacing and sizes "
@@ -321,6 +323,16 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         "--utils",
         type=Path,
         help="a traced tf_utils_module SavedModel to run the pre/post-processing (default: the package's functions)",
+    )
+    parser.add_argument(
+        "--spacing-fallback",
+        choices=SPACING_FALLBACKS,
+        default="missing",
+        help=(
+            "when a CT's spacing of exactly 1,1,1 mm is replaced by the FLARE21 mean (0.81 x 0.81 x 2.53 mm): "
+            "missing (default): only where the file evidently stores no spacing (a NIfTI without qform and sform, "
+            "for example); always: the original's rule; never: trust the header. The report says which applied"
+        ),
     )
     parser.add_argument(
         "--as-saved",
@@ -353,6 +365,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         report=args.report,
         progress=not args.quiet,
         import_originals=not args.as_saved,
+        spacing_fallback=args.spacing_fallback,
     )
     return finish_batch(predict(options), "predict")
 

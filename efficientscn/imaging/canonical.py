@@ -21,12 +21,14 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import (
     OBLIQUE_TOLERANCE_DEGREES,
     Grid,
+    SpacingFallback,
     axis_aligned_grid,
     grid_of,
     obliquity_degrees,
     spacing_with_fallback,
+    uses_spacing_fallback,
 )
-from efficientscn.imaging.read import header_size, read_ct
+from efficientscn.imaging.read import header_size, read_ct, spacing_is_stored
 from efficientscn.imaging.resample import AIR_HU, resample_onto
 
 logger = logging.getLogger(__name__)
@@ -141,21 +143,47 @@ class CanonicalCT:
     array_zyx: np.ndarray
     """int16 HU on the canonical grid (z, y, x), a view of `image` without a copy."""
     spacing_zyx: tuple[float, float, float]
-    """The spacing processed with: the header's, or the FLARE21 mean for a header of exactly 1,1,1 mm."""
+    """The spacing processed with: the header's, or the FLARE21 mean for a spacing of exactly 1,1,1 mm that the
+    spacing fallback takes as missing (see `spacing_source`)."""
     reorientation: Reorientation
     oblique_grid: Grid | None = None
     """The grid of an oblique CT as read, where its label goes back to; None if not oblique."""
+    spacing_source: str = "header"
+    """Where `spacing_zyx` comes from: "header", or "FLARE21 mean" (for the report)."""
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str], *, max_voxels: int | None = None) -> CanonicalCT:
-        """Read a CT file or DICOM folder (see `read_ct`); a CT over `max_voxels` is refused from its header."""
+    def read(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_voxels: int | None = None,
+        spacing_fallback: SpacingFallback = "missing",
+    ) -> CanonicalCT:
+        """Read a CT file or DICOM folder (see `read_ct`); a CT over `max_voxels` is refused from its header.
+
+        `spacing_fallback` (see `SPACING_FALLBACKS`): by default a spacing of exactly 1,1,1 mm becomes the FLARE21
+        mean only where the file evidently stores no spacing (`spacing_is_stored`)."""
         if max_voxels is not None:
             check_voxel_count(header_size(path), max_voxels)
-        return cls.from_image(read_ct(path), str(path), max_voxels=max_voxels)
+        ct = read_ct(path)
+        stored = spacing_fallback != "missing" or ct.GetSpacing() != (1.0, 1.0, 1.0) or spacing_is_stored(path)
+        return cls.from_image(
+            ct, str(path), max_voxels=max_voxels, spacing_fallback=spacing_fallback, spacing_stored=stored
+        )
 
     @classmethod
-    def from_image(cls, ct: sitk.Image, source: str = "CT", *, max_voxels: int | None = None) -> CanonicalCT:
-        """An int16 CT in memory onto the processing grid; `source` names it in messages."""
+    def from_image(
+        cls,
+        ct: sitk.Image,
+        source: str = "CT",
+        *,
+        max_voxels: int | None = None,
+        spacing_fallback: SpacingFallback = "missing",
+        spacing_stored: bool = True,
+    ) -> CanonicalCT:
+        """An int16 CT in memory onto the processing grid; `source` names it in messages. `spacing_stored`: whether
+        its spacing was stored with it (in memory it is: a spacing of 1 mm then stands unless the fallback is
+        "always")."""
         if max_voxels is not None:
             check_voxel_count(ct.GetSize(), max_voxels)
         oblique_grid = None
@@ -170,9 +198,12 @@ class CanonicalCT:
             )
             ct = resample_onto(ct, aligned, "linear", AIR_HU)
         reorientation = canonical_reorientation(ct)
-        spacing_xyz = spacing_with_fallback(reorientation.canonical_spacing_xyz, source)
+        spacing_xyz = reorientation.canonical_spacing_xyz
+        spacing_source = "header"
+        if uses_spacing_fallback(spacing_xyz, spacing_fallback, stored=spacing_stored):
+            spacing_xyz, spacing_source = spacing_with_fallback(spacing_xyz, source), "FLARE21 mean"
         array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
-        return cls(ct, array, spacing_xyz[::-1], reorientation, oblique_grid)
+        return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, oblique_grid, spacing_source)
 
     def restore(self, label_zyx: np.ndarray) -> sitk.Image:
         """A label on the canonical grid, put on the exact grid of the CT as read (size, spacing, origin, direction)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -93,11 +93,25 @@ def is_orthonormal(direction: Sequence[float], tolerance: float = DIRECTION_TOLE
     return bool(np.abs(matrix.T @ matrix - np.eye(3)).max() <= tolerance)
 
 
-def spacing_with_fallback(spacing_xyz: Sequence[float], source: str) -> tuple[float, float, float]:
-    """The spacing to process an image with: the header's, or the FLARE21 mean when the header says exactly 1,1,1.
+SpacingFallback = Literal["missing", "always", "never"]
+SPACING_FALLBACKS: tuple[SpacingFallback, ...] = get_args(SpacingFallback)
+"""When a spacing of exactly 1,1,1 mm is replaced by the FLARE21 mean: "missing", only where the file evidently
+stores no spacing (docs/fidelity.md #13); "always", the original's rule; "never", the header is trusted."""
 
-    A spacing of exactly (1, 1, 1) mm almost always means a header without spacing, as the original assumed; the
-    substitution is logged as a warning naming `source`. The image's own geometry is never changed by this.
+
+def uses_spacing_fallback(spacing_xyz: Sequence[float], policy: str, *, stored: bool) -> bool:
+    """Whether `policy` replaces this header spacing by the FLARE21 mean (`stored`: the file holds a spacing)."""
+    if policy not in SPACING_FALLBACKS:
+        raise ValueError(f"spacing fallback {policy!r} is not one of {', '.join(SPACING_FALLBACKS)}")
+    exactly_one = tuple(float(s) for s in spacing_xyz) == (1.0, 1.0, 1.0)
+    return exactly_one and (policy == "always" or (policy == "missing" and not stored))
+
+
+def spacing_with_fallback(spacing_xyz: Sequence[float], source: str) -> tuple[float, float, float]:
+    """The spacing to process an image with by the original's rule: the header's, or the FLARE21 mean when the
+    header says exactly 1,1,1 (`CanonicalCT` applies the rule only where a file stores no spacing).
+
+    The substitution is logged as a warning naming `source`. The image's own geometry is never changed by this.
     """
     spacing = tuple(float(s) for s in spacing_xyz)
     if spacing == (1.0, 1.0, 1.0):

@@ -6,9 +6,11 @@ Every reader returns a 3-D, single-component SimpleITK image with an orthonormal
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +244,42 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader:
         raise InputError(f"{path}: {reader.GetDimension()}-D image; expected a 3-D volume")
     grid = Grid(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())  # type: ignore[arg-type]
     return ImageHeader(grid, reader.GetPixelID(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+
+
+_NIFTI_FORM_CODES = {348: ("2h", 252), 540: ("2i", 344)}
+"""Where a NIfTI-1 / NIfTI-2 header (by its size field) keeps qform_code and sform_code, and their type."""
+
+
+def spacing_is_stored(path: str | os.PathLike[str]) -> bool:
+    """Whether a CT file or DICOM folder evidently stores its spacing, rather than leaving readers to assume 1 mm:
+    a NIfTI header with a qform or sform, a MetaImage with ElementSpacing or ElementSize, an NRRD with spacings or
+    space directions, a DICOM series with Pixel Spacing. Unknown formats count as storing it."""
+    path = Path(path)
+    suffix = image_suffix(path)
+    if path.is_dir():
+        reader = sitk.ImageFileReader()
+        with itk_path(path) as readable:
+            reader.SetFileName(_dicom_series_files(path, readable)[0])
+            reader.ReadImageInformation()
+            return reader.HasMetaDataKey("0028|0030")
+    if suffix in (".nii", ".nii.gz"):
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
+            header = stream.read(352)
+        for order in "<>":
+            (size,) = struct.unpack_from(order + "i", header, 0)
+            if size in _NIFTI_FORM_CODES:
+                layout, offset = _NIFTI_FORM_CODES[size]
+                return any(struct.unpack_from(order + layout, header, offset))
+        return True
+    with path.open("rb") as stream:
+        text = stream.read(1 << 16).decode("latin-1")
+    if suffix in (".mha", ".mhd"):
+        return re.search(r"^\s*Element(Spacing|Size)\s*=", text, flags=re.MULTILINE) is not None
+    if suffix in (".nrrd", ".nhdr"):
+        return re.search(r"^(spacings|space directions)\s*:", text, flags=re.MULTILINE) is not None
+    return True
 
 
 def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from efficientscn.atomic import NAME_MAX
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, image_suffix, is_image_path
 from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.imaging.read import header_size, is_dicom_file, is_dicom_folder, read_header
@@ -153,24 +154,33 @@ def label_owners(cases: list[Case]) -> dict[Path, Path]:
     return owners
 
 
-def _read(case: Case, max_voxels: int) -> tuple[CanonicalCT, float]:
+def _read(case: Case, max_voxels: int, spacing_fallback: SpacingFallback) -> tuple[CanonicalCT, float]:
     start = time.perf_counter()
-    return CanonicalCT.read(case.source, max_voxels=max_voxels), time.perf_counter() - start
+    ct = CanonicalCT.read(case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback)
+    return ct, time.perf_counter() - start
 
 
 class ReadAhead:
     """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
 
-    def __init__(self, cases: list[Case], executor: ThreadPoolExecutor, max_voxels: int) -> None:
+    def __init__(
+        self,
+        cases: list[Case],
+        executor: ThreadPoolExecutor,
+        max_voxels: int,
+        spacing_fallback: SpacingFallback = "missing",
+    ) -> None:
         self._cases = cases
         self._max_voxels = max_voxels
+        self._spacing_fallback = spacing_fallback
         self._executor = executor
         self._pending: dict[int, Future[tuple[CanonicalCT, float]]] = {}
         self._submit(0)
 
     def _submit(self, index: int) -> None:
         if index < len(self._cases) and index not in self._pending:
-            self._pending[index] = self._executor.submit(_read, self._cases[index], self._max_voxels)
+            case = self._cases[index]
+            self._pending[index] = self._executor.submit(_read, case, self._max_voxels, self._spacing_fallback)
 
     def take(self, case: Case) -> tuple[CanonicalCT, float]:
         """The CT of `case` on its processing grid and the seconds its reading took (waiting for it if needed),

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
+from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.resample import AIR_HU
 from efficientscn.infer.models import Network
 from efficientscn.infer.utils_module import Utils
@@ -40,6 +41,8 @@ class InferenceConfig:
     """Shorter CTs are refused: 5 voxels of the 6 mm localization grid along an axis (a 20-slice 2 mm scan passes)."""
     max_voxels: int = 1024 * 1024 * 1024
     """Larger CTs are refused instead of exhausting memory (a 512 x 512 x 4096 scan is still accepted)."""
+    spacing_fallback: SpacingFallback = "missing"
+    """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
 
 
 def localization_spacing(

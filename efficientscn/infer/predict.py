@@ -21,6 +21,7 @@ from pathlib import Path
 from efficientscn.atomic import NAME_MAX, ensure_writable_folder, leftover_temporaries
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
+from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.names import case_id, image_suffix
 from efficientscn.infer.cases import (
     Case,
@@ -61,6 +62,8 @@ class PredictOptions:
     preview: bool = False
     report: Path | None = None
     progress: bool = True
+    spacing_fallback: SpacingFallback = "missing"
+    """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
     import_originals: bool = True
     """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
 
@@ -124,7 +127,7 @@ class Predictor:
         self._refused: dict[Path, str] = {}
         """Outputs that are not labels of this tool: never replaced, their cases fail with this message."""
         self.segmenter: Segmenter | None = None
-        self.config = InferenceConfig()
+        self.config = InferenceConfig(spacing_fallback=options.spacing_fallback)
         self._memory = CasePeakMemory()
         self._gpu_memory = GpuPeakMemory(self.device)
 
@@ -145,7 +148,8 @@ class Predictor:
                     loading = loader.submit(
                         load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source
                     )
-                    reads = ReadAhead(todo, reader, self.config.max_voxels)  # the first CT is read while models load
+                    # the first CT is read while the models load
+                    reads = ReadAhead(todo, reader, self.config.max_voxels, self.config.spacing_fallback)
                     self.segmenter = _wait_for(loading, stop)
                 report = run_batch(
                     self.cases,
@@ -226,7 +230,7 @@ class Predictor:
             ct, record.seconds["read"] = reads.take(case)
             segmentation = self.segmenter.segment(ct.array_zyx, ct.spacing_zyx)
             record.seconds.update(segmentation.seconds)
-            record.details = segmentation.details
+            record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
             for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid

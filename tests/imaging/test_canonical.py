@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,10 @@ import SimpleITK as sitk
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT, canonical_reorientation, to_canonical
 from efficientscn.imaging.geometry import FLARE21_MEAN_SPACING_XYZ, grid_of, physical_bounding_box
-from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.read import read_ct, read_label, spacing_is_stored
 from efficientscn.imaging.write import write_label
 
-from helpers import SharedCase, image_from_array
+from helpers import SharedCase, image_from_array, shared_case
 
 
 def test_label_through_canonical_space_is_written_back_on_the_input_grid(
@@ -85,10 +88,40 @@ def test_canonical_ct_reads_onto_the_processing_grid_and_restores_a_label_onto_t
         assert agreement > 0.97  # linear there, nearest back: the body's surface moves by up to a voxel
 
 
-def test_canonical_ct_takes_the_flare21_mean_for_a_spacing_of_exactly_one_mm() -> None:
-    ct = CanonicalCT.from_image(image_from_array(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0)))
-    assert ct.spacing_zyx == FLARE21_MEAN_SPACING_XYZ[::-1]
-    assert ct.image.GetSpacing() == (1.0, 1.0, 1.0)  # the CT's own geometry is left as it is
+def test_canonical_ct_takes_the_flare21_mean_for_a_spacing_of_one_mm_only_where_none_is_stored() -> None:
+    image = image_from_array(np.zeros((4, 5, 6), np.int16), spacing=(1.0, 1.0, 1.0))
+    missing = CanonicalCT.from_image(image, spacing_stored=False)
+    assert missing.spacing_zyx == FLARE21_MEAN_SPACING_XYZ[::-1] and missing.spacing_source == "FLARE21 mean"
+    assert missing.image.GetSpacing() == (1.0, 1.0, 1.0)  # the CT's own geometry is left as it is
+    stored = CanonicalCT.from_image(image)  # a genuine 1 mm CT: kidney Dice 0.31 instead of 0.85 if rescaled
+    assert stored.spacing_zyx == (1.0, 1.0, 1.0) and stored.spacing_source == "header"
+    assert CanonicalCT.from_image(image, spacing_fallback="always").spacing_source == "FLARE21 mean"  # original
+    assert CanonicalCT.from_image(image, spacing_fallback="never", spacing_stored=False).spacing_zyx == (1, 1, 1)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_nifti_without_qform_and_sform_evidently_stores_no_spacing(tmp_path: Path, compress: bool) -> None:
+    path = tmp_path / ("ct.nii.gz" if compress else "ct.nii")
+    sitk.WriteImage(image_from_array(np.full((8, 9, 10), -1000, np.int16), spacing=(1.0, 1.0, 1.0)), str(path))
+    assert spacing_is_stored(path) and CanonicalCT.read(path).spacing_source == "header"
+    raw = bytearray(gzip.decompress(path.read_bytes()) if compress else path.read_bytes())
+    struct.pack_into("<2h", raw, 252, 0, 0)  # qform_code, sform_code: no orientation, no spacing to speak of
+    path.write_bytes(gzip.compress(bytes(raw)) if compress else bytes(raw))
+    assert not spacing_is_stored(path)
+    ct = CanonicalCT.read(path)
+    assert ct.spacing_source == "FLARE21 mean" and ct.spacing_zyx == FLARE21_MEAN_SPACING_XYZ[::-1]
+    assert CanonicalCT.read(path, spacing_fallback="never").spacing_zyx == (1.0, 1.0, 1.0)
+
+
+def test_metaimage_nrrd_and_dicom_say_whether_they_store_a_spacing(tmp_path: Path) -> None:
+    image = image_from_array(np.zeros((8, 9, 10), np.int16), spacing=(1.0, 1.0, 1.0))
+    for name in ("ct.mha", "ct.nrrd"):
+        sitk.WriteImage(image, str(tmp_path / name))
+        assert spacing_is_stored(tmp_path / name)
+    text = (tmp_path / "ct.mha").read_bytes()
+    (tmp_path / "bare.mha").write_bytes(re.sub(rb"ElementSpacing = [^\n]*\n", b"", text))
+    assert not spacing_is_stored(tmp_path / "bare.mha")
+    assert spacing_is_stored(shared_case("ts_example_ct_dicom").image)  # Pixel Spacing is there
 
 
 def test_canonical_ct_refuses_a_ct_over_the_voxel_limit_from_its_header_or_in_memory(tmp_path: Path) -> None:

@@ -417,6 +417,7 @@ def test_a_file_name_that_is_not_utf8_is_segmented_like_any_other(tmp_path: Path
     assert _predict("-i", inputs, "-o", tmp_path / "out", "--report", report_path, "--preview") == 0
     report = json.loads(report_path.read_text())
     assert [case["status"] for case in report["cases"]] == ["done", "done"]
+    assert [case["details"]["spacing"] for case in report["cases"]] == ["header", "header"]
     written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
     assert written == [b"caf\xe9.nii.gz", b"preview", b"ts_example_ct_sm.nii.gz"]
     label = read_label(tmp_path / "out" / os.fsdecode(b"caf\xe9.nii.gz"))
