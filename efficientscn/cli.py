@@ -344,6 +344,14 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_inference_device_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing label maps and report")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "segment an input the plausibility checks refuse (no air, no soft tissue, or much above 1500 HU: not "
+            "an abdominal CT in HU), with a warning"
+        ),
+    )
     parser.add_argument("--preview", action="store_true", help="also write OUTPUT/preview/<case>.png")
     parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
     _add_common_flags(parser)
@@ -366,6 +374,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         import_originals=not args.as_saved,
         spacing_fallback=args.spacing_fallback,
+        force=args.force,
     )
     return finish_batch(predict(options), "predict")
 

@@ -13,7 +13,8 @@ LABEL_SUFFIX = ".nii.gz"
 
 _LABEL_SUFFIX_OF = {".mha": ".mha", ".mhd": ".mha", ".nrrd": ".nrrd", ".nhdr": ".nrrd"}
 """CT formats whose geometry NIfTI cannot hold exactly (its header stores origin and direction as float32 and
-makes the direction orthonormal): their labels are written in the same format, onto the CT's grid exactly."""
+makes the direction orthonormal): their labels are written in the same format, onto the CT's grid exactly
+(docs/fidelity.md #48)."""
 
 
 def image_suffix(path: str | os.PathLike[str]) -> str:

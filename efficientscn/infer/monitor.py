@@ -31,6 +31,8 @@ class CaseRecord:
     """Peak resident memory while this case was processed (Linux; elsewhere the process's peak so far)."""
     peak_gpu_mb: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """What the plausibility checks found odd about the input or the organs found."""
 
 
 def peak_rss_mb() -> float:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from efficientscn.atomic import NAME_MAX, ensure_writable_folder, leftover_temporaries
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
@@ -35,7 +37,8 @@ from efficientscn.infer.cases import (
 from efficientscn.infer.models import load_network, models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
 from efficientscn.infer.original import imported_folders, probe_or_phantom
-from efficientscn.infer.pipeline import InferenceConfig, Segmenter
+from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
+from efficientscn.infer.plausibility import check_intensities, check_organs
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
 from efficientscn.model.precision import inference_precision
@@ -64,6 +67,8 @@ class PredictOptions:
     progress: bool = True
     spacing_fallback: SpacingFallback = "missing"
     """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
+    force: bool = False
+    """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
     import_originals: bool = True
     """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
 
@@ -228,7 +233,10 @@ class Predictor:
         self._gpu_memory.reset()
         try:
             ct, record.seconds["read"] = reads.take(case)
+            check_processable(ct.array_zyx.shape, ct.spacing_zyx, self.config)  # its reason comes first
+            self._check_input(case, ct.array_zyx)
             segmentation = self.segmenter.segment(ct.array_zyx, ct.spacing_zyx)
+            self._warn(case, check_organs(segmentation.label, ct.spacing_zyx))
             record.seconds.update(segmentation.seconds)
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
@@ -245,6 +253,21 @@ class Predictor:
         finally:
             record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_memory.peak_mb()
+
+    def _check_input(self, case: Case, ct_zyx: np.ndarray) -> None:
+        """Refuse an input that is clearly not an abdominal CT in HU, unless forced; warn about an odd one."""
+        findings = check_intensities(ct_zyx)
+        if findings.refusals and not self.options.force:
+            raise InputError(
+                f"{case.source}: not like a CT in Hounsfield units: {'; '.join(findings.refusals)} "
+                "(--force segments it anyway)"
+            )
+        self._warn(case, [*findings.refusals, *findings.warnings])
+
+    def _warn(self, case: Case, warnings: list[str]) -> None:
+        for warning in warnings:
+            logger.warning("%s: %s", case.name, warning)
+        self.records[case.source].warnings.extend(warnings)
 
     def _write_report(self) -> None:
         assert self.options.report is not None

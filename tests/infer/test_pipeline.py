@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,15 @@ def test_each_stage_gets_the_spacing_sizes_and_smoothing_of_its_networks_contrac
             image, tf.constant([3.0] * 3), tf.constant([8.0] * 3), tf.constant(sigma), *sizes
         )
         assert np.array_equal(received["localization"].numpy(), expected.numpy()) == same
+
+
+def test_no_organ_found_is_refused_unless_organs_are_not_required(block_segmenter: tuple) -> None:
+    """A localization mask without a voxel: the original segments the whole CT's box (docs/fidelity.md #34); we
+    refuse the case, except when asked not to (the import's probe)."""
+    segmenter, _ = block_segmenter
+    nothing = dataclasses.replace(segmenter.localization, run=lambda inputs: tf.zeros(inputs.shape, tf.bool))
+    empty = Segmenter(nothing, segmenter.segmentation, segmenter.utils)
+    ct = np.full((40, 50, 60), -1000, np.int16)
+    with pytest.raises(InputError, match="no organs found: the localization network marked no voxel"):
+        empty.segment(ct, (3.0, 3.0, 3.0))
+    assert empty.segment(ct, (3.0, 3.0, 3.0), require_organs=False).label.shape == ct.shape

@@ -110,7 +110,7 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "notes.txt").write_text("not a CT, ignored by name\n")
     (folder / "dangling_0000.nii.gz").symlink_to(folder / "gone.nii.gz")  # a link to nothing
     (folder / "loop_0000.nii.gz").symlink_to(folder / "loop_0000.nii.gz")  # a link to itself
-    very_long = "y" * 250 + ".mha"  # its label y...y.nii.gz would need 257 bytes
+    very_long = "y" * 250 + ".nii"  # its label y...y.nii.gz would need 257 bytes
     sitk.WriteImage(sitk.ReadImage(str(good.image)), str(folder / very_long))
     return {
         "dangling_0000.nii.gz": "a broken link (to",
@@ -120,7 +120,7 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
         "text_0000.nii.gz": "not a readable image",
         "flat_0000.nii.gz": "2-D",
         "fourd_0000.nii.gz": "4-D",
-        "air_0000.nii.gz": "no organs found",
+        "air_0000.nii.gz": "not like a CT in Hounsfield units: soft tissue (-100 to 200 HU) of the non-air voxels: 0 %",
         "thin_0000.nii.gz": "too small",
     }
 
@@ -520,3 +520,22 @@ def test_a_metaimage_ct_gets_a_metaimage_label_on_exactly_its_grid_which_evaluat
     reference.mkdir()
     sitk.WriteImage(label, str(reference / "far.mha"))
     assert main(["evaluate", "-q", "--pred", str(tmp_path / "out"), "--ref", str(reference)]) == 0
+
+
+@pytest.mark.slow  # two batches: under a minute
+def test_an_implausible_input_is_refused_and_force_segments_it_with_the_warnings_in_the_report(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ct = read_ct(shared_case("ts_example_ct_sm").image)
+    inverted = sitk.GetImageFromArray(-sitk.GetArrayFromImage(ct))  # air at +1000 HU
+    inverted.CopyInformation(ct)
+    sitk.WriteImage(inverted, str(inputs / "inverted_0000.nii.gz"))
+    report_path = tmp_path / "report.json"
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--report", report_path) == 1
+    case = json.loads(report_path.read_text())["cases"][0]
+    assert case["status"] == "failed" and "not like a CT in Hounsfield units" in case["error"]
+    assert "--force segments it anyway" in case["error"]
+    _predict("-i", inputs, "-o", tmp_path / "out", "--report", report_path, "--force")
+    case = json.loads(report_path.read_text())["cases"][0]
+    assert case["status"] == "done" or "no organs found" in case["error"]  # segmented, whatever it finds
+    assert any("air (<= -900 HU) of all voxels" in warning for warning in case["warnings"])
