@@ -539,3 +539,28 @@ def test_an_implausible_input_is_refused_and_force_segments_it_with_the_warnings
     case = json.loads(report_path.read_text())["cases"][0]
     assert case["status"] == "done" or "no organs found" in case["error"]  # segmented, whatever it finds
     assert any("air (<= -900 HU) of all voxels" in warning for warning in case["warnings"])
+
+
+def _file_size_limit(limit_bytes: int) -> None:
+    """In the child process: files stop growing at `limit_bytes`, each write past it fails, as on a full disk."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+@pytest.mark.slow  # a batch in another process: tens of seconds
+def test_on_a_full_disk_no_broken_label_is_left_and_a_resumed_run_does_the_case(tmp_path: Path) -> None:
+    """ITK's NIfTI writer used to leave a truncated label under its final name, which a resumed run skipped."""
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    report = tmp_path / "run.json"
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
+    command += ["-o", str(output), "--report", str(report)]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=lambda: _file_size_limit(5000))
+    assert done.returncode == 1, done.stderr  # its label (about 7.6 kB) cannot be written whole
+    case = json.loads(report.read_text())["cases"][0]
+    assert case["status"] == "failed" and "not written (is the disk full?)" in case["error"]
+    assert list(output.iterdir()) == []  # no label, no temporary file
+    assert _predict("-i", inputs, "-o", output, "--report", report) == 0
+    assert json.loads(report.read_text())["cases"][0]["status"] == "done"
