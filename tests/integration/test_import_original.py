@@ -133,6 +133,7 @@ def test_a_folder_of_ours_a_missing_stage_or_the_source_itself_as_destination_is
     assert is_original_savedmodel(original_models / "segmentation", "segmentation")
 
 
+@pytest.mark.slow  # tens of seconds: two imports checked against the original's graph
 def test_a_probe_without_organs_leaves_the_localization_unverified_until_a_ct_with_organs(
     original_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
