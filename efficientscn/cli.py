@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -528,5 +530,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
 
 
+def console() -> None:
+    """The `efficientscn` command: `main`, then exit. After a signal, at once: the models may still be loading in a
+    background thread, which the interpreter would otherwise wait for (14 s); the report is written by then."""
+    status = main()
+    background = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if status >= 128 and any(thread.is_alive() and not thread.daemon for thread in background):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

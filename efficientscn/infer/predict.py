@@ -143,12 +143,10 @@ class Predictor:
             "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
         )
         report = BatchReport()
+        loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
+        stop = StopRequest()
         try:
-            with (
-                stop_on_signals() as stop,
-                ThreadPoolExecutor(1, "models") as loader,
-                ThreadPoolExecutor(1, "reader") as reader,
-            ):
+            with stop_on_signals() as stop:
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(
                         load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source
@@ -165,6 +163,8 @@ class Predictor:
                     stop=stop,
                 )
         finally:
+            for executor in (loader, reader):  # stopped: no waiting for models still loading or a CT being read
+                executor.shutdown(wait=not stop.requested, cancel_futures=True)
             for record in self.records.values():
                 if record.status == "pending":  # a stopped batch: the cases it did not reach
                     record.status = "not done"

@@ -564,3 +564,24 @@ def test_on_a_full_disk_no_broken_label_is_left_and_a_resumed_run_does_the_case(
     assert list(output.iterdir()) == []  # no label, no temporary file
     assert _predict("-i", inputs, "-o", output, "--report", report) == 0
     assert json.loads(report.read_text())["cases"][0]["status"] == "done"
+
+
+@pytest.mark.slow  # a batch in another process: tens of seconds
+def test_sigterm_while_the_models_load_stops_at_once_with_the_report(tmp_path: Path) -> None:
+    """Loading takes about 14 s; the command used to finish it first."""
+    inputs = tmp_path / "in"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-i", str(inputs)]
+    command += ["-o", str(tmp_path / "out"), "--report", str(tmp_path / "run.json")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the models load in the background from here on
+        if "rebuilding the localization network" in line:
+            break
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 143, rest
+    assert time.monotonic() - signalled < 8, rest
+    assert "Traceback" not in rest
+    assert json.loads((tmp_path / "run.json").read_text())["cases"][0]["status"] == "not done"
