@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -48,12 +49,15 @@ def _temporary_stem(path: Path, suffix: str) -> str:
     """The readable part of the temporary names of `path`: its name without `suffix`, or a plain word where ITK
     could not take it (not UTF-8), shortened so that the whole temporary name stays within NAME_MAX bytes."""
     stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
-    if not itk_can_take(stem):
-        stem = "output"
     tail = len(os.fsencode(f"..{'0' * _TAG_LENGTH}.partial{suffix}"))
-    while len(os.fsencode(stem)) + tail > NAME_MAX:
-        stem = stem[:-1]
-    return stem
+    if itk_can_take(stem) and len(os.fsencode(stem)) + tail <= NAME_MAX:
+        return stem
+    # a hash of the whole name keeps two such outputs apart (leftover_temporaries must never take another's)
+    digest = "-" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+    plain = stem if itk_can_take(stem) else "output"
+    while len(os.fsencode(plain + digest)) + tail > NAME_MAX:
+        plain = plain[:-1]
+    return plain + digest
 
 
 def leftover_temporaries(path: str | os.PathLike[str], suffix: str = "") -> list[Path]:

@@ -75,4 +75,6 @@ def run_batch(
             report.failed[name] = f"{type(error).__name__}: {error}"
         else:
             (report.done if outcome == "done" else report.skipped).append(name)
+    if stop is not None and stop.requested:  # also when it came during the last case: the exit status says so
+        report.stop_signal = stop.signal
     return report

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 from efficientscn import __version__
 from efficientscn.batch import BatchReport
@@ -143,6 +144,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         if existing:
             raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
     evaluation = evaluate_folders(args.pred, args.ref, args.tolerance_mm, progress=not args.quiet)
+    if evaluation.report.stop_signal is not None:  # partial means would read as the whole set's
+        logger.error("evaluate: stopped; nothing written")
+        return finish_batch(evaluation.report, "evaluate")
     csv_path, json_path = write_evaluation(evaluation, output, overwrite=args.overwrite)
     print(evaluation.table())
     logger.info("wrote %s and %s", csv_path, json_path)
@@ -350,8 +354,8 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help=(
-            "segment an input the plausibility checks refuse (no air, no soft tissue, or much above 1500 HU: not "
-            "an abdominal CT in HU), with a warning"
+            "segment an input the plausibility checks refuse (no air, little soft tissue, or much above 500 HU: "
+            "not an abdominal CT in HU), with a warning"
         ),
     )
     parser.add_argument("--preview", action="store_true", help="also write OUTPUT/preview/<case>.png")
@@ -531,9 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> None:
-    """The `efficientscn` command: `main`, then exit. After a signal, at once: the models may still be loading in a
-    background thread, which the interpreter would otherwise wait for (14 s); the report is written by then."""
-    status = main()
+    """The `efficientscn` command: `main`, then exit (see `exit_with`)."""
+    exit_with(main())
+
+
+def exit_with(status: int) -> NoReturn:
+    """Exit with `status`; after a signal at once: the models may still be loading in a background thread, which
+    the interpreter would otherwise wait for (14 s); the report is written by then."""
     background = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
     if status >= 128 and any(thread.is_alive() and not thread.daemon for thread in background):
         logging.shutdown()

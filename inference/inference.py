@@ -5,7 +5,6 @@ Edit the folders below, or pass flags: `-i/--input`, `-o/--output`, `--models`, 
 output folder (no timestamped sub-folder), so a second run skips the cases already done.
 """
 
-import sys
 from pathlib import Path
 
 input_folder = "/SET/PATH/TO/INPUTS"  # CTs: *_0000.nii.gz (or any readable CT file) and DICOM folders
@@ -14,7 +13,7 @@ output_folder = "/SET/PATH/TO/OUTPUTS"  # <case>.nii.gz label maps
 models_folder = str(Path(__file__).resolve().parents[1] / "submitted_saved_models")
 
 if __name__ == "__main__":
-    from efficientscn.cli import run_script
+    from efficientscn.cli import exit_with, run_script
 
     settings = {"--input": input_folder, "--output": output_folder, "--models": models_folder}
-    sys.exit(run_script(["predict"], settings))
+    exit_with(run_script(["predict"], settings))

@@ -22,6 +22,10 @@ def itk_can_take(name: str) -> bool:
     return True
 
 
+DETACHED_HEADERS = (".mhd", ".nhdr")
+"""Formats whose header names a separate data file, which must be reachable beside the header's link."""
+
+
 def _suffix(name: str) -> str:
     return ".nii.gz" if name.lower().endswith(".nii.gz") else os.path.splitext(name)[1]
 
@@ -38,6 +42,10 @@ def itk_path(path: Path) -> Iterator[Path]:
         if not path.is_dir():
             link = Path(folder) / f"image{_suffix(path.name)}"
             link.symlink_to(path.absolute())
+            if _suffix(path.name).lower() in DETACHED_HEADERS and path.parent.is_dir():
+                for sibling in path.parent.iterdir():  # the header names its data file beside it
+                    if itk_can_take(sibling.name) and sibling.name != link.name:
+                        (Path(folder) / sibling.name).symlink_to(sibling.absolute())
             yield link
             return
         for index, entry in enumerate(entries):

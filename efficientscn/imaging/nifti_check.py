@@ -41,6 +41,8 @@ class _Layout:
     """NumPy dtype of floating-point voxels (with byte order), None for integer voxels."""
     spacing: tuple[float, ...]
     scaling: tuple[float, float]
+    form_codes: tuple[int, int]
+    """qform_code and sform_code: both 0 means no orientation, nor a spacing that anything stated."""
 
 
 def _nifti_layout(header: bytes, path: Path) -> _Layout:
@@ -56,6 +58,7 @@ def _nifti_layout(header: bytes, path: Path) -> _Layout:
             pixdim = struct.unpack_from(order + "8f", header, 76)
             (vox_offset,) = struct.unpack_from(order + "f", header, 108)
             scaling = struct.unpack_from(order + "2f", header, 112)
+            form_codes = struct.unpack_from(order + "2h", header, 252)
             offset = max(int(vox_offset), _NIFTI1_HEADER_BYTES)
             break
         if sizeof_hdr == _NIFTI2_HEADER_BYTES:
@@ -64,6 +67,7 @@ def _nifti_layout(header: bytes, path: Path) -> _Layout:
             pixdim = struct.unpack_from(order + "8d", header, 104)
             (vox_offset,) = struct.unpack_from(order + "q", header, 168)
             scaling = struct.unpack_from(order + "2d", header, 176)
+            form_codes = struct.unpack_from(order + "2i", header, 344)
             offset = max(int(vox_offset), _NIFTI2_HEADER_BYTES)
             break
     else:
@@ -74,7 +78,10 @@ def _nifti_layout(header: bytes, path: Path) -> _Layout:
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
     float_dtype = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
     spacing = tuple(float(p) for p in pixdim[1 : min(ndim, 3) + 1])
-    return _Layout(offset, voxels * (bitpix // 8), float_dtype, spacing, (float(scaling[0]), float(scaling[1])))
+    scale = (float(scaling[0]), float(scaling[1]))
+    return _Layout(
+        offset, voxels * (bitpix // 8), float_dtype, spacing, scale, (int(form_codes[0]), int(form_codes[1]))
+    )
 
 
 def _check_header_values(layout: _Layout, path: Path) -> None:
@@ -115,25 +122,31 @@ def _chunks(path: Path, compressed: bool, lengths: list[int]) -> Iterator[bytes]
         raise InputError(f"{path}: truncated or corrupt gzip data ({error})") from error
 
 
+def _read_layout(path: Path) -> tuple[bool, _Layout]:
+    """Whether the file is gzip-compressed, and what its NIfTI header says; InputError if it cannot be read."""
+    with path.open("rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; some tools write plain NIfTI under .nii.gz
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
+            header = stream.read(_NIFTI2_HEADER_BYTES)
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{path}: truncated or corrupt file ({error})") from error
+    if len(header) < _NIFTI1_HEADER_BYTES:
+        raise InputError(f"{path}: truncated NIfTI file ({len(header)} header bytes)")
+    return compressed, _nifti_layout(header, path)
+
+
+def nifti_states_orientation(path: str | Path) -> bool:
+    """Whether a NIfTI file's header has a qform or an sform (without either, its spacing is a reader's guess)."""
+    return any(_read_layout(Path(path))[1].form_codes)
+
+
 def check_nifti_complete(path: str | Path) -> None:
     """Raise `InputError` if a `.nii` or `.nii.gz` file holds less voxel data than its header promises, if its gzip
     stream is truncated or fails its CRC check, if its spacing or intensity scaling is unusable, or if its float
     voxels hold NaN or infinity (all of which ITK reads without a word)."""
     path = Path(path)
-    with path.open("rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"  # gzip magic; some tools write plain NIfTI under .nii.gz
-    try:
-        if compressed:
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(_NIFTI2_HEADER_BYTES)
-        else:
-            with path.open("rb") as stream:
-                header = stream.read(_NIFTI2_HEADER_BYTES)
-    except (EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{path}: truncated or corrupt file ({error})") from error
-    if len(header) < _NIFTI1_HEADER_BYTES:
-        raise InputError(f"{path}: truncated NIfTI file ({len(header)} header bytes)")
-    layout = _nifti_layout(header, path)
+    compressed, layout = _read_layout(path)
     _check_header_values(layout, path)
     expected = layout.offset + layout.data_bytes
     if compressed or layout.float_dtype is not None:  # read whole: the CRC check, the float values

@@ -6,11 +6,9 @@ Every reader returns a 3-D, single-component SimpleITK image with an orthonormal
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.names import image_suffix
-from efficientscn.imaging.nifti_check import check_nifti_complete
+from efficientscn.imaging.nifti_check import check_nifti_complete, nifti_states_orientation
 from efficientscn.labels import NUM_LABELS
 
 logger = logging.getLogger(__name__)
@@ -246,10 +244,6 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     return ImageHeader(grid, reader.GetPixelID(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 
 
-_NIFTI_FORM_CODES = {348: ("2h", 252), 540: ("2i", 344)}
-"""Where a NIfTI-1 / NIfTI-2 header (by its size field) keeps qform_code and sform_code, and their type."""
-
-
 def spacing_is_stored(path: str | os.PathLike[str]) -> bool:
     """Whether a CT file or DICOM folder evidently stores its spacing, rather than leaving readers to assume 1 mm:
     a NIfTI header with a qform or sform, a MetaImage with ElementSpacing or ElementSize, an NRRD with spacings or
@@ -260,19 +254,13 @@ def spacing_is_stored(path: str | os.PathLike[str]) -> bool:
         reader = sitk.ImageFileReader()
         with itk_path(path) as readable:
             reader.SetFileName(_dicom_series_files(path, readable)[0])
-            reader.ReadImageInformation()
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError as error:
+                raise InputError(f"{path}: DICOM series cannot be read: {itk_reason(error)}") from error
             return reader.HasMetaDataKey("0028|0030")
     if suffix in (".nii", ".nii.gz"):
-        with path.open("rb") as raw:
-            compressed = raw.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
-            header = stream.read(352)
-        for order in "<>":
-            (size,) = struct.unpack_from(order + "i", header, 0)
-            if size in _NIFTI_FORM_CODES:
-                layout, offset = _NIFTI_FORM_CODES[size]
-                return any(struct.unpack_from(order + layout, header, offset))
-        return True
+        return nifti_states_orientation(path)
     with path.open("rb") as stream:
         text = stream.read(1 << 16).decode("latin-1")
     if suffix in (".mha", ".mhd"):

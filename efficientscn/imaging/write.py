@@ -10,16 +10,12 @@ import SimpleITK as sitk
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
 from efficientscn.imaging.itk_path import itk_path
+from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.imaging.read import itk_reason, read_header
 
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 """Single-file formats, the only ones that can be written atomically by one rename."""
-
-
-def suffix_of(path: Path) -> str | None:
-    """The writable format `path` names, lower case (".nii.gz", ...), or None."""
-    return next((s for s in WRITABLE_SUFFIXES if path.name.lower().endswith(s)), None)
 
 
 def write_image_atomic(
@@ -32,8 +28,8 @@ def write_image_atomic(
     leaves nothing. An existing `path` raises FileExistsError unless `overwrite` is set. Returns the path written.
     """
     path = Path(path)
-    suffix = suffix_of(path)
-    if suffix is None:
+    suffix = image_suffix(path)
+    if suffix not in WRITABLE_SUFFIXES:
         raise ValueError(f"{path}: cannot write atomically; use one of {', '.join(WRITABLE_SUFFIXES)}")
     with atomic_output(path, suffix=path.name[-len(suffix) :], overwrite=overwrite) as temporary:
         try:
@@ -52,7 +48,7 @@ def _check_written(image: sitk.Image, written: Path, path: Path) -> None:
     ITK's NIfTI writer reports no error when the disk fills up or a write fails: it leaves a truncated file.
     """
     try:
-        if suffix_of(written) in (".nii", ".nii.gz"):
+        if image_suffix(written) in (".nii", ".nii.gz"):
             check_nifti_complete(written)  # length, and the whole gzip stream with its CRC
         header = read_header(written)
         if header.grid.size != image.GetSize() or header.pixel_id != image.GetPixelID():

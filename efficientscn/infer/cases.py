@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -21,7 +22,7 @@ from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, image_suffix, is_image_path
 from efficientscn.imaging.nifti_check import check_nifti_complete
-from efficientscn.imaging.read import header_size, is_dicom_file, is_dicom_folder, read_header
+from efficientscn.imaging.read import header_size, is_dicom_file, is_dicom_folder, read_header, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +56,45 @@ def case_lock(label: Path) -> Iterator[bool]:
     if len(os.fsencode(name)) > NAME_MAX:
         name = f".{hashlib.sha256(os.fsencode(label.name)).hexdigest()[:32]}.lock"
     lock_path = label.with_name(name)
-    descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    for _ in range(LOCK_ATTEMPTS):
+        descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            current = os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current != os.fstat(descriptor).st_ino:  # the holder before us removed it: a newer file is the lock
-            yield False
-            return
-        try:
-            yield True
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            except OSError as error:
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                    raise
+                logger.warning(
+                    "%s: this file system cannot lock files; two runs here would redo each other's cases", label.parent
+                )
+                yield True
+                return
+            if _same_file(lock_path, descriptor):
+                try:
+                    yield True
+                finally:
+                    lock_path.unlink(missing_ok=True)  # still holding it: no one can have taken this file meanwhile
+                return
         finally:
-            lock_path.unlink(missing_ok=True)  # still holding it: no one else can have taken this file meanwhile
-    finally:
-        os.close(descriptor)
+            os.close(descriptor)
+        # the holder before us removed that file as we locked it: the lock is the new file, so try that
+    yield False
+
+
+LOCK_ATTEMPTS = 5
+"""Tries to take a case whose lock file is being replaced under us (then another run is at work on it)."""
+
+
+def _same_file(path: Path, descriptor: int) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def existing_label_problem(label: Path, ct: Path) -> str | None:
@@ -83,6 +103,8 @@ def existing_label_problem(label: Path, ct: Path) -> str | None:
     try:
         if image_suffix(label) in (".nii", ".nii.gz"):
             check_nifti_complete(label)
+        else:
+            read_image(label)  # a label is small: reading it whole is the check that it is whole
         header = read_header(label)
         if header.pixel_id != sitk.sitkUInt8:
             return f"{header.pixel_type}, where labels are uint8"

@@ -118,7 +118,8 @@ def probe_from(path: Path | None) -> Probe:
 def probe_or_phantom(path: Path, config: InferenceConfig) -> Probe:
     """The CT at `path` as a probe or, if it cannot be read or processed, the phantom (said in the log)."""
     try:
-        probe = Probe(str(path), CanonicalCT.read(path, max_voxels=config.max_voxels))
+        ct = CanonicalCT.read(path, max_voxels=config.max_voxels, spacing_fallback=config.spacing_fallback)
+        probe = Probe(str(path), ct)
         check_processable(probe.ct.array_zyx.shape, probe.ct.spacing_zyx, config)
         return probe
     except (InputError, OSError) as error:

@@ -210,19 +210,31 @@ class Predictor:
             logger.info("%s: %s exists, skipped", case.name, case.output)
             return "skipped"
         assert reads is not None and self.segmenter is not None  # there is something to do
-        with case_lock(case.output) as held:  # two runs on one folder share its cases
-            overwrite = self.options.overwrite or case.output in self._replace
-            if not held or (case.output.exists() and not overwrite):
+        try:
+            with case_lock(case.output) as held:  # two runs on one folder share its cases
+                overwrite = self.options.overwrite or case.output in self._replace
+                if held and case.output in self._replace and existing_label_problem(case.output, case.source) is None:
+                    overwrite = False  # another run has redone it meanwhile
+                if not held or (case.output.exists() and not overwrite):
+                    reads.drop(case)
+                    record.status = "skipped"
+                    logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
+                    return "skipped"
+                self._remove_leftovers(case)
+                return self._segment(case, reads, overwrite=overwrite)
+        except OSError as error:
+            if record.status == "pending":  # failed before its segmentation started (the lock, the clean-up)
+                record.status, record.error = "failed", str(error)
                 reads.drop(case)
-                record.status = "skipped"
-                logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
-                return "skipped"
-            for writer in self.writers:
-                path = writer.path(self.options.output, case.id, case.source)
-                for leftover in leftover_temporaries(path, image_suffix(path) or path.suffix):
-                    leftover.unlink(missing_ok=True)
-                    logger.info("%s: removed %s, left by an interrupted run", case.name, leftover.name)
-            return self._segment(case, reads, overwrite=overwrite)
+            raise
+
+    def _remove_leftovers(self, case: Case) -> None:
+        """Remove the temporary files an interrupted run left for this case (its lock is held: none is in use)."""
+        for writer in self.writers:
+            path = writer.path(self.options.output, case.id, case.source)
+            for leftover in leftover_temporaries(path, image_suffix(path) or path.suffix):
+                leftover.unlink(missing_ok=True)
+                logger.info("%s: removed %s, left by an interrupted run", case.name, leftover.name)
 
     def _segment(self, case: Case, reads: ReadAhead, *, overwrite: bool) -> Outcome:
         """Read, segment and write one case whose lock is held."""

@@ -288,3 +288,11 @@ def test_a_metaimage_with_a_negative_spacing_is_refused_rather_than_flipped(tmp_
     with pytest.raises(InputError, match=r"negative\.mha: spacing \(1\.0, -1\.0, 1\.0\) \(ElementSpacing\) is not"):
         read_ct(tmp_path / "negative.mha")
     assert read_ct(tmp_path / "a.mha").GetSpacing() == (1.0, 1.0, 1.0)
+
+
+def test_a_metaimage_header_whose_name_is_not_utf8_finds_its_data_file(tmp_path: Path) -> None:
+    case = shared_case("ts_example_ct_sm")
+    sitk.WriteImage(read_ct(case.image), str(tmp_path / "scan.mhd"))  # scan.mhd names scan.raw
+    header = tmp_path / os.fsdecode(b"scan_\xff.mhd")
+    (tmp_path / "scan.mhd").rename(header)
+    assert read_ct(header).GetSize() == tuple(case.meta["size_xyz"])

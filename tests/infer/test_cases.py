@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from efficientscn.atomic import atomic_output, leftover_temporaries
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.cases import (
     Case,
     ReadAhead,
+    case_lock,
     existing_label_problem,
     find_sources,
     label_owners,
@@ -308,3 +310,33 @@ def test_a_dicom_folders_label_never_goes_beside_it_among_the_other_cts(tmp_path
     with pytest.raises(InputError, match=r"the output folder is .*the input folder"):
         find_sources(series, tmp_path)
     assert find_sources(series, tmp_path / "labels") == [series]
+
+
+# --- the per-case lock --------------------------------------------------------------------------------------------
+
+
+def test_a_case_is_held_by_one_holder_at_a_time_and_free_again_after(tmp_path: Path) -> None:
+    label = tmp_path / "case.nii.gz"
+    with case_lock(label) as first:
+        assert first and (tmp_path / ".case.nii.gz.lock").exists()
+        with case_lock(label) as second:  # another run's attempt (flock locks are per open file)
+            assert not second
+    assert not (tmp_path / ".case.nii.gz.lock").exists()
+    with case_lock(label) as again:
+        assert again
+    (tmp_path / ".case.nii.gz.lock").write_text("")  # left by a run killed while holding it: not locked any more
+    with case_lock(label) as after_a_kill:
+        assert after_a_kill
+
+
+def test_leftover_temporaries_are_the_writers_own_and_no_other_cases(tmp_path: Path) -> None:
+    ours = tmp_path / ".case.0123456789ab.partial.nii.gz"
+    others = [tmp_path / ".case2.0123456789ab.partial.nii.gz", tmp_path / ".case.nii.gz.lock", tmp_path / "case.nii.gz"]
+    for path in (ours, *others):
+        path.write_text("")
+    assert leftover_temporaries(tmp_path / "case.nii.gz", ".nii.gz") == [ours]
+    long_a, long_b = tmp_path / ("x" * 240 + "a.nii.gz"), tmp_path / ("x" * 240 + "b.nii.gz")
+    with atomic_output(long_a, suffix=".nii.gz") as temporary:  # two long names cut to the same prefix
+        temporary.write_text("")
+        assert leftover_temporaries(long_a, ".nii.gz") == [temporary]
+        assert leftover_temporaries(long_b, ".nii.gz") == []  # never taken for the other's

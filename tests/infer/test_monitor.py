@@ -54,6 +54,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_rss_mb": 812.3,
                 "peak_gpu_mb": None,
                 "details": {"organ_voxels": [10, 20, 30, 40]},
+                "warnings": [],
             },
             {
                 "input": "in/b.mha",
@@ -64,6 +65,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_rss_mb": None,
                 "peak_gpu_mb": None,
                 "details": {},
+                "warnings": [],
             },
             {
                 "input": "in/c",
@@ -74,6 +76,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_rss_mb": None,
                 "peak_gpu_mb": None,
                 "details": {},
+                "warnings": [],
             },
         ],
     }
