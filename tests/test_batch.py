@@ -175,3 +175,15 @@ def test_a_second_signal_interrupts_at_once() -> None:
         assert stop.requested
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_signal_during_the_last_case_still_gives_the_signals_exit_status() -> None:
+    def work(case: str) -> Outcome:
+        if case == "b":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return "done"
+
+    with stop_on_signals() as stop:
+        report = run_batch(["a", "b"], work, name_of=str, description="test", progress=False, stop=stop)
+    assert report.done == ["a", "b"] and report.not_done == [] and report.stop_signal == signal.SIGTERM
+    assert finish_batch(report, "test") == 143
