@@ -133,12 +133,27 @@ def _check_3d_volume(path: Path, dimension: int, components: int, size: tuple[in
         raise InputError(f"{path}: 2-D image (size {size}, a single slice); expected a 3-D volume")
 
 
+def _text_header(path: Path) -> str:
+    """The text header of a MetaImage or NRRD file (its first 64 kB, up to a MetaImage's ElementDataFile line)."""
+    with path.open("rb") as stream:
+        return stream.read(1 << 16).split(b"ElementDataFile", 1)[0].decode("latin-1")
+
+
+def _file_information(path: Path, readable: Path | str) -> sitk.ImageFileReader:
+    """A reader of the file ITK reaches as `readable`, its header read; InputError naming `path` if it cannot be."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(readable))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+    return reader
+
+
 def _check_metaimage_spacing(path: Path) -> None:
     """Refuse a MetaImage header whose ElementSpacing is not positive and finite: ITK would make a negative one
     positive and flip the direction instead, a different grid from the one the file states."""
-    with path.open("rb") as stream:
-        header = stream.read(1 << 16).split(b"ElementDataFile", 1)[0].decode("latin-1")
-    match = re.search(r"^\s*ElementSpacing\s*=\s*(.+)$", header, flags=re.MULTILINE)
+    match = re.search(r"^\s*ElementSpacing\s*=\s*(.+)$", _text_header(path), flags=re.MULTILINE)
     if match is None:
         return
     try:
@@ -197,12 +212,7 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
     else:
         if not path.exists():
             raise InputError(_missing(path))
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(readable))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+        reader = _file_information(path, readable)
         pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
         if image_suffix(path) in (".nii", ".nii.gz"):
@@ -231,13 +241,8 @@ class ImageHeader:
 
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """The header of a 3-D image file (not a DICOM folder); InputError naming the file if it cannot be read."""
-    reader = sitk.ImageFileReader()
     with itk_path(Path(path)) as readable:
-        reader.SetFileName(str(readable))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
+        reader = _file_information(Path(path), readable)
     if reader.GetDimension() != 3:
         raise InputError(f"{path}: {reader.GetDimension()}-D image; expected a 3-D volume")
     grid = Grid(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())  # type: ignore[arg-type]
@@ -251,18 +256,11 @@ def spacing_is_stored(path: str | os.PathLike[str]) -> bool:
     path = Path(path)
     suffix = image_suffix(path)
     if path.is_dir():
-        reader = sitk.ImageFileReader()
         with itk_path(path) as readable:
-            reader.SetFileName(_dicom_series_files(path, readable)[0])
-            try:
-                reader.ReadImageInformation()
-            except RuntimeError as error:
-                raise InputError(f"{path}: DICOM series cannot be read: {itk_reason(error)}") from error
-            return reader.HasMetaDataKey("0028|0030")
+            return _file_information(path, _dicom_series_files(path, readable)[0]).HasMetaDataKey("0028|0030")
     if suffix in (".nii", ".nii.gz"):
         return nifti_states_orientation(path)
-    with path.open("rb") as stream:
-        text = stream.read(1 << 16).decode("latin-1")
+    text = _text_header(path)
     if suffix in (".mha", ".mhd"):
         return re.search(r"^\s*Element(Spacing|Size)\s*=", text, flags=re.MULTILINE) is not None
     if suffix in (".nrrd", ".nhdr"):
@@ -277,19 +275,12 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
     path = Path(path)
     if not path.exists():
         raise InputError(_missing(path))
-    reader = sitk.ImageFileReader()
     with itk_path(path) as readable:
         if path.is_dir():
             files = _dicom_series_files(path, readable)
-            reader.SetFileName(files[0])
-        else:
-            reader.SetFileName(str(readable))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise InputError(f"{path}: not a readable image: {itk_reason(error)}") from error
-    size = tuple(int(s) for s in reader.GetSize())
-    return (*size[:2], len(files)) if path.is_dir() else size
+            size = tuple(int(s) for s in _file_information(path, files[0]).GetSize())
+            return (*size[:2], len(files))
+        return tuple(int(s) for s in _file_information(path, readable).GetSize())
 
 
 def _scalar_array(path: Path, image: sitk.Image) -> np.ndarray:

@@ -103,7 +103,7 @@ def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None
             return loading.result(timeout=0.2)
         except FuturesTimeout:
             if stop.requested:
-                logger.warning("stopping: no case started; the models finish loading first")
+                logger.warning("stopping before the first case, while the models load")
                 return None
 
 
