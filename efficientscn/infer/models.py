@@ -20,6 +20,8 @@ from typing import Any, Literal
 import tensorflow as tf
 
 from efficientscn.errors import InputError
+from efficientscn.infer.cache import fingerprint
+from efficientscn.infer.graphs import cached_graph, freeze
 from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
@@ -95,19 +97,25 @@ def models_subfolder(models: Path, stage: str) -> Path:
     return folder
 
 
-def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str) -> Callable:
-    """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order)."""
+def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str, device: Device) -> Callable:
+    """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order), as a
+    frozen graph: from the cache when this export was traced in this precision before (`graphs.cached_graph`)."""
     if metadata.get("stage") != stage:
         raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
-    spec = SPECS[stage]
-    network_config = spec.network_config(metadata["network"])
-    with precision_policy(precision):
-        model = spec.build(network_config)
-    # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
-    checkpoint = folder / "variables" / "variables"
-    keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
-    assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
-    return spec.module(model)  # the module itself: its tf.function holds it only weakly
+
+    def trace() -> tf.compat.v1.MetaGraphDef:
+        spec = SPECS[stage]
+        network_config = spec.network_config(metadata["network"])
+        with precision_policy(precision):
+            model = spec.build(network_config)
+        # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
+        checkpoint = folder / "variables" / "variables"
+        keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
+        assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
+        module = spec.module(model)  # alive while frozen: its tf.function holds it only weakly
+        return freeze(module.__call__.get_concrete_function(), device)
+
+    return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}", trace)
 
 
 def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str:
@@ -161,7 +169,7 @@ def load_network(folder: Path, stage: StageName, device: Device, precision: str)
             return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
         precision = run_precision(folder, metadata, precision)
         logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
-        run = _rebuilt(stage, folder, metadata, precision)
+        run = _rebuilt(stage, folder, metadata, precision, device)
         return Network(stage, folder, "rebuilt", precision, run, contract, metadata.get("imported", {}))
     except InputError:
         raise

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +27,7 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.infer.cache import cache_root, fingerprint
 from efficientscn.infer.models import Device, Network, load_network, models_subfolder
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
 from efficientscn.infer.utils_module import Utils, load_utils
@@ -305,23 +304,6 @@ def _related(first: Path, second: Path) -> bool:
     """Whether one folder is the other or lies inside it (after resolving links)."""
     first, second = first.resolve(), second.resolve()
     return first == second or first in second.parents or second in first.parents
-
-
-def cache_root() -> Path:
-    """Where converted models are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn, else
-    ~/.cache/efficientscn."""
-    if os.environ.get("EFFICIENTSCN_CACHE"):
-        return Path(os.environ["EFFICIENTSCN_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "efficientscn"
-
-
-def fingerprint(folder: Path) -> str:
-    """A short content hash of a SavedModel folder: its graph and its variables' files (links followed)."""
-    digest = hashlib.sha256()
-    for path in [folder / "saved_model.pb", *sorted((folder / "variables").iterdir())]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 STALE_SECONDS = 24 * 3600

@@ -20,7 +20,6 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.imaging.geometry import SpacingFallback
-from efficientscn.imaging.resample import AIR_HU
 from efficientscn.infer.models import Network
 from efficientscn.infer.utils_module import Utils
 from efficientscn.model.contract import InputContract
@@ -125,17 +124,6 @@ class Segmenter:
         """
         check_processable(ct_zyx.shape, spacing_zyx, self.config)
         return self._run(ct_zyx, spacing_zyx, require_organs=require_organs)
-
-    def warm_up(self) -> None:
-        """Trace every function and network once on a small blank CT, so that the first real case runs at speed.
-
-        The traces fit any size: the functions and our networks take unknown spatial sizes. (A network run through
-        a SavedModel signature under XLA still compiles once per new input size.)
-        """
-        start_time = time.perf_counter()
-        spacing = (self.localization.contract.spacing_mm,) * 3  # a 48-voxel cube at the localization spacing
-        self._run(np.full((48, 48, 48), AIR_HU, np.int16), spacing, require_organs=False)
-        logger.info("traced the pipeline in %.1f s", time.perf_counter() - start_time)
 
     def _run(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool) -> Segmentation:
         config = self.config

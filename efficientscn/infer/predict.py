@@ -34,6 +34,7 @@ from efficientscn.infer.cases import (
     label_owners,
     refuse_replacing_foreign_file,
 )
+from efficientscn.infer.graphs import without_graph_optimisation
 from efficientscn.infer.models import load_network, models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
 from efficientscn.infer.original import imported_folders, probe_or_phantom
@@ -80,7 +81,7 @@ class PredictOptions:
 def load_segmenter(
     options: PredictOptions, device: str, precision: str, config: InferenceConfig, first_ct: Path
 ) -> Segmenter:
-    """Both networks and the utils module of `options`, loaded for `device` and `precision` and traced.
+    """Both networks and the utils module of `options`, loaded for `device` and `precision`.
 
     A network in the original's format is replaced by its verified import (made on `first_ct` the first time)
     unless `options.import_originals` is off.
@@ -91,9 +92,7 @@ def load_segmenter(
         probe = partial(probe_or_phantom, first_ct, config)
         folders = imported_folders(folders, probe=probe, device=device, precision=precision, utils=utils, config=config)
     networks = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
-    segmenter = Segmenter(networks["localization"], networks["segmentation"], utils, config)
-    segmenter.warm_up()
-    return segmenter
+    return Segmenter(networks["localization"], networks["segmentation"], utils, config)
 
 
 def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
@@ -146,7 +145,7 @@ class Predictor:
         loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
         stop = StopRequest()
         try:
-            with stop_on_signals() as stop:
+            with stop_on_signals() as stop, without_graph_optimisation(self.device):
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(
                         load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source

@@ -16,6 +16,7 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.imaging.resample import AIR_HU
 from efficientscn.infer import ops
+from efficientscn.infer.graphs import cached_graph, freeze
 from efficientscn.model.savedmodel import read_metadata, save_module
 from efficientscn.versions import versions
 
@@ -34,6 +35,25 @@ VECTOR = tf.TensorSpec([3], tf.float32)
 AMOUNTS = tf.TensorSpec([3, 2], tf.int32)
 VALID_SIZES = tf.TensorSpec([None], tf.int32)
 SIGMA = tf.TensorSpec(None, tf.float32, name="sigma")
+
+
+PIPELINE_SIGNATURES = {
+    "preprocess_for_localization": (IMAGE, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES),
+    "bbox_from_localization_output": (MASK, VECTOR, AMOUNTS),
+    "preprocess_for_segmentation": (
+        IMAGE,
+        VECTOR,
+        VECTOR,
+        VECTOR,
+        VECTOR,
+        SIGMA,
+        VALID_SIZES,
+        VALID_SIZES,
+        VALID_SIZES,
+    ),
+    "postprocess_for_segmentation": (PROBABILITIES, AMOUNTS, AMOUNTS, SIZE),
+}
+"""The functions the pipeline calls, with the signatures of the original's module."""
 
 
 class Utils(Protocol):
@@ -78,7 +98,6 @@ class UtilsModule(tf.Module):
         self.intensity_postprocessing_ct = tf.function(ops.intensity_postprocessing_ct)
         self.intensity_postprocessing_ct.get_concrete_function(ANY_IMAGE)
         self.bounding_box = _traced(ops.bounding_box, tf.TensorSpec([None, None, None], tf.bool, name="image"))
-        self.bbox_from_localization_output = _traced(ops.bbox_from_localization_output, MASK, VECTOR, AMOUNTS)
         self.valid_bbox_extent_for_segmentation = _traced(
             ops.valid_bbox_extent_for_segmentation, VECTOR, VECTOR, VECTOR, VALID_SIZES, VALID_SIZES, VALID_SIZES
         )
@@ -96,24 +115,25 @@ class UtilsModule(tf.Module):
             self.crop_image.get_concrete_function(image, AMOUNTS, first)
         self.crop_and_pad_with_bbox = tf.function(ops.crop_and_pad_with_bbox)
         self.crop_and_pad_with_bbox.get_concrete_function(IMAGE, VECTOR, VECTOR, VECTOR, first)
-        self.preprocess_for_localization = _traced(
-            ops.preprocess_for_localization, IMAGE, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
-        )
-        self.preprocess_for_segmentation = _traced(
-            ops.preprocess_for_segmentation,
-            IMAGE,
-            VECTOR,
-            VECTOR,
-            VECTOR,
-            VECTOR,
-            SIGMA,
-            VALID_SIZES,
-            VALID_SIZES,
-            VALID_SIZES,
-        )
-        self.postprocess_for_segmentation = _traced(
-            ops.postprocess_for_segmentation, PROBABILITIES, AMOUNTS, AMOUNTS, SIZE
-        )
+        for name, signature in PIPELINE_SIGNATURES.items():
+            setattr(self, name, _traced(getattr(ops, name), *signature))
+
+
+class PipelineFunctions:
+    """The four functions of `ops` the pipeline calls, as frozen graphs from the cache (`graphs.cached_graph`):
+    what inference uses unless given a saved module, since it starts without tracing them."""
+
+    def __init__(self, device: str) -> None:
+        self.preprocess_for_localization = _frozen("preprocess_for_localization", device)
+        self.bbox_from_localization_output = _frozen("bbox_from_localization_output", device)
+        self.preprocess_for_segmentation = _frozen("preprocess_for_segmentation", device)
+        self.postprocess_for_segmentation = _frozen("postprocess_for_segmentation", device)
+
+
+def _frozen(name: str, device: str) -> Any:
+    """The function `name` of `ops`, traced with its `PIPELINE_SIGNATURES` entry, as a cached frozen graph."""
+    function = _traced(getattr(ops, name), *PIPELINE_SIGNATURES[name])
+    return cached_graph(name, device, lambda: freeze(function.get_concrete_function(), device))
 
 
 def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
@@ -127,13 +147,13 @@ def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
 
 
 def load_utils(path: Path | None = None, device: str = "cpu") -> Utils:
-    """The utils functions: a `UtilsModule` for None, else the SavedModel at `path` (ours or the original's).
+    """The utils functions: `PipelineFunctions` for None, else the SavedModel at `path` (ours or the original's).
 
     The original's module smooths with float16 channels-first convolutions, which have no CPU kernel (and it
     resizes with an op XLA cannot compile): it is refused on a CPU, with the reason (docs/fidelity.md #38).
     """
     if path is None:
-        return UtilsModule()
+        return PipelineFunctions(device)
     if not (Path(path) / "saved_model.pb").is_file():
         raise InputError(f"{path}: no SavedModel here (expected a traced tf_utils_module)")
     if device == "cpu" and (read_metadata(Path(path)) or {}).get("stage") != UTILS_STAGE:

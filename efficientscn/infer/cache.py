@@ -1,0 +1,30 @@
+"""The per-user cache of inference: imported original models and frozen graphs, found again by content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from efficientscn.model.savedmodel import METADATA_FILE
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn, else
+    ~/.cache/efficientscn."""
+    if os.environ.get("EFFICIENTSCN_CACHE"):
+        return Path(os.environ["EFFICIENTSCN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "efficientscn"
+
+
+def fingerprint(folder: Path) -> str:
+    """A short content hash of a SavedModel folder: its graph, its variables' files and our export metadata if it
+    has any (links followed)."""
+    digest = hashlib.sha256()
+    paths = [folder / "saved_model.pb", *sorted((folder / "variables").iterdir())]
+    if (folder / METADATA_FILE).is_file():
+        paths.append(folder / METADATA_FILE)
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

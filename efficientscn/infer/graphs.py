@@ -1,0 +1,151 @@
+"""Traced functions kept as frozen graphs in the cache: traced once, then loaded without Python tracing.
+
+Tracing the networks (Keras layers called in a tf.function) and the pipeline's functions took about 5 s of a lone
+CT's run, every run. A frozen graph (the concrete function with its variables made constants) holds the same ops,
+loads in well under a second and computes the same values. It is kept under `<cache>/graphs/<name>-<key>.pb`, the
+key hashing what the graph was traced from (the SavedModel's content, the precision, the code that builds graphs
+and TensorFlow's version), so a changed model or a new version of this package traces anew. A cache that cannot
+be written costs only the time: the graph is traced and used all the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.grappler import tf_optimizer
+
+from efficientscn.atomic import atomic_output
+from efficientscn.infer.cache import cache_root
+
+logger = logging.getLogger(__name__)
+
+GRAPHS_FOLDER = "graphs"
+_SIGNATURE = "call"
+_PACKAGE = Path(__file__).resolve().parents[1]
+GRAPH_SOURCES = ("nn", "model", "infer/ops.py", "infer/graphs.py")
+"""The package's code that decides what a traced graph holds: a change to any of it keys new graphs."""
+
+
+@functools.cache
+def code_key() -> str:
+    """A short hash of TensorFlow's version and the package's graph-building code (`GRAPH_SOURCES`)."""
+    digest = hashlib.sha256(tf.__version__.encode())
+    for source in GRAPH_SOURCES:
+        path = _PACKAGE / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(_PACKAGE).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def freeze(function: Any, device: str) -> tf.compat.v1.MetaGraphDef:
+    """A concrete function as a frozen graph, its inputs and outputs named by position in its signature, and
+    optimised once by Grappler as a function call would be (less than half the nodes for the SCN; on the CPU its
+    nodes are placed there first, so that convolutions fuse with their bias and activation as at run time), so that
+    runs inside `without_graph_optimisation` need not optimise it again."""
+    frozen = convert_variables_to_constants_v2(function)
+    meta = tf.compat.v1.MetaGraphDef()
+    meta.graph_def.CopyFrom(frozen.graph.as_graph_def())
+    signature = meta.signature_def[_SIGNATURE]
+    for entries, tensors in ((signature.inputs, frozen.inputs), (signature.outputs, frozen.outputs)):
+        for index, tensor in enumerate(tensors):
+            entries[str(index)].CopyFrom(_tensor_info(tensor))
+    fetched = meta.collection_def["train_op"].node_list.value  # what Grappler must keep: the outputs
+    fetched.extend(tensor.name for tensor in frozen.outputs)
+    if device == "cpu":
+        for node in meta.graph_def.node:
+            node.device = "/device:CPU:0"
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.min_graph_nodes = -1  # optimise even a small graph
+    optimised = tf_optimizer.OptimizeGraph(config, meta)
+    del meta.collection_def["train_op"]
+    meta.graph_def.CopyFrom(optimised)
+    return meta
+
+
+def _tensor_info(tensor: tf.Tensor) -> tf.compat.v1.TensorInfo:
+    return tf.compat.v1.TensorInfo(
+        name=tensor.name, dtype=tensor.dtype.as_datatype_enum, tensor_shape=tensor.shape.as_proto()
+    )
+
+
+def as_function(meta: tf.compat.v1.MetaGraphDef) -> Callable[..., Any]:
+    """A frozen graph as a callable: positional tensors in; one tensor, or a list of them, out."""
+    signature = meta.signature_def[_SIGNATURE]
+    inputs = [signature.inputs[str(index)] for index in range(len(signature.inputs))]
+    outputs = [signature.outputs[str(index)].name for index in range(len(signature.outputs))]
+    specs = [tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.dtypes.as_dtype(info.dtype)) for info in inputs]
+
+    def imported(*arguments: tf.Tensor) -> list[tf.Tensor]:
+        mapping = {info.name: argument for info, argument in zip(inputs, arguments, strict=True)}
+        return tf.graph_util.import_graph_def(meta.graph_def, input_map=mapping, return_elements=outputs)
+
+    function = tf.compat.v1.wrap_function(imported, specs)
+    if len(outputs) == 1:
+        return lambda *arguments: function(*arguments)[0]
+    return function
+
+
+@contextlib.contextmanager
+def without_graph_optimisation(device: str) -> Iterator[None]:
+    """On the CPU, run functions first called in this block without Grappler: the frozen graphs were optimised
+    for it when frozen, and optimising them again on their first call took about 1 s of a lone CT's run. (A GPU
+    keeps Grappler: its layout and fusion passes need the placement.) The setting found is restored after the
+    block (it is process-wide)."""
+    if device != "cpu":
+        yield
+        return
+    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+
+
+def _read(path: Path) -> tf.compat.v1.MetaGraphDef | None:
+    """The frozen graph at `path`; None (and a warning) if it cannot be read."""
+    meta = tf.compat.v1.MetaGraphDef()
+    try:
+        meta.ParseFromString(path.read_bytes())
+    except (OSError, DecodeError) as error:
+        logger.warning("%s: cannot read this cached graph (%s); tracing it again", path, error)
+        return None
+    if _SIGNATURE not in meta.signature_def:
+        logger.warning("%s: not a cached graph of this package; tracing it again", path)
+        return None
+    return meta
+
+
+def _write(meta: tf.compat.v1.MetaGraphDef, path: Path) -> None:
+    """Keep `meta` at `path` for later runs; a cache that cannot be written is said in the log, not fatal."""
+    try:
+        with atomic_output(path, overwrite=True) as temporary:
+            temporary.write_bytes(meta.SerializeToString())
+    except OSError as error:
+        logger.warning("%s: cannot keep the traced graph for later runs (%s)", path, error)
+
+
+def cached_graph(name: str, key: str, trace: Callable[[], tf.compat.v1.MetaGraphDef]) -> Callable[..., Any]:
+    """The graph `name` for `key` from the cache, or `trace()` (a `freeze`d concrete function) kept there.
+
+    Either way the frozen graph is what runs, so a first run and a later one compute alike.
+    """
+    path = cache_root() / GRAPHS_FOLDER / f"{name}-{key}-{code_key()}.pb"
+    meta = _read(path) if path.is_file() else None
+    if meta is None:
+        start = time.perf_counter()
+        meta = trace()
+        _write(meta, path)
+        logger.info("traced %s in %.1f s, kept in %s", name, time.perf_counter() - start, path)
+    return as_function(meta)
