@@ -35,9 +35,11 @@ Z_STRETCH = 1.6
 logger = logging.getLogger("benchmark")
 
 
-def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -> Path:
+def synthetic_ct(
+    path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200), spacing: tuple[float, float, float] = (0.8, 0.8, 2.0)
+) -> Path:
     """A real abdomen (ts_example_ct) stretched 1.6 times along z, so that its organ box needs the SCN's largest
-    input, resampled onto a 512 x 512 x 200 grid of 0.8 x 0.8 x 2 mm around its centre."""
+    input, resampled onto a grid of `size_xyz` voxels of `spacing` mm around its centre (air beyond it)."""
     from efficientscn.imaging.geometry import Grid
     from efficientscn.imaging.read import read_ct
     from efficientscn.imaging.resample import AIR_HU, resample_onto
@@ -45,7 +47,6 @@ def synthetic_ct(path: Path, size_xyz: tuple[int, int, int] = (512, 512, 200)) -
 
     source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
     source.SetSpacing((*source.GetSpacing()[:2], source.GetSpacing()[2] * Z_STRETCH))
-    spacing = (0.8, 0.8, 2.0)
     centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
     corner = np.array(centre) - np.array(source.GetDirection()).reshape(3, 3) @ (
         (np.array(size_xyz) - 1) / 2 * np.array(spacing)

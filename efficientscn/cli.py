@@ -365,6 +365,9 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from efficientscn.infer.runtime import prepare_environment
+
+    prepare_environment()  # before TensorFlow is imported
     from efficientscn.infer.predict import PredictOptions, predict
 
     options = PredictOptions(
@@ -406,6 +409,9 @@ def _import_original_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import_original(args: argparse.Namespace) -> int:
+    from efficientscn.infer.runtime import prepare_environment
+
+    prepare_environment()  # before TensorFlow is imported
     from efficientscn.infer.models import select_device
     from efficientscn.infer.original import import_original
     from efficientscn.model.precision import inference_precision

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -176,14 +177,28 @@ def label_owners(cases: list[Case]) -> dict[Path, Path]:
     return owners
 
 
+READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
+"""A next CT larger than this (128 MB in int16, a 512 x 512 x 256 scan) is read when its turn comes, not while the
+current one is segmented, so that a batch needs little more memory than its largest case."""
+
+
 def _read(case: Case, max_voxels: int, spacing_fallback: SpacingFallback) -> tuple[CanonicalCT, float]:
     start = time.perf_counter()
     ct = CanonicalCT.read(case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback)
     return ct, time.perf_counter() - start
 
 
+def _small_enough_to_read_ahead(case: Case) -> bool:
+    """Whether the header of `case` gives at most `READ_AHEAD_MAX_VOXELS` (unreadable: no; its turn says why)."""
+    try:
+        return math.prod(header_size(case.source)) <= READ_AHEAD_MAX_VOXELS
+    except (InputError, OSError):
+        return False
+
+
 class ReadAhead:
-    """Reads the cases in a background thread, one ahead of the case being segmented (at most two in memory)."""
+    """Reads the cases in a background thread: the first at once, each next one while the case before it is
+    segmented if it is small enough (`READ_AHEAD_MAX_VOXELS`), else when its turn comes."""
 
     def __init__(
         self,
@@ -196,26 +211,34 @@ class ReadAhead:
         self._max_voxels = max_voxels
         self._spacing_fallback = spacing_fallback
         self._executor = executor
-        self._pending: dict[int, Future[tuple[CanonicalCT, float]]] = {}
-        self._submit(0)
+        self._pending: dict[int, Future[tuple[CanonicalCT, float] | None]] = {}
+        self._submit(0, ahead=False)
 
-    def _submit(self, index: int) -> None:
+    def _read_now(self, case: Case) -> tuple[CanonicalCT, float]:
+        return _read(case, self._max_voxels, self._spacing_fallback)
+
+    def _read_if_small(self, case: Case) -> tuple[CanonicalCT, float] | None:
+        """The CT of `case`, or None if it is too large to be read ahead."""
+        return self._read_now(case) if _small_enough_to_read_ahead(case) else None
+
+    def _submit(self, index: int, *, ahead: bool) -> None:
         if index < len(self._cases) and index not in self._pending:
-            case = self._cases[index]
-            self._pending[index] = self._executor.submit(_read, case, self._max_voxels, self._spacing_fallback)
+            read = self._read_if_small if ahead else self._read_now
+            self._pending[index] = self._executor.submit(read, self._cases[index])
 
     def take(self, case: Case) -> tuple[CanonicalCT, float]:
         """The CT of `case` on its processing grid and the seconds its reading took (waiting for it if needed),
         after starting to read the one after it."""
         index = self._cases.index(case)
-        self._submit(index)
-        self._submit(index + 1)
-        return self._pending.pop(index).result()
+        self._submit(index, ahead=False)
+        read = self._pending.pop(index).result()
+        self._submit(index + 1, ahead=True)
+        return read if read is not None else self._read_now(case)
 
     def drop(self, case: Case) -> None:
         """Give up `case` (another run does it): its CT is not kept, and the one after it is read next."""
         index = self._cases.index(case)
-        self._submit(index + 1)
+        self._submit(index + 1, ahead=False)
         pending = self._pending.pop(index, None)
         if pending is not None:
             pending.cancel()

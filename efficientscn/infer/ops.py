@@ -205,17 +205,33 @@ def resize_image(
     dtype before the z pass, kept on purpose: the original does the same, and the CT inputs match it bit for bit.
     """
     _check_channels_first(data_format)
+    new_size = tf.cast(new_size, tf.int32)
+    return resize_depth(resize_planes(image, new_size[1:3], interpolator), new_size[0], interpolator)
+
+
+def _resize_method(interpolator: str) -> str:
     if interpolator not in _RESIZE_METHODS:
         raise ValueError(f"interpolator must be one of {sorted(_RESIZE_METHODS)}, not {interpolator!r}")
-    method = _RESIZE_METHODS[interpolator]
-    new_size = tf.cast(new_size, tf.int32)
+    return _RESIZE_METHODS[interpolator]
+
+
+def resize_planes(image: tf.Tensor, new_size_hw: tf.Tensor, interpolator: str = "area") -> tf.Tensor:
+    """The in-plane pass of `resize_image`: every z-slice of [N, C, D, H, W] resized to `new_size_hw` [2], in the
+    image's dtype. Slices are independent, so a CT can go through in slabs of slices."""
     shape = tf.shape(image)
+    new_size_hw = tf.cast(new_size_hw, tf.int32)
     planes = tf.reshape(image, tf.concat([[-1], shape[3:5], [1]], 0))  # [N*C*D, H, W, 1]
-    planes = tf.cast(tf.image.resize(planes, new_size[1:3], method), image.dtype)
-    # the z pass: D is the height, H an unchanged width (the identity, exactly), W the channels
-    volumes = tf.reshape(planes, tf.concat([[-1], shape[2:3], new_size[1:3]], 0))  # [N*C, D, H', W']
-    volumes = tf.image.resize(volumes, tf.stack([new_size[0], new_size[1]]), method)
-    return tf.cast(tf.reshape(volumes, tf.concat([shape[0:2], new_size], 0)), image.dtype)
+    planes = tf.cast(tf.image.resize(planes, new_size_hw, _resize_method(interpolator)), image.dtype)
+    return tf.reshape(planes, tf.concat([shape[0:3], new_size_hw], 0))
+
+
+def resize_depth(image: tf.Tensor, new_depth: tf.Tensor, interpolator: str = "area") -> tf.Tensor:
+    """The z pass of `resize_image`: [N, C, D, H, W] resized to `new_depth` slices, in the image's dtype."""
+    shape = tf.shape(image)
+    # D is the height, H an unchanged width (the identity, exactly), W the channels
+    volumes = tf.reshape(image, tf.concat([[-1], shape[2:5]], 0))  # [N*C, D, H, W]
+    volumes = tf.image.resize(volumes, tf.stack([tf.cast(new_depth, tf.int32), shape[3]]), _resize_method(interpolator))
+    return tf.cast(tf.reshape(volumes, tf.concat([shape[0:2], tf.shape(volumes)[1:4]], 0)), image.dtype)
 
 
 # --- boxes -----------------------------------------------------------------------------------------------------
@@ -327,10 +343,47 @@ def preprocess_for_localization(
         tf.reduce_any(_as_float32(sigma) > 0.0), lambda: smooth_image(image, spacing, sigma), lambda: image
     )
     new_size = size_for_spacing(size, spacing, new_spacing)
-    resized = resize_image(smoothed, new_size, "area")
+    planes = resize_planes(smoothed, new_size[1:3], "area")
+    return localization_input_from_planes(planes, new_size, valid_sizes_z, valid_sizes_y, valid_sizes_x)
+
+
+def localization_input_from_planes(
+    planes: tf.Tensor, new_size: tf.Tensor, valid_sizes_z: tf.Tensor, valid_sizes_y: tf.Tensor, valid_sizes_x: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The rest of `preprocess_for_localization` once every slice is area-resized in-plane (`resize_planes`): the
+    z pass to `new_size`, the centre padding to the next valid size and the intensity scaling."""
+    resized = resize_depth(planes, new_size[0], "area")
     valid_size = get_valid_size(new_size, valid_sizes_z, valid_sizes_y, valid_sizes_x)
     padded, paddings = center_pad_to_size(resized, valid_size, AIR_HU)
     return intensity_postprocessing_ct(padded), paddings
+
+
+def _smoothing_reach(sigma_voxels: tf.Tensor) -> tf.Tensor:
+    """Voxels beyond the box the segmentation input depends on, int32 [3]: the kernel half-widths if smoothing."""
+    smoothed = tf.reduce_any(sigma_voxels > 0.0)
+    return tf.where(smoothed, _kernel_half_widths(sigma_voxels), tf.zeros([3], tf.int32))
+
+
+def segmentation_region(
+    size: tf.Tensor,
+    spacing: tf.Tensor,
+    new_spacing: tf.Tensor,
+    bbox_end: tf.Tensor,
+    bbox_start: tf.Tensor,
+    sigma: tf.Tensor,
+    valid_sizes_z: tf.Tensor,
+    valid_sizes_y: tf.Tensor,
+    valid_sizes_x: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(begin, end) int32 [3]: the voxels of a CT of `size` that `preprocess_for_segmentation` reads, the grown box
+    and the smoothing kernel's reach, clipped to the CT. Only they need converting to float16 (see
+    `preprocess_for_segmentation_region`)."""
+    start, end, _ = valid_bbox_extent_for_segmentation(
+        bbox_end, bbox_start, new_spacing, valid_sizes_z, valid_sizes_y, valid_sizes_x
+    )
+    _, _, begin, end_index = _bbox_index_range(size, spacing, start, end)
+    reach = _smoothing_reach(tf.broadcast_to(_as_float32(sigma), [3]) / spacing)
+    return tf.maximum(begin - reach, 0), tf.minimum(end_index + reach, size)
 
 
 def preprocess_for_segmentation(
@@ -351,18 +404,51 @@ def preprocess_for_segmentation(
     area-resized to the valid size and scaled by 1/2048. As the original's result, but only the box plus the
     kernel's reach is smoothed, not the whole CT. `cropped_size` int32 [3] is the size of the padded crop.
     """
+    return preprocess_for_segmentation_region(
+        image,
+        tf.zeros([3], tf.int32),
+        _spatial_size(image),
+        spacing,
+        new_spacing,
+        bbox_end,
+        bbox_start,
+        sigma,
+        valid_sizes_z,
+        valid_sizes_y,
+        valid_sizes_x,
+    )
+
+
+def preprocess_for_segmentation_region(
+    region: tf.Tensor,
+    region_begin: tf.Tensor,
+    size: tf.Tensor,
+    spacing: tf.Tensor,
+    new_spacing: tf.Tensor,
+    bbox_end: tf.Tensor,
+    bbox_start: tf.Tensor,
+    sigma: tf.Tensor,
+    valid_sizes_z: tf.Tensor,
+    valid_sizes_y: tf.Tensor,
+    valid_sizes_x: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`preprocess_for_segmentation` of a CT of `size` given only its `segmentation_region`, `region` [N, 1, ...]
+    starting at voxel `region_begin`: the same values, without the rest of the CT in float16.
+
+    Exact: the mirroring of the smoothing happens only at edges of the CT, which are the region's edges there.
+    """
     start, end, valid_size = valid_bbox_extent_for_segmentation(
         bbox_end, bbox_start, new_spacing, valid_sizes_z, valid_sizes_y, valid_sizes_x
     )
-    size = _spatial_size(image)
     first, stop, begin, end_index = _bbox_index_range(size, spacing, start, end)
     croppings = tf.stack([begin, size - end_index], axis=1)
     paddings = tf.stack([begin - first, stop - end_index], axis=1)
     sigma_voxels = tf.broadcast_to(_as_float32(sigma), [3]) / spacing
+    local_begin, local_end = begin - region_begin, end_index - region_begin
     cropped = tf.cond(
         tf.reduce_any(sigma_voxels > 0.0),
-        lambda: _smoothed_region(image, begin, end_index, sigma_voxels),
-        lambda: crop_image(image, croppings),
+        lambda: _smoothed_region(region, local_begin, local_end, sigma_voxels),
+        lambda: crop_image(region, tf.stack([local_begin, _spatial_size(region) - local_end], axis=1)),
     )
     # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
     cropped = pad_image(cropped, paddings, 0)
@@ -398,13 +484,27 @@ def postprocess_for_segmentation(
     """The uint8 label map [N, 1, D, H, W] on the full CT grid from the SCN's probabilities [N, 5, d, h, w].
 
     The original resizes the probabilities linearly to `original_cropped_size` (the padded crop), takes the
-    argmax, removes `paddings` and pads `croppings` with 0 (background). This computes the same labels in float32
-    one slab of `slab_size` output z-slices at a time, and only inside the image: each slab resizes in-plane just
-    the input slices it needs, then interpolates along z with tf.image.resize's exact formula, so the labels equal
-    those of a full two-pass resize while memory stays bounded.
+    argmax, removes `paddings` and pads `croppings` with 0 (background): `box_labels`, then that padding.
+    """
+    labels = box_labels(segmentation_output, paddings, original_cropped_size, slab_size=slab_size)
+    return pad_image(labels, croppings, 0)
+
+
+def box_labels(
+    segmentation_output: tf.Tensor,
+    paddings: tf.Tensor,
+    original_cropped_size: tf.Tensor,
+    *,
+    slab_size: int = POSTPROCESS_SLAB,
+) -> tf.Tensor:
+    """The uint8 labels [N, 1, D', H', W'] of the box's voxels inside the CT (`croppings` locates them in it).
+
+    As the original's linear resize of the probabilities to the padded crop, its argmax and the removal of
+    `paddings`, computed in float32 one slab of `slab_size` output z-slices at a time, and only inside the image:
+    each slab resizes in-plane just the input slices it needs, then interpolates along z with tf.image.resize's
+    exact formula, so the labels equal those of a full two-pass resize while memory stays bounded.
     """
     paddings = tf.cast(paddings, tf.int32)
-    croppings = tf.cast(croppings, tf.int32)
     out_size = tf.cast(original_cropped_size, tf.int32)
     kept_begin = paddings[:, 0]
     kept_end = out_size - paddings[:, 1]
@@ -438,5 +538,4 @@ def postprocess_for_segmentation(
         (tf.constant(0), slabs),
         parallel_iterations=1,  # one slab at a time: the point is bounded memory
     )
-    labels = tf.transpose(slabs.concat(), [1, 0, 2, 3])[:, tf.newaxis]  # [N, 1, D', H', W']
-    return pad_image(labels, croppings, 0)
+    return tf.transpose(slabs.concat(), [1, 0, 2, 3])[:, tf.newaxis]  # [N, 1, D', H', W']

@@ -20,8 +20,10 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.imaging.geometry import SpacingFallback
+from efficientscn.infer import ops
 from efficientscn.infer.models import Network
-from efficientscn.infer.utils_module import Utils
+from efficientscn.infer.runtime import max_voxels_for_memory
+from efficientscn.infer.utils_module import PipelineFunctions, Utils
 from efficientscn.model.contract import InputContract
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,9 @@ class InferenceConfig:
     """A box too large for the largest input at its spacing is segmented at (its largest spacing + this)."""
     min_extent_mm: float = 30.0
     """Shorter CTs are refused: 5 voxels of the 6 mm localization grid along an axis (a 20-slice 2 mm scan passes)."""
-    max_voxels: int = 1024 * 1024 * 1024
-    """Larger CTs are refused instead of exhausting memory (a 512 x 512 x 4096 scan is still accepted)."""
+    max_voxels: int = field(default_factory=max_voxels_for_memory)
+    """Larger CTs are refused instead of exhausting memory: what this machine's memory takes, at most a 512 x 512 x
+    4096 scan (`runtime.max_voxels_for_memory`)."""
     spacing_fallback: SpacingFallback = "missing"
     """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
 
@@ -112,10 +115,6 @@ class Segmenter:
         self.utils = utils
         self.config = config or InferenceConfig()
 
-    @staticmethod
-    def _valid_sizes(contract: InputContract) -> list[tf.Tensor]:
-        return [_constant(axis_sizes, tf.int32) for axis_sizes in contract.valid_sizes_zyx]  # z first, by position
-
     def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool = True) -> Segmentation:
         """Segment a canonical int16 CT (zyx array, spacing in mm zyx).
 
@@ -129,19 +128,12 @@ class Segmenter:
         config = self.config
         result = Segmentation(label=np.empty(0, np.uint8))
         start_time = time.perf_counter()
-        image = tf.constant(ct_zyx.astype(np.float16)[np.newaxis, np.newaxis])
-        spacing = _constant(spacing_zyx, tf.float32)
+        steps = _Steps(self.utils, ct_zyx, spacing_zyx)
 
         # per CT: the original keeps a grown spacing for the rest of its batch (docs/fidelity.md #33)
         localization = self.localization.contract
         coarse_spacing = localization_spacing(ct_zyx.shape, spacing_zyx, localization, config)
-        inputs, paddings = self.utils.preprocess_for_localization(
-            image,
-            spacing,
-            _constant(coarse_spacing, tf.float32),
-            tf.constant(localization.smoothing_sigma_mm, tf.float32),  # the paper's: 0 (docs/fidelity.md #3)
-            *self._valid_sizes(localization),
-        )
+        inputs, paddings = steps.localization_input(coarse_spacing, localization)
         mask = self.localization.run(inputs)
         if require_organs and not bool(tf.reduce_any(mask)):  # the original goes on (docs/fidelity.md #34)
             raise InputError("no organs found: the localization network marked no voxel of this CT")
@@ -160,22 +152,109 @@ class Segmenter:
         start_time = time.perf_counter()
         segmentation = self.segmentation.contract
         fine_spacing = segmentation_spacing(box_start.numpy(), box_end.numpy(), segmentation, config)
-        inputs, cropped_size, croppings, paddings = self.utils.preprocess_for_segmentation(
-            image,
-            spacing,
-            _constant(fine_spacing, tf.float32),
-            box_end,
-            box_start,
-            tf.constant(segmentation.smoothing_sigma_mm, tf.float32),
-            *self._valid_sizes(segmentation),
+        inputs, cropped_size, croppings, paddings = steps.segmentation_input(
+            fine_spacing, box_end, box_start, segmentation
         )
-        del image
         probabilities = self.segmentation.run(inputs)
         result.details.update(
             segmentation_spacing_mm=fine_spacing.tolist(), segmentation_input_zyx=list(inputs.shape[2:])
         )
         del inputs
-        label = self.utils.postprocess_for_segmentation(probabilities, paddings, croppings, cropped_size)
-        result.label = label.numpy()[0, 0]
+        result.label = steps.label(probabilities, paddings, croppings, cropped_size)
         result.seconds["segmentation"] = time.perf_counter() - start_time
         return result
+
+
+LOCALIZATION_SLAB = 32
+"""CT slices converted to float16 and resized in-plane at once for the localization input."""
+
+
+class _Steps:
+    """The pre- and post-processing of one CT through the utils functions.
+
+    With `PipelineFunctions` the int16 CT stays the only full-resolution copy: it is converted to float16 a slab of
+    slices at a time for the localization input and only in its box region for the segmentation input, and the
+    label is filled in where the box lies. Any other utils module (the original's interface) gets the whole CT in
+    float16, once. Both give the same values (tests/infer/test_pipeline.py).
+    """
+
+    def __init__(self, utils: Utils, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> None:
+        self.utils = utils
+        self.lean = isinstance(utils, PipelineFunctions)
+        self.ct_zyx = ct_zyx
+        self.spacing = _constant(spacing_zyx, tf.float32)
+        self._whole: tf.Tensor | None = None
+
+    def _whole_image(self) -> tf.Tensor:
+        """The CT as a float16 [1, 1, D, H, W] tensor, as the original's interface takes it."""
+        if self._whole is None:
+            self._whole = _as_image(self.ct_zyx)
+        return self._whole
+
+    def localization_input(self, coarse_spacing: np.ndarray, contract: InputContract) -> tuple[tf.Tensor, tf.Tensor]:
+        """(input, paddings) of the localization network."""
+        valid_sizes = _valid_sizes(contract)
+        if not self.lean or contract.smoothing_sigma_mm > 0:  # smoothing needs the neighbouring slices
+            return self.utils.preprocess_for_localization(
+                self._whole_image(),
+                self.spacing,
+                _constant(coarse_spacing, tf.float32),
+                tf.constant(contract.smoothing_sigma_mm, tf.float32),  # the paper's: 0 (docs/fidelity.md #3)
+                *valid_sizes,
+            )
+        assert isinstance(self.utils, PipelineFunctions)
+        size = ops.size_for_spacing(
+            _constant(self.ct_zyx.shape, tf.int32), self.spacing, _constant(coarse_spacing, tf.float32)
+        )
+        resize_planes = self.utils.step("resize_planes")
+        planes = [
+            resize_planes(_as_image(self.ct_zyx[first : first + LOCALIZATION_SLAB]), size[1:3])
+            for first in range(0, self.ct_zyx.shape[0], LOCALIZATION_SLAB)
+        ]
+        return self.utils.step("localization_input_from_planes")(tf.concat(planes, axis=2), size, *valid_sizes)
+
+    def segmentation_input(
+        self, fine_spacing: np.ndarray, box_end: tf.Tensor, box_start: tf.Tensor, contract: InputContract
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(input, cropped_size, croppings, paddings) of the segmentation network."""
+        arguments = (
+            self.spacing,
+            _constant(fine_spacing, tf.float32),
+            box_end,
+            box_start,
+            tf.constant(contract.smoothing_sigma_mm, tf.float32),
+            *_valid_sizes(contract),
+        )
+        if not self.lean:
+            result = self.utils.preprocess_for_segmentation(self._whole_image(), *arguments)
+            self._whole = None  # the CT in float16 is no longer needed
+            return result
+        assert isinstance(self.utils, PipelineFunctions)
+        size = _constant(self.ct_zyx.shape, tf.int32)
+        begin, end = (bound.numpy() for bound in self.utils.step("segmentation_region")(size, *arguments))
+        region = _as_image(self.ct_zyx[tuple(slice(first, last) for first, last in zip(begin, end, strict=True))])
+        preprocess = self.utils.step("preprocess_for_segmentation_region")
+        return preprocess(region, _constant(begin, tf.int32), size, *arguments)
+
+    def label(
+        self, probabilities: tf.Tensor, paddings: tf.Tensor, croppings: tf.Tensor, cropped_size: tf.Tensor
+    ) -> np.ndarray:
+        """The uint8 label zyx on the CT's grid."""
+        if not self.lean:
+            label = self.utils.postprocess_for_segmentation(probabilities, paddings, croppings, cropped_size)
+            return label.numpy()[0, 0]
+        assert isinstance(self.utils, PipelineFunctions)
+        box = self.utils.step("box_labels")(probabilities, paddings, cropped_size).numpy()[0, 0]
+        label = np.zeros(self.ct_zyx.shape, np.uint8)
+        first = croppings.numpy()[:, 0]
+        label[tuple(slice(start, start + length) for start, length in zip(first, box.shape, strict=True))] = box
+        return label
+
+
+def _as_image(ct_zyx: np.ndarray) -> tf.Tensor:
+    """(Part of) an int16 CT as the float16 [1, 1, D, H, W] tensor the utils functions take."""
+    return tf.constant(ct_zyx.astype(np.float16)[np.newaxis, np.newaxis])
+
+
+def _valid_sizes(contract: InputContract) -> list[tf.Tensor]:
+    return [_constant(axis_sizes, tf.int32) for axis_sizes in contract.valid_sizes_zyx]  # z first, by position

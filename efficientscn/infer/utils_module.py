@@ -119,20 +119,53 @@ class UtilsModule(tf.Module):
             setattr(self, name, _traced(getattr(ops, name), *signature))
 
 
+PLANES_SIZE = tf.TensorSpec([2], tf.int32)
+
+LEAN_SIGNATURES = {
+    "resize_planes": (IMAGE, PLANES_SIZE),
+    "localization_input_from_planes": (IMAGE, SIZE, VALID_SIZES, VALID_SIZES, VALID_SIZES),
+    "bbox_from_localization_output": PIPELINE_SIGNATURES["bbox_from_localization_output"],
+    "segmentation_region": (SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES),
+    "preprocess_for_segmentation_region": (
+        IMAGE, SIZE, SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
+    ),
+    "box_labels": (PROBABILITIES, AMOUNTS, SIZE),
+}  # fmt: skip
+"""The steps of `ops` the pipeline runs with `PipelineFunctions`: the original's functions cut so that the CT is
+converted to float16 a slab or its box region at a time, and its label is filled in where the box lies."""
+
+
 class PipelineFunctions:
-    """The four functions of `ops` the pipeline calls, as frozen graphs from the cache (`graphs.cached_graph`):
-    what inference uses unless given a saved module, since it starts without tracing them."""
+    """The functions of `ops` as frozen graphs from the cache (`graphs.cached_graph`), loaded without tracing:
+    what inference uses unless given a saved module. The `LEAN_SIGNATURES` steps are loaded at once (`step`), the
+    original's four (`Utils`) when first called."""
 
     def __init__(self, device: str) -> None:
-        self.preprocess_for_localization = _frozen("preprocess_for_localization", device)
-        self.bbox_from_localization_output = _frozen("bbox_from_localization_output", device)
-        self.preprocess_for_segmentation = _frozen("preprocess_for_segmentation", device)
-        self.postprocess_for_segmentation = _frozen("postprocess_for_segmentation", device)
+        self.device = device
+        self._functions = {name: _frozen(name, signature, device) for name, signature in LEAN_SIGNATURES.items()}
+
+    def step(self, name: str) -> Any:
+        """The function `name` of `ops`, with its `LEAN_SIGNATURES` or `PIPELINE_SIGNATURES` entry."""
+        if name not in self._functions:
+            self._functions[name] = _frozen(name, PIPELINE_SIGNATURES[name], self.device)
+        return self._functions[name]
+
+    def preprocess_for_localization(self, *arguments: Any) -> Any:
+        return self.step("preprocess_for_localization")(*arguments)
+
+    def bbox_from_localization_output(self, *arguments: Any) -> Any:
+        return self.step("bbox_from_localization_output")(*arguments)
+
+    def preprocess_for_segmentation(self, *arguments: Any) -> Any:
+        return self.step("preprocess_for_segmentation")(*arguments)
+
+    def postprocess_for_segmentation(self, *arguments: Any) -> Any:
+        return self.step("postprocess_for_segmentation")(*arguments)
 
 
-def _frozen(name: str, device: str) -> Any:
-    """The function `name` of `ops`, traced with its `PIPELINE_SIGNATURES` entry, as a cached frozen graph."""
-    function = _traced(getattr(ops, name), *PIPELINE_SIGNATURES[name])
+def _frozen(name: str, signature: tuple[tf.TensorSpec, ...], device: str) -> Any:
+    """The function `name` of `ops` traced with `signature`, as a cached frozen graph."""
+    function = _traced(getattr(ops, name), *signature)
     return cached_graph(name, device, lambda: freeze(function.get_concrete_function(), device))
 
 

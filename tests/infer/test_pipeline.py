@@ -155,3 +155,93 @@ def test_no_organ_found_is_refused_unless_organs_are_not_required(block_segmente
     with pytest.raises(InputError, match="no organs found: the localization network marked no voxel"):
         empty.segment(ct, (3.0, 3.0, 3.0))
     assert empty.segment(ct, (3.0, 3.0, 3.0), require_organs=False).label.shape == ct.shape
+
+
+def _recording_segmenter(utils: object, coarse: InputContract, fine: InputContract, block: int | None) -> tuple:
+    """Stand-in networks recording their inputs: a mask of the central (2 `block`)^3 voxels of the localization
+    input (None: all of it, so the box reaches the CT's edges) and probabilities that follow the SCN input."""
+    received: dict[str, tf.Tensor] = {}
+
+    def localization(inputs: tf.Tensor) -> tf.Tensor:
+        received["localization"] = inputs
+        mask = np.zeros(inputs.shape, bool)
+        if block is None:
+            mask[:] = True
+        else:
+            mask[(..., *(slice(size // 2 - block, size // 2 + block) for size in inputs.shape[2:]))] = True
+        return tf.constant(mask)
+
+    def segmentation(inputs: tf.Tensor) -> tf.Tensor:
+        received["segmentation"] = inputs
+        levels = tf.constant([-0.4, -0.1, 0.0, 0.05, 0.2], tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis, None]
+        closeness = tf.exp(-tf.square(tf.cast(inputs, tf.float32) - levels) * 50.0)
+        return tf.cast(closeness / tf.reduce_sum(closeness, axis=1, keepdims=True), tf.float16)
+
+    segmenter = Segmenter(
+        Network("localization", Path("a"), "rebuilt", "float32", localization, coarse),
+        Network("segmentation", Path("b"), "rebuilt", "float32", segmentation, fine),
+        utils,  # type: ignore[arg-type]
+    )
+    return segmenter, received
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "fine", "block"),
+    [
+        # 70 slices: two localization slabs and a part one; a 128 mm box well inside the CT (the kernel's reach
+        # beyond it is read from the CT), smoothed (the paper's contracts)
+        ((70, 90, 100), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, 5),
+        # the box reaches every edge of the CT: the smoothing mirrors there
+        ((45, 60, 64), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, None),
+        # 5 slices of 6 mm and a 12 mm kernel: the mirror repeats (the kernel is longer than the CT)
+        ((5, 60, 64), (6.0, 3.0, 3.0), InputContract(2.0, ((32, 64),) * 3, smoothing_sigma_mm=12.0), None),
+        # no smoothing: the box region itself
+        ((70, 100, 140), (3.0, 2.5, 2.0), InputContract(2.0, ((32, 64, 96, 128),) * 3, smoothing_sigma_mm=0.0), 4),
+    ],
+)
+def test_the_lean_steps_give_what_the_original_interface_gives(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], fine: InputContract, block: int | None
+) -> None:
+    """`PipelineFunctions` (the CT converted a slab or its box region at a time, the label filled in where the box
+    lies) against the original's interface on the whole CT in float16: the same network inputs, details and labels,
+    bit for bit."""
+    from efficientscn.infer.utils_module import PipelineFunctions
+
+    ct = np.random.default_rng(1).integers(-1024, 2500, shape).astype(np.int16)
+    ct[:, : shape[1] // 3] = -1000  # some air, some tissue
+    results = []
+    for utils in (PipelineFunctions("cpu"), UtilsModule()):
+        segmenter, received = _recording_segmenter(utils, PAPER_LOCALIZATION, fine, block)
+        segmentation = segmenter.segment(ct, spacing)
+        results.append((segmentation, {stage: tensor.numpy() for stage, tensor in received.items()}))
+    (lean, lean_inputs), (whole, whole_inputs) = results
+    assert lean.details == whole.details
+    for stage in ("localization", "segmentation"):
+        np.testing.assert_array_equal(lean_inputs[stage], whole_inputs[stage], err_msg=stage)
+    np.testing.assert_array_equal(lean.label, whole.label)
+    assert 0 < np.count_nonzero(lean.label) < lean.label.size  # the labels say something
+    inside = block is not None and all(
+        first > 0 and last < size
+        for first, last, size in zip(
+            np.floor(np.array(lean.details["box_start_mm"]) / spacing),
+            np.array(lean.details["box_end_mm"]) / spacing,
+            shape,
+            strict=True,
+        )
+    )
+    assert inside == (block is not None)  # the cases test what they say
+
+
+def test_a_localization_contract_that_smooths_takes_the_whole_ct() -> None:
+    """Smoothing needs the neighbouring slices: with a smoothing localization contract the lean steps fall back
+    to the whole CT, and still equal the original interface."""
+    from efficientscn.infer.utils_module import PipelineFunctions
+
+    coarse = InputContract(8.0, ((64, 128), (48, 96), (48, 96)), smoothing_sigma_mm=4.0)
+    ct = np.random.default_rng(2).integers(-1000, 1000, (40, 50, 60)).astype(np.int16)
+    inputs = []
+    for utils in (PipelineFunctions("cpu"), UtilsModule()):
+        segmenter, received = _recording_segmenter(utils, coarse, PAPER_SEGMENTATION, 4)
+        segmenter.segment(ct, (3.0, 3.0, 3.0))
+        inputs.append(received["localization"].numpy())
+    np.testing.assert_array_equal(inputs[0], inputs[1])

@@ -1,0 +1,117 @@
+"""Frozen graphs in the cache: they compute what was traced, are found again instead of traced, and survive a bad
+or unwritable cache."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientscn.infer import graphs
+from efficientscn.infer.graphs import as_function, cached_graph, code_key, freeze, without_graph_optimisation
+
+
+class _Scaled(tf.Module):
+    """A function with a variable and two outputs, as the networks and the pipeline's functions have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = tf.Variable([[1.5, -2.0], [0.25, 3.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([], tf.int32)])
+    def __call__(self, values: tf.Tensor, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        product = tf.matmul(values, self.weight)
+        return product, tf.reduce_sum(product[:count], axis=0)
+
+
+def _freeze_scaled() -> tf.compat.v1.MetaGraphDef:
+    module = _Scaled()
+    return freeze(module.__call__.get_concrete_function(), "cpu")
+
+
+def test_a_frozen_graph_computes_what_was_traced() -> None:
+    module = _Scaled()
+    values = tf.constant(np.random.default_rng(0).normal(size=(7, 2)), tf.float32)
+    expected = module(values, tf.constant(3))
+    frozen = as_function(freeze(module.__call__.get_concrete_function(), "cpu"))
+    module.weight.assign(tf.zeros([2, 2]))  # the graph holds the values frozen, not the variable
+    for mine, theirs in zip(frozen(values, tf.constant(3)), expected, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert frozen(tf.ones([4, 2]), tf.constant(4))[1].numpy().tolist() == [7.0, 4.0]  # any batch size
+
+
+def test_a_graph_is_traced_once_then_found_in_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path))
+    traces: list[str] = []
+
+    def trace() -> tf.compat.v1.MetaGraphDef:
+        traces.append("traced")
+        return _freeze_scaled()
+
+    first = cached_graph("scaled", "key", trace)
+    second = cached_graph("scaled", "key", trace)
+    other = cached_graph("scaled", "other-key", trace)
+    assert traces == ["traced", "traced"]  # the second call read the first one's file
+    assert [path.name for path in sorted((tmp_path / "graphs").iterdir())] == [
+        f"scaled-key-{code_key()}.pb",
+        f"scaled-other-key-{code_key()}.pb",
+    ]
+    values = tf.ones([2, 2])
+    for function in (second, other):
+        np.testing.assert_array_equal(function(values, tf.constant(1))[0].numpy(), first(values, tf.constant(1))[0])
+
+
+def test_a_corrupt_cached_graph_is_traced_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path))
+    path = tmp_path / "graphs" / f"scaled-key-{code_key()}.pb"
+    path.parent.mkdir()
+    path.write_bytes(b"\x00not a graph")
+    with caplog.at_level(logging.WARNING):
+        function = cached_graph("scaled", "key", _freeze_scaled)
+    assert "cannot read this cached graph" in caplog.text or "not a cached graph" in caplog.text
+    assert function(tf.ones([1, 2]), tf.constant(1))[1].numpy().tolist() == [1.75, 1.0]
+    assert path.stat().st_size > 100  # replaced by the good one
+
+
+def test_an_unwritable_cache_costs_only_the_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(blocked))
+    with caplog.at_level(logging.WARNING):
+        function = cached_graph("scaled", "key", _freeze_scaled)
+    assert "cannot keep the traced graph for later runs" in caplog.text
+    assert function(tf.ones([1, 2]), tf.constant(1))[1].numpy().tolist() == [1.75, 1.0]
+
+
+def test_the_code_key_changes_with_the_graph_building_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "nn").mkdir()
+    (tmp_path / "nn" / "net.py").write_text("LAYERS = 3\n")
+    monkeypatch.setattr(graphs, "_PACKAGE", tmp_path)
+    monkeypatch.setattr(graphs, "GRAPH_SOURCES", ("nn",))
+    code_key.cache_clear()
+    try:
+        before = code_key()
+        (tmp_path / "nn" / "net.py").write_text("LAYERS = 4\n")
+        code_key.cache_clear()
+        assert code_key() != before
+    finally:
+        code_key.cache_clear()
+
+
+def test_graph_optimisation_is_off_on_the_cpu_only_inside_the_block() -> None:
+    def disabled() -> bool:
+        return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+
+    assert not disabled()
+    with without_graph_optimisation("cpu"):
+        assert disabled()
+    assert not disabled()
+    with without_graph_optimisation("gpu"):  # a GPU's layout and fusion passes need its placement
+        assert not disabled()
