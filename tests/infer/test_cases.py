@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from efficientscn.atomic import atomic_output, leftover_temporaries
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.infer import cases as cases_module
 from efficientscn.infer.cases import (
     Case,
     ReadAhead,
@@ -214,6 +215,27 @@ def test_read_ahead_reads_each_case_once_in_order_and_one_ahead(tmp_path: Path, 
             assert isinstance(seconds, float) and seconds >= 0.0
             _drain(executor)
             assert reads == sources[: index + 2]  # the next one is being read, not more
+    assert reads == sources
+
+
+def test_a_next_ct_too_large_to_read_ahead_is_read_when_its_turn_comes(
+    tmp_path: Path, reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a case is segmented, only a small next CT is read (a batch then needs little more memory than its
+    largest case); a larger one waits for its turn, and comes all the same."""
+    # ts_example_ct: 1,380,064 voxels; ts_example_ct_sm_lpi: 369,660; the anisotropic one: 147,864
+    monkeypatch.setattr(cases_module, "READ_AHEAD_MAX_VOXELS", 400_000)
+    cases = _shared_cases(tmp_path, "ts_example_ct_sm_aniso", "ts_example_ct", "ts_example_ct_sm_lpi")
+    sources = [case.source for case in cases]
+    with ThreadPoolExecutor(1) as executor:
+        ahead = ReadAhead(cases, executor, max_voxels=10**9)
+        assert ahead.take(cases[0])[0].array_zyx.shape == (12, 101, 122)
+        _drain(executor)
+        assert reads == sources[:1]  # the large second CT is not read ahead
+        assert ahead.take(cases[1])[0].array_zyx.shape == (112, 101, 122)  # read now
+        _drain(executor)
+        assert reads == sources  # and the small third one ahead of its turn
+        assert ahead.take(cases[2])[0].array_zyx.shape == (30, 101, 122)
     assert reads == sources
 
 
