@@ -1,16 +1,24 @@
-"""Inference speed and memory: per-case seconds per stage and peak RSS of `efficientscn predict`, and the I/O floor.
+"""Inference start-up, speed and memory of `efficientscn predict`: a lone CT from process start, a batch, a large CT.
 
-Each input is segmented `--repeats` times in one `efficientscn predict` process (a batch of copies, as a user's
-folder of CTs), so the figures are per case in a running batch (the models load and trace before the first case,
-while it is read). Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen stretched along z and resampled to
-0.8 x 0.8 x 2 mm) and real CTs of ../shared/data. The I/O floor is the time to read the same CT (onto the
-canonical grid) and to write a label of its size. The SCN alone at its largest input (160 x 128 x 160) is timed
-as well, since the organ box of a CT decides the size it runs at.
+For each input it measures, in fresh processes:
+- a lone CT, `efficientscn predict -i <CT>`, from process start to exit (median of `--repeats` runs with the
+  graph cache filled; the first run on a machine, which traces the networks into the cache, once), and its peak RSS;
+- where that time and memory go (`startup_split`): importing TensorFlow and the package, loading the networks'
+  graphs, the first case's stages and the same stages again (a first call instantiates the graphs), with the
+  resident memory after each step and the peak within it;
+- a batch of `--repeats` copies: per-case seconds per stage (medians of cases 2..n), the batch's peak RSS, and the
+  I/O floor (the time merely to read the CT onto the canonical grid and to write a label of its size);
+- a batch mixing the large CT with three 512 x 512 x 200 ones against the large CT alone (with `--large`).
 
-    python benchmarks/inference.py [--models DIR] [--repeats 5] [--device cpu] [--precision auto]
+Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen stretched along z and resampled to 0.8 x 0.8 x 2 mm), real
+CTs of ../shared/data, and with `--large` a 512 x 512 x 1208 CT at 0.8 mm (317 M voxels, a whole-body size). The
+SCN alone at its largest input (160 x 128 x 160) is timed as well, since the organ box decides the size it runs at.
+
+    python benchmarks/inference.py [--models DIR] [--repeats 5] [--device cpu] [--precision auto] [--large]
 
 Without --models it builds a temporary models folder: the original's released localization weights in our network
 (the boxes are the real ones) and an untrained SCN of the paper's size (its labels are meaningless, its speed is not).
+The graph cache is a temporary folder too, so the first run is a machine's first.
 """
 
 from __future__ import annotations
@@ -18,18 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 STAGES = ("read", "localization", "segmentation", "write")
+T = TypeVar("T")
 Z_STRETCH = 1.6
 
 logger = logging.getLogger("benchmark")
@@ -73,6 +87,13 @@ def temporary_models(folder: Path) -> Path:
     return folder
 
 
+def in_child(function: Callable[..., T], *arguments: Any) -> T:
+    """`function(*arguments)` run in a child process: this process stays small, so that the processes it starts
+    measure their own memory (a child may inherit its parent's resident size in getrusage)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *arguments).result()
+
+
 def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]) -> dict:
     """`efficientscn predict` on `repeats` copies of `ct` in a fresh process; per-stage seconds and peak RSS."""
     inputs = work / f"{ct.name}.inputs"
@@ -96,6 +117,7 @@ def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]
         "medians": medians,
         "total": sum(medians.values()),
         "wall": wall,
+        "cases": len(cases),
         "peak_rss_mb": record["peak_rss_mb"],
         "precision": record["precision"],
         "sizes": (cases[0]["details"]["localization_input_zyx"], cases[0]["details"]["segmentation_input_zyx"]),
@@ -123,7 +145,7 @@ def io_floor(ct: Path, repeats: int, work: Path) -> tuple[float, float]:
 def largest_scn_seconds(models: Path, device: str, precision: str, repeats: int = 3) -> tuple[float, float]:
     """Median seconds of the SCN on its largest input, 160 x 128 x 160, and the peak RSS (GB) of a process doing it."""
     script = f"""
-import json, resource, statistics, time
+import json, statistics, time
 import tensorflow as tf
 from pathlib import Path
 from efficientscn.infer.models import load_network, select_device
@@ -136,20 +158,121 @@ network.run(image)
 times = []
 for _ in range({repeats}):
     start = time.perf_counter(); network.run(image).numpy(); times.append(time.perf_counter() - start)
-print(json.dumps([statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20]))
+peak = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+print(json.dumps([statistics.median(times), int(peak.split()[1]) / 2**20]))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     seconds, peak_gb = json.loads(done.stdout.strip().splitlines()[-1])
     return seconds, peak_gb
 
 
+STARTUP_PROBE = """
+import dataclasses, json, sys, time
+from pathlib import Path
+start = last = time.perf_counter()
+steps = []
+
+def memory():
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return [int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")]
+
+def mark(step):
+    global last
+    now = time.perf_counter()
+    steps.append([step, now - last, *memory()])
+    Path("/proc/self/clear_refs").write_text("5")  # the next step's peak is its own
+    last = time.perf_counter()
+
+from efficientscn.infer.runtime import prepare_environment
+prepare_environment()
+import tensorflow
+mark("import TensorFlow")
+from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.infer.graphs import without_graph_optimisation
+from efficientscn.infer.models import select_device
+from efficientscn.infer.pipeline import InferenceConfig
+from efficientscn.infer.predict import PredictOptions, load_segmenter
+from efficientscn.imaging.write import write_label
+from efficientscn.model.precision import inference_precision
+mark("import the package")
+ct_path, models, output = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+device = select_device(sys.argv[4] or None)
+precision = inference_precision(device, sys.argv[5])
+with without_graph_optimisation(device):
+    segmenter = load_segmenter(PredictOptions(ct_path, output, models), device, precision, InferenceConfig(), ct_path)
+    mark("load the networks' graphs")
+    ct = CanonicalCT.read(ct_path)
+    mark("read the CT")
+
+    def marked(network, before, after):
+        def run(image):
+            mark(before)
+            result = network.run(image)
+            result.numpy()
+            mark(after)
+            return result
+        return dataclasses.replace(network, run=run)
+
+    plain = segmenter.localization, segmenter.segmentation
+    segmenter.localization = marked(plain[0], "localization: input", "localization: network")
+    segmenter.segmentation = marked(plain[1], "segmentation: box, mask, input", "segmentation: SCN")
+    label = segmenter.segment(ct.array_zyx, ct.spacing_zyx).label
+    mark("segmentation: label on the CT grid")
+    write_label(ct.restore(label), output / "label.nii.gz", overwrite=True)
+    mark("restore and write the label")
+    segmenter.localization, segmenter.segmentation = plain
+    segmenter.segment(ct.array_zyx, ct.spacing_zyx)
+    mark("the same case again (instantiated)")
+print(json.dumps(steps))
+"""
+
+
+def startup_split(ct: Path, models: Path, work: Path, device: str, precision: str) -> list[list]:
+    """[step, seconds, RSS after (MB), peak within (MB)] of a lone CT's run, step by step (see STARTUP_PROBE)."""
+    output = work / f"{ct.name}.split"
+    output.mkdir(exist_ok=True)
+    command = [sys.executable, "-c", STARTUP_PROBE, str(ct), str(models), str(output), device, precision]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the start-up probe failed on {ct}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def lone_run(ct: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
+    """Seconds from process start to exit of `efficientscn predict -i <ct>`, and its peak RSS (GB, from its report)."""
+    output, report = work / f"{ct.name}.lone", work / f"{ct.name}.lone.json"
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(ct), "-o", str(output)]
+    command += ["--models", str(models), "--report", str(report), "--overwrite", *extra]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"predict failed on {ct}:\n{done.stderr[-3000:]}")
+    return seconds, json.loads(report.read_text())["peak_rss_mb"] / 1024
+
+
+def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
+    """Peak RSS (GB) of a batch of `other` three times and `large` in between, and of `large` alone."""
+    inputs = work / "mixed.inputs"
+    inputs.mkdir()
+    for index, ct in enumerate((other, large, other, other)):
+        (inputs / f"case{index:02d}{''.join(ct.suffixes)}").symlink_to(ct.resolve())
+    report = work / "mixed.json"
+    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
+    command += ["-o", str(work / "mixed.out"), "--models", str(models), "--report", str(report), *extra]
+    subprocess.run(command, capture_output=True, text=True, check=True)
+    alone = lone_run(large, models, work, extra)[1]
+    return json.loads(report.read_text())["peak_rss_mb"] / 1024, alone
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, help="models folder (default: a temporary one, see above)")
-    parser.add_argument("--repeats", type=int, default=5, help="cases per batch (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="cases per batch and lone runs (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "gpu"))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--cases", nargs="*", default=["ts_example_ct", "ts_example_ct_dicom"], help="shared case IDs")
+    parser.add_argument("--large", action="store_true", help="also the 512 x 512 x 1208 CT and a mixed batch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     extra = ["--precision", args.precision] + (["--device", args.device] if args.device else [])
@@ -157,31 +280,54 @@ def main() -> int:
     cases_json = {case["id"]: case for case in json.loads((SHARED / "data" / "cases.json").read_text())}
     with tempfile.TemporaryDirectory(prefix="efficientscn-benchmark-") as temporary:
         work = Path(temporary)
+        os.environ["EFFICIENTSCN_CACHE"] = str(work / "cache")  # empty: the first run is a machine's first
         models = args.models or temporary_models(work / "models")
-        inputs = {"synthetic 512x512x200": synthetic_ct(work / "synthetic_0000.nii.gz")}
+        inputs = {"synthetic 512x512x200": in_child(synthetic_ct, work / "synthetic_0000.nii.gz")}
         for case_id in args.cases:
-            image = SHARED / "data" / cases_json[case_id]["image"]
-            inputs[case_id] = image
-        rows = []
+            inputs[case_id] = SHARED / "data" / cases_json[case_id]["image"]
+        if args.large:
+            large = in_child(synthetic_ct, work / "large_0000.nii.gz", (512, 512, 1208), (0.8, 0.8, 0.8))
+            inputs["synthetic 512x512x1208, 0.8 mm"] = large
+        first_run = lone_run(inputs["synthetic 512x512x200"], models, work, extra)
+        logger.info("first run on this machine (tracing into the cache): %.1f s", first_run[0])
+        rows, splits = [], {}
         for name, ct in inputs.items():
-            logger.info("%s: %d cases in one batch ...", name, args.repeats)
-            result = run_batch(ct, models, args.repeats, work, extra)
-            floor = io_floor(ct, 3, work)
-            rows.append((name, result, floor))
+            logger.info("%s: lone runs, the start-up split, %d cases in one batch ...", name, args.repeats)
+            lone = [lone_run(ct, models, work, extra) for _ in range(args.repeats if "1208" not in name else 1)]
+            splits[name] = startup_split(ct, models, work, args.device or "", args.precision)
+            result = run_batch(ct, models, args.repeats if "1208" not in name else 2, work, extra)
+            floor = in_child(io_floor, ct, 3, work)
+            rows.append((name, statistics.median(s for s, _ in lone), max(p for _, p in lone), result, floor))
+        mixed = mixed_batch_peaks(large, inputs["synthetic 512x512x200"], models, work, extra) if args.large else None
         largest = largest_scn_seconds(models, args.device or "cpu", args.precision)
 
-    print(f"\nefficientscn predict, {args.repeats} cases per batch; medians of cases 2..{args.repeats} (s)")
+    print(
+        f"\nprecision: {rows[0][3]['precision']}; first run on a machine (graphs traced into the cache): "
+        f"{first_run[0]:.1f} s, peak {first_run[1]:.2f} GB for the synthetic 512x512x200 CT"
+    )
+    print("\nlone CT, process start to exit (median of runs with the cache filled) | peak RSS")
+    for name, seconds, peak, _, _ in rows:
+        print(f"{name} | {seconds:.1f} s | {peak:.2f} GB")
+    for name, steps in splits.items():
+        print(f"\nwhere a lone run of {name} goes: step | seconds | RSS after | peak within")
+        for step, seconds, rss, peak in steps:
+            print(f"{step} | {seconds:.2f} | {rss / 1024:.2f} GB | {peak / 1024:.2f} GB")
+    print("\nbatch: medians of cases 2..n (s)")
     header = "input | loc / seg input (z,y,x) | read | localization | segmentation | write | total | first case | "
     print(header + "batch wall / case | peak RSS | I/O floor read + write")
-    for name, result, (read, write) in rows:
+    for name, _, _, result, (read, write) in rows:
         m = result["medians"]
         sizes = "x".join(map(str, result["sizes"][0])) + " / " + "x".join(map(str, result["sizes"][1]))
         print(
             f"{name} | {sizes} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
             f"{m['write']:.2f} | {result['total']:.2f} | {result['first']:.2f} | "
-            f"{result['wall'] / args.repeats:.2f} | {result['peak_rss_mb'] / 1024:.2f} GB | {read:.2f} + {write:.2f}"
+            f"{result['wall'] / result['cases']:.2f} | {result['peak_rss_mb'] / 1024:.2f} GB | {read:.2f} + {write:.2f}"
         )
-    print(f"precision: {rows[0][1]['precision']}")
+    if mixed:
+        print(
+            f"\nbatch of three 512x512x200 CTs and the 512x512x1208 one: peak {mixed[0]:.2f} GB; "
+            f"the 512x512x1208 CT alone: {mixed[1]:.2f} GB"
+        )
     print(f"SCN alone at its largest input 160x128x160: {largest[0]:.2f} s, peak RSS {largest[1]:.2f} GB")
     return 0
 

@@ -41,6 +41,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
 
 
+def _high_water_mark_mb() -> float | None:
+    """VmHWM, MB, on Linux: the peak of this process's own memory (getrusage may report the peak of the process
+    that started it), since the last reset through /proc/self/clear_refs."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024 if line else None
+
+
 class CasePeakMemory:
     """Peak resident memory per case and of the whole process.
 
@@ -49,7 +60,7 @@ class CasePeakMemory:
     """
 
     def __init__(self) -> None:
-        self._process_peak = peak_rss_mb()
+        self._process_peak = _high_water_mark_mb() or peak_rss_mb()
         self._resettable = self._write_clear_refs()
 
     @staticmethod
@@ -68,11 +79,7 @@ class CasePeakMemory:
 
     def case_peak_mb(self) -> float:
         """The peak since the last `reset`, MB."""
-        if self._resettable:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return peak_rss_mb()
+        return (self._resettable and _high_water_mark_mb()) or peak_rss_mb()
 
     def process_peak_mb(self) -> float:
         """The peak of the whole process so far, MB."""

@@ -585,3 +585,28 @@ def test_sigterm_while_the_models_load_stops_at_once_with_the_report(tmp_path: P
     assert time.monotonic() - signalled < 8, rest
     assert "Traceback" not in rest
     assert json.loads((tmp_path / "run.json").read_text())["cases"][0]["status"] == "not done"
+
+
+@pytest.mark.slow  # two runs in other processes: under a minute
+def test_a_second_run_loads_the_graphs_the_first_traced_and_labels_alike(tmp_path: Path) -> None:
+    """The first run on a machine traces the networks and the pipeline's functions into the cache; a later run
+    loads them instead (the files stay as they were) and gives the same label."""
+    inputs = tmp_path / "in"
+    _link_cases(inputs, ("ts_example_ct_sm",))
+    environment = {**os.environ, "EFFICIENTSCN_CACHE": str(tmp_path / "cache")}
+    labels, logs = [], []
+    for run in ("first", "second"):
+        command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-i", str(inputs)]
+        command += ["-o", str(tmp_path / run)]  # the log at INFO says what was traced
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
+        assert done.returncode == 0, done.stderr[-3000:]
+        labels.append(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / run / "ts_example_ct_sm.nii.gz"))))
+        logs.append(done.stderr)
+        if run == "first":
+            graphs = {path: path.stat().st_mtime_ns for path in (tmp_path / "cache" / "graphs").glob("*.pb")}
+    stages = {path.name.split("-")[0] for path in graphs}
+    assert {"localization", "segmentation", "resize_planes", "box_labels"} <= stages
+    assert logs[0].count("traced ") >= 4 and "traced " not in logs[1]
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "cache" / "graphs").glob("*.pb")} == graphs
+    np.testing.assert_array_equal(labels[0], labels[1])
+    assert np.count_nonzero(labels[0]) > 0
