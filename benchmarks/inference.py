@@ -184,7 +184,7 @@ def mark(step):
     last = time.perf_counter()
 
 from efficientscn.infer.runtime import prepare_environment
-prepare_environment()
+prepare_environment(lone_ct=True)  # as predict prepares a lone CT
 import tensorflow
 mark("import TensorFlow")
 from efficientscn.imaging.canonical import CanonicalCT

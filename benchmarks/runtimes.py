@@ -7,7 +7,7 @@
 Each network of the models folder runs at the input a 512 x 512 x 200 CT gives it (localization 80 x 80 x 80, the
 SCN 96 x 96 x 160, zyx) in each runtime, every pair in a fresh process so that import and load seconds and peak
 RSS are the runtime's own: TensorFlow bfloat16 and float32 (`load_network`, with the allocator and graph
-settings of `efficientscn predict`), ONNX Runtime float32, and OpenVINO float32 and bfloat16 (its
+settings of `efficientscn predict` on a folder of CTs), ONNX Runtime float32, and OpenVINO float32 and bfloat16 (its
 INFERENCE_PRECISION_HINT; skipped on a CPU without bfloat16).
 A runtime whose package is missing is skipped, with the reason.
 
@@ -195,10 +195,10 @@ def load_runtime(runtime: Runtime, models: Path, stage: str, onnx_path: Path) ->
 def measure(runtime: Runtime, models: Path, stage: str, work: Path, repeats: int) -> dict[str, Any]:
     """One runtime on one network in this (fresh) process: seconds of each step, memory; its output saved."""
     image = np.load(work / f"{stage}-input.npy")
-    if runtime.package == "tensorflow":  # TensorFlow's allocator as predict sets it
+    if runtime.package == "tensorflow":  # TensorFlow's allocator as predict sets it for a batch: its pool
         from efficientscn.infer.runtime import prepare_environment
 
-        prepare_environment()
+        prepare_environment(lone_ct=False)
     start = time.perf_counter()
     importlib.import_module(runtime.package)
     if runtime.package == "tensorflow":

@@ -364,9 +364,14 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from efficientscn.imaging.read import is_dicom_folder
     from efficientscn.infer.runtime import prepare_environment
 
-    prepare_environment()  # before TensorFlow is imported
+    try:
+        lone_ct = args.input.is_file() or is_dicom_folder(args.input)
+    except OSError:  # an unreadable input: predict says why
+        lone_ct = False
+    prepare_environment(lone_ct=lone_ct)  # before TensorFlow is imported
     from efficientscn.infer.predict import PredictOptions, predict
 
     options = PredictOptions(
@@ -410,7 +415,7 @@ def _import_original_options(parser: argparse.ArgumentParser) -> None:
 def _run_import_original(args: argparse.Namespace) -> int:
     from efficientscn.infer.runtime import prepare_environment
 
-    prepare_environment()  # before TensorFlow is imported
+    prepare_environment(lone_ct=True)  # before TensorFlow is imported: one probe CT
     from efficientscn.infer.models import select_device
     from efficientscn.infer.original import import_original
     from efficientscn.model.precision import inference_precision

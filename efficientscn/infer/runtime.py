@@ -1,9 +1,11 @@
 """The inference process's own settings: TensorFlow's CPU allocator, and the largest CT this machine's memory takes.
 
 With its default allocator, TensorFlow's oneDNN build keeps every block it ever allocated in a pool: the SCN's
-activations stayed resident after each case and a lone 512 x 512 x 200 CT peaked at 1.75 GB; with the system
-allocator it peaked at 1.47 GB, with the same labels (see the README's benchmark). The setting must be made before
-TensorFlow is imported, which `prepare_environment` does for the command line; a value the user set stands.
+activations stay resident after a case, and a lone 512 x 512 x 200 CT peaked at 1.84 GB; with the system
+allocator it peaked at 1.42 GB, with the same labels, but the SCN took 0.7 s longer per case (measured in the
+README's benchmark). So a lone CT, where memory is what a user waits on, gets the system allocator, and a folder
+of CTs, where each case repeats that cost, keeps the pool. The setting must be made before TensorFlow is imported,
+which `prepare_environment` does for the command line; a value the user set stands.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_ENVIRONMENT = {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
-"""Environment variables inference sets for TensorFlow unless already set."""
+SYSTEM_ALLOCATOR = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
+"""The environment variable that gives TensorFlow's oneDNN build the system allocator ("1") instead of its pool."""
 
 BASE_MEMORY_BYTES = 1_500_000_000
 """Peak memory of inference beside the CT: TensorFlow, the networks and the SCN's activations at its largest input."""
@@ -29,14 +31,13 @@ MAX_VOXELS_CAP = 1024 * 1024 * 1024
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
 
-def prepare_environment() -> None:
-    """Set `INFERENCE_ENVIRONMENT` where the user has not; without effect (said in the debug log) once TensorFlow
-    is imported."""
+def prepare_environment(*, lone_ct: bool) -> None:
+    """Give TensorFlow the system allocator for a lone CT, its pool for a batch, unless the user set
+    `SYSTEM_ALLOCATOR`; without effect (said in the debug log) once TensorFlow is imported."""
     if "tensorflow" in sys.modules:
         logger.debug("TensorFlow already imported: its allocator settings stay as they are")
         return
-    for name, value in INFERENCE_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    os.environ.setdefault(SYSTEM_ALLOCATOR, "1" if lone_ct else "0")
 
 
 def memory_bytes() -> int | None:

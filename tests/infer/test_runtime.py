@@ -13,39 +13,36 @@ from efficientscn.infer import runtime
 from efficientscn.infer.runtime import (
     BASE_MEMORY_BYTES,
     BYTES_PER_VOXEL,
-    INFERENCE_ENVIRONMENT,
     MAX_VOXELS_CAP,
+    SYSTEM_ALLOCATOR,
     max_voxels_for_memory,
     memory_bytes,
 )
 
-_SETTINGS = """
+_SETTING = """
 import os, sys
-from efficientscn.infer.runtime import INFERENCE_ENVIRONMENT, prepare_environment
+from efficientscn.infer.runtime import SYSTEM_ALLOCATOR, prepare_environment
 if sys.argv[1] == "late":
     import tensorflow
-prepare_environment()
-print({name: os.environ.get(name) for name in INFERENCE_ENVIRONMENT})
+prepare_environment(lone_ct=sys.argv[2] == "lone")
+print(os.environ.get(SYSTEM_ALLOCATOR))
 """
 
 
-def _settings(when: str, **environment: str) -> dict[str, str | None]:
-    clean = {key: value for key, value in os.environ.items() if key not in INFERENCE_ENVIRONMENT}
-    done = subprocess.run(
-        [sys.executable, "-c", _SETTINGS, when],
-        env={**clean, **environment},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return eval(done.stdout.strip().splitlines()[-1])  # a dict literal printed by the child
+def _allocator(when: str, inputs: str, **environment: str) -> str:
+    clean = {key: value for key, value in os.environ.items() if key != SYSTEM_ALLOCATOR}
+    command = [sys.executable, "-c", _SETTING, when, inputs]
+    done = subprocess.run(command, env={**clean, **environment}, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
-def test_the_allocator_is_set_before_tensorflow_unless_the_user_chose() -> None:
-    assert _settings("early") == INFERENCE_ENVIRONMENT
-    assert _settings("early", TF_ONEDNN_USE_SYSTEM_ALLOCATOR="0") == {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}
+def test_a_lone_ct_gets_the_system_allocator_a_batch_the_pool_unless_the_user_chose() -> None:
+    assert _allocator("early", "lone") == "1"
+    assert _allocator("early", "batch") == "0"
+    assert _allocator("early", "lone", **{SYSTEM_ALLOCATOR: "0"}) == "0"
+    assert _allocator("early", "batch", **{SYSTEM_ALLOCATOR: "1"}) == "1"
     # too late once TensorFlow is imported: left alone rather than set without effect
-    assert _settings("late") == dict.fromkeys(INFERENCE_ENVIRONMENT)
+    assert _allocator("late", "lone") == "None"
 
 
 def test_the_voxel_limit_follows_the_memory() -> None:
