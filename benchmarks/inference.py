@@ -252,17 +252,19 @@ def lone_run(ct: Path, models: Path, work: Path, extra: list[str]) -> tuple[floa
 
 
 def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
-    """Peak RSS (GB) of a batch of `other` three times and `large` in between, and of `large` alone."""
-    inputs = work / "mixed.inputs"
-    inputs.mkdir()
-    for index, ct in enumerate((other, large, other, other)):
-        (inputs / f"case{index:02d}{''.join(ct.suffixes)}").symlink_to(ct.resolve())
-    report = work / "mixed.json"
-    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
-    command += ["-o", str(work / "mixed.out"), "--models", str(models), "--report", str(report), *extra]
-    subprocess.run(command, capture_output=True, text=True, check=True)
-    alone = lone_run(large, models, work, extra)[1]
-    return json.loads(report.read_text())["peak_rss_mb"] / 1024, alone
+    """Peak RSS (GB) of a batch of `other` three times and `large` in between, and of a batch of `large` alone."""
+    peaks = []
+    for name, cts in (("mixed", (other, large, other, other)), ("large alone", (large,))):
+        inputs = work / f"{name}.inputs"
+        inputs.mkdir()
+        for index, ct in enumerate(cts):
+            (inputs / f"case{index:02d}{''.join(ct.suffixes)}").symlink_to(ct.resolve())
+        report = work / f"{name}.json"
+        command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
+        command += ["-o", str(work / f"{name}.out"), "--models", str(models), "--report", str(report), *extra]
+        subprocess.run(command, capture_output=True, text=True, check=True)
+        peaks.append(json.loads(report.read_text())["peak_rss_mb"] / 1024)
+    return peaks[0], peaks[1]
 
 
 def main() -> int:
@@ -326,7 +328,7 @@ def main() -> int:
     if mixed:
         print(
             f"\nbatch of three 512x512x200 CTs and the 512x512x1208 one: peak {mixed[0]:.2f} GB; "
-            f"the 512x512x1208 CT alone: {mixed[1]:.2f} GB"
+            f"a batch of the 512x512x1208 CT alone: {mixed[1]:.2f} GB"
         )
     print(f"SCN alone at its largest input 160x128x160: {largest[0]:.2f} s, peak RSS {largest[1]:.2f} GB")
     return 0

@@ -12,6 +12,8 @@ five probability channels never exist at the CT's resolution all at once (docs/f
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from efficientscn.imaging.resample import AIR_HU
@@ -358,6 +360,39 @@ def localization_input_from_planes(
     return intensity_postprocessing_ct(padded), paddings
 
 
+class _SegmentationBox(NamedTuple):
+    first: tf.Tensor
+    """The grown box's voxel range first..stop-1, int32 [3] (may leave the CT)."""
+    stop: tf.Tensor
+    begin: tf.Tensor
+    """That range clipped to the CT: begin..end-1."""
+    end: tf.Tensor
+    valid_size: tf.Tensor
+    """The network input size the box was grown for."""
+    sigma_voxels: tf.Tensor
+    """The smoothing sigma per axis in the CT's voxels."""
+
+
+def _segmentation_box(
+    size: tf.Tensor,
+    spacing: tf.Tensor,
+    new_spacing: tf.Tensor,
+    bbox_end: tf.Tensor,
+    bbox_start: tf.Tensor,
+    sigma: tf.Tensor,
+    valid_sizes_z: tf.Tensor,
+    valid_sizes_y: tf.Tensor,
+    valid_sizes_x: tf.Tensor,
+) -> _SegmentationBox:
+    """Where the segmentation input comes from in a CT of `size`: the box grown to a valid size at `new_spacing`."""
+    start, end, valid_size = valid_bbox_extent_for_segmentation(
+        bbox_end, bbox_start, new_spacing, valid_sizes_z, valid_sizes_y, valid_sizes_x
+    )
+    first, stop, begin, end_index = _bbox_index_range(size, spacing, start, end)
+    sigma_voxels = tf.broadcast_to(_as_float32(sigma), [3]) / spacing
+    return _SegmentationBox(first, stop, begin, end_index, valid_size, sigma_voxels)
+
+
 def _smoothing_reach(sigma_voxels: tf.Tensor) -> tf.Tensor:
     """Voxels beyond the box the segmentation input depends on, int32 [3]: the kernel half-widths if smoothing."""
     smoothed = tf.reduce_any(sigma_voxels > 0.0)
@@ -378,12 +413,11 @@ def segmentation_region(
     """(begin, end) int32 [3]: the voxels of a CT of `size` that `preprocess_for_segmentation` reads, the grown box
     and the smoothing kernel's reach, clipped to the CT. Only they need converting to float16 (see
     `preprocess_for_segmentation_region`)."""
-    start, end, _ = valid_bbox_extent_for_segmentation(
-        bbox_end, bbox_start, new_spacing, valid_sizes_z, valid_sizes_y, valid_sizes_x
+    box = _segmentation_box(
+        size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x
     )
-    _, _, begin, end_index = _bbox_index_range(size, spacing, start, end)
-    reach = _smoothing_reach(tf.broadcast_to(_as_float32(sigma), [3]) / spacing)
-    return tf.maximum(begin - reach, 0), tf.minimum(end_index + reach, size)
+    reach = _smoothing_reach(box.sigma_voxels)
+    return tf.maximum(box.begin - reach, 0), tf.minimum(box.end + reach, size)
 
 
 def preprocess_for_segmentation(
@@ -437,23 +471,21 @@ def preprocess_for_segmentation_region(
 
     Exact: the mirroring of the smoothing happens only at edges of the CT, which are the region's edges there.
     """
-    start, end, valid_size = valid_bbox_extent_for_segmentation(
-        bbox_end, bbox_start, new_spacing, valid_sizes_z, valid_sizes_y, valid_sizes_x
+    box = _segmentation_box(
+        size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x
     )
-    first, stop, begin, end_index = _bbox_index_range(size, spacing, start, end)
-    croppings = tf.stack([begin, size - end_index], axis=1)
-    paddings = tf.stack([begin - first, stop - end_index], axis=1)
-    sigma_voxels = tf.broadcast_to(_as_float32(sigma), [3]) / spacing
-    local_begin, local_end = begin - region_begin, end_index - region_begin
+    croppings = tf.stack([box.begin, size - box.end], axis=1)
+    paddings = tf.stack([box.begin - box.first, box.stop - box.end], axis=1)
+    local_begin, local_end = box.begin - region_begin, box.end - region_begin
     cropped = tf.cond(
-        tf.reduce_any(sigma_voxels > 0.0),
-        lambda: _smoothed_region(region, local_begin, local_end, sigma_voxels),
+        tf.reduce_any(box.sigma_voxels > 0.0),
+        lambda: _smoothed_region(region, local_begin, local_end, box.sigma_voxels),
         lambda: crop_image(region, tf.stack([local_begin, _spatial_size(region) - local_end], axis=1)),
     )
     # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
     cropped = pad_image(cropped, paddings, 0)
     cropped_size = _spatial_size(cropped)
-    resized = resize_image(cropped, valid_size, "area")
+    resized = resize_image(cropped, box.valid_size, "area")
     return intensity_postprocessing_ct(resized), cropped_size, croppings, paddings
 
 
