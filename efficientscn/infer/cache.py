@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from efficientscn.model.savedmodel import METADATA_FILE
 
 
 def cache_root() -> Path:
-    """Where converted models are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn, else
-    ~/.cache/efficientscn."""
+    """Where converted models and frozen graphs are kept: $EFFICIENTSCN_CACHE, else $XDG_CACHE_HOME/efficientscn,
+    else ~/.cache/efficientscn."""
     if os.environ.get("EFFICIENTSCN_CACHE"):
         return Path(os.environ["EFFICIENTSCN_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "efficientscn"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "efficientscn"
+    try:
+        return Path.home() / ".cache" / "efficientscn"
+    except RuntimeError:  # no home folder (a service user): the system's temporary folder
+        return Path(tempfile.gettempdir()) / "efficientscn-cache"
 
 
 def fingerprint(folder: Path) -> str:

@@ -231,8 +231,10 @@ class ReadAhead:
         after starting to read the one after it."""
         index = self._cases.index(case)
         self._submit(index, ahead=False)
-        read = self._pending.pop(index).result()
-        self._submit(index + 1, ahead=True)
+        try:
+            read = self._pending.pop(index).result()
+        finally:  # also after a failed read: the batch goes on
+            self._submit(index + 1, ahead=True)
         return read if read is not None else self._read_now(case)
 
     def drop(self, case: Case) -> None:

@@ -1,11 +1,12 @@
 """Traced functions kept as frozen graphs in the cache: traced once, then loaded without Python tracing.
 
-Tracing the networks (Keras layers called in a tf.function) and the pipeline's functions took about 5 s of a lone
-CT's run, every run. A frozen graph (the concrete function with its variables made constants) holds the same ops,
-loads in well under a second and computes the same values. It is kept under `<cache>/graphs/<name>-<key>.pb`, the
-key hashing what the graph was traced from (the SavedModel's content, the precision, the code that builds graphs
-and TensorFlow's version), so a changed model or a new version of this package traces anew. A cache that cannot
-be written costs only the time: the graph is traced and used all the same.
+Tracing the networks (Keras layers called in a tf.function) and the pipeline's functions, and optimising them on
+their first call, took about 11 s of a lone CT's 18.7 s run, every run. A frozen graph (the concrete function with
+its variables made constants) holds the same ops, loads in well under a second and computes the same values. It is
+kept under `<cache>/graphs/<name>-<key>-<code key>.pb`: the key names what the graph was traced from (the
+SavedModel's content, the precision, the device), the code key the software that traced it (`code_key`), so a
+changed model or another version of this package traces anew. A cache that cannot be written costs only the time:
+the graph is traced and used all the same; a cached file that cannot be used is traced again.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keras
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -32,14 +35,18 @@ logger = logging.getLogger(__name__)
 GRAPHS_FOLDER = "graphs"
 _SIGNATURE = "call"
 _PACKAGE = Path(__file__).resolve().parents[1]
-GRAPH_SOURCES = ("nn", "model", "infer/ops.py", "infer/graphs.py")
+GRAPH_SOURCES = ("nn", "model", "infer", "imaging/resample.py")
 """The package's code that decides what a traced graph holds: a change to any of it keys new graphs."""
+STALE_SECONDS = 24 * 3600
+"""Temporary files in the cache older than this are left over by a killed run, and removed."""
 
 
 @functools.cache
 def code_key() -> str:
-    """A short hash of TensorFlow's version and the package's graph-building code (`GRAPH_SOURCES`)."""
-    digest = hashlib.sha256(tf.__version__.encode())
+    """A short hash of the package's graph-building code (`GRAPH_SOURCES`), the versions of TensorFlow and Keras,
+    and whether TensorFlow's oneDNN operations are on (the CPU fusions the graphs are optimised for)."""
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
+    digest = hashlib.sha256(f"{tf.__version__} {keras.__version__} {onednn}".encode())
     for source in GRAPH_SOURCES:
         path = _PACKAGE / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -98,10 +105,10 @@ def as_function(meta: tf.compat.v1.MetaGraphDef) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def without_graph_optimisation(device: str) -> Iterator[None]:
-    """On the CPU, run functions first called in this block without Grappler: the frozen graphs were optimised
-    for it when frozen, and optimising them again on their first call took about 1 s of a lone CT's run. (A GPU
-    keeps Grappler: its layout and fusion passes need the placement.) The setting found is restored after the
-    block (it is process-wide)."""
+    """On the CPU (`device` "cpu"), run functions first called in this block without Grappler: the frozen graphs
+    were optimised for it when frozen, and optimising them again on their first call took about 1 s of a lone CT's
+    run. (A GPU keeps Grappler: its layout and fusion passes need the placement; any other `device` leaves it on.)
+    The setting found is restored after the block (it is process-wide)."""
     if device != "cpu":
         yield
         return
@@ -127,13 +134,31 @@ def _read(path: Path) -> tf.compat.v1.MetaGraphDef | None:
     return meta
 
 
-def _write(meta: tf.compat.v1.MetaGraphDef, path: Path) -> None:
+def _write(meta: tf.compat.v1.MetaGraphDef, path: Path) -> bool:
     """Keep `meta` at `path` for later runs; a cache that cannot be written is said in the log, not fatal."""
     try:
         with atomic_output(path, overwrite=True) as temporary:
             temporary.write_bytes(meta.SerializeToString())
     except OSError as error:
         logger.warning("%s: cannot keep the traced graph for later runs (%s)", path, error)
+        return False
+    for leftover in path.parent.glob(".*.partial*"):  # a killed run's
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                leftover.unlink()
+    return True
+
+
+def _cached(path: Path) -> Callable[..., Any] | None:
+    """The usable frozen graph at `path`, or None (with a warning if there is a file that cannot be used)."""
+    meta = _read(path) if path.is_file() else None
+    if meta is None:
+        return None
+    try:
+        return as_function(meta)
+    except (ValueError, TypeError, KeyError, tf.errors.OpError) as error:  # e.g. an op this TensorFlow lacks
+        logger.warning("%s: cannot use this cached graph (%s); tracing it again", path, error)
+        return None
 
 
 def cached_graph(name: str, key: str, trace: Callable[[], tf.compat.v1.MetaGraphDef]) -> Callable[..., Any]:
@@ -142,10 +167,11 @@ def cached_graph(name: str, key: str, trace: Callable[[], tf.compat.v1.MetaGraph
     Either way the frozen graph is what runs, so a first run and a later one compute alike.
     """
     path = cache_root() / GRAPHS_FOLDER / f"{name}-{key}-{code_key()}.pb"
-    meta = _read(path) if path.is_file() else None
-    if meta is None:
-        start = time.perf_counter()
-        meta = trace()
-        _write(meta, path)
-        logger.info("traced %s in %.1f s, kept in %s", name, time.perf_counter() - start, path)
+    function = _cached(path)
+    if function is not None:
+        return function
+    start = time.perf_counter()
+    meta = trace()
+    kept = f"kept in {path}" if _write(meta, path) else "not kept"
+    logger.info("traced %s in %.1f s, %s", name, time.perf_counter() - start, kept)
     return as_function(meta)

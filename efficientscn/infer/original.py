@@ -30,7 +30,7 @@ from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.cache import cache_root, fingerprint
 from efficientscn.infer.models import Device, Network, load_network, models_subfolder
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
-from efficientscn.infer.utils_module import Utils, load_utils
+from efficientscn.infer.utils_module import PipelineFunctions, Utils, load_utils
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
     UNSUITABLE_PRECISIONS,
@@ -181,7 +181,7 @@ COMPARISONS: dict[StageName, Callable[[np.ndarray, np.ndarray], dict[str, Any]]]
 def verify(
     imported: Mapping[StageName, Network],
     references: Mapping[StageName, Network],
-    utils: Utils,
+    utils: Utils | PipelineFunctions,
     probe: Probe,
     config: InferenceConfig | None = None,
 ) -> dict[StageName, dict[str, Any]]:
@@ -230,7 +230,7 @@ def import_networks(
     probe: Probe,
     device: Device,
     precision: str,
-    utils: Utils,
+    utils: Utils | PipelineFunctions,
     config: InferenceConfig | None = None,
 ) -> dict[StageName, dict[str, Any]]:
     """Import the original-format networks of `stages` (in `folders`, which hold both stages) into
@@ -261,7 +261,7 @@ def import_networks(
     return results
 
 
-def _original_utils(source: Path, device: Device) -> Utils:
+def _original_utils(source: Path, device: Device) -> Utils | PipelineFunctions:
     """The original's traced pre/post-processing beside its networks, if there, else the package's functions."""
     folder = source / UTILS_FOLDER
     if (folder / "saved_model.pb").is_file():
@@ -340,7 +340,7 @@ def imported_folders(
     probe: Callable[[], Probe],
     device: Device,
     precision: str,
-    utils: Utils,
+    utils: Utils | PipelineFunctions,
     config: InferenceConfig | None = None,
 ) -> dict[StageName, Path]:
     """`folders` with each network in the original's format replaced by its verified import in the cache

@@ -1,8 +1,9 @@
 """The two-stage segmentation of one CT: 6 mm localization, organ box + 10 mm, 2 mm SCN, label on the CT grid.
 
 The steps and constants are the original's inference; the spacings, valid sizes and smoothing are each network's
-input contract (the paper's: 6 mm and 2 mm). The pre/post-processing runs through the utils module
-(`ops.UtilsModule` or a traced `tf_utils_module`, ours or the original's), the networks through `models.Network`.
+input contract (the paper's: 6 mm and 2 mm). The pre/post-processing runs through the functions of `ops` as
+frozen graphs (`utils_module.PipelineFunctions`) or through a traced `tf_utils_module` (ours or the original's),
+the networks through `models.Network`.
 Everything happens on the canonical (LPS) grid; the caller maps the label back.
 """
 
@@ -107,7 +108,7 @@ class Segmenter:
         self,
         localization: Network,
         segmentation: Network,
-        utils: Utils,
+        utils: Utils | PipelineFunctions,
         config: InferenceConfig | None = None,
     ) -> None:
         self.localization = localization
@@ -178,7 +179,7 @@ class _Steps:
     float16, once. Both give the same values (tests/infer/test_pipeline.py).
     """
 
-    def __init__(self, utils: Utils, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> None:
+    def __init__(self, utils: Utils | PipelineFunctions, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> None:
         self.utils = utils
         self.lean = isinstance(utils, PipelineFunctions)
         self.ct_zyx = ct_zyx

@@ -145,7 +145,9 @@ class Predictor:
         loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
         stop = StopRequest()
         try:
-            with stop_on_signals() as stop, without_graph_optimisation(self.device):
+            # the frozen graphs were optimised when frozen; a saved utils module (--utils) was not
+            frozen = self.device if self.options.utils is None else "none"
+            with stop_on_signals() as stop, without_graph_optimisation(frozen):
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(
                         load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source

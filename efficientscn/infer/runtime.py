@@ -2,7 +2,7 @@
 
 With its default allocator, TensorFlow's oneDNN build keeps every block it ever allocated in a pool: the SCN's
 activations stay resident after a case, and a lone 512 x 512 x 200 CT peaked at 1.84 GB; with the system
-allocator it peaked at 1.42 GB, with the same labels, but the SCN took 0.7 s longer per case (measured in the
+allocator it peaked at 1.39 GB, with the same labels, but the SCN took 0.7 s longer per case (measured in the
 README's benchmark). So a lone CT, where memory is what a user waits on, gets the system allocator, and a folder
 of CTs, where each case repeats that cost, keeps the pool. The setting must be made before TensorFlow is imported,
 which `prepare_environment` does for the command line; a value the user set stands.
@@ -27,6 +27,8 @@ BYTES_PER_VOXEL = 6
 """Peak memory per CT voxel: the int16 CT, a second copy while it is read, its label and the label put back."""
 MAX_VOXELS_CAP = 1024 * 1024 * 1024
 """The largest CT accepted whatever the memory (a 512 x 512 x 4096 scan), the size the pipeline is tested for."""
+MIN_VOXELS_LIMIT = 64 * 1024 * 1024
+"""The limit however little the memory: a 512 x 512 x 256 scan is always tried (it may still run out of memory)."""
 
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
@@ -57,8 +59,9 @@ def memory_bytes() -> int | None:
 
 def max_voxels_for_memory(memory: int | None = None) -> int:
     """The largest CT, in voxels, whose inference fits in `memory` bytes (this machine's by default): the memory
-    beyond `BASE_MEMORY_BYTES` at `BYTES_PER_VOXEL`, at most `MAX_VOXELS_CAP` (the cap when memory is unknown)."""
+    beyond `BASE_MEMORY_BYTES` at `BYTES_PER_VOXEL`, between `MIN_VOXELS_LIMIT` and `MAX_VOXELS_CAP` (the cap when
+    memory is unknown)."""
     memory = memory_bytes() if memory is None else memory
     if memory is None:
         return MAX_VOXELS_CAP
-    return max(0, min(MAX_VOXELS_CAP, (memory - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL))
+    return max(MIN_VOXELS_LIMIT, min(MAX_VOXELS_CAP, (memory - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL))

@@ -1,8 +1,10 @@
-"""The pre/post-processing functions of `ops` as a traceable module: the original's `tf_utils_module` interface.
+"""The pre/post-processing functions of `ops` for inference: as frozen graphs, or as the original's module.
 
 `UtilsModule` holds every function of `efficientscn.infer.ops` as a tf.function attribute of the same name, with
 concrete traces for the signatures the original's module was saved with, so that a saved copy can stand in for
-the original's folder and the other way round. `load_utils` gives either to the inference pipeline.
+the original's folder and the other way round. `PipelineFunctions` holds the steps inference runs, as frozen
+graphs from the cache. `load_utils` gives the pipeline `PipelineFunctions`, or a saved module (ours or the
+original's).
 """
 
 from __future__ import annotations
@@ -137,8 +139,8 @@ converted to float16 a slab or its box region at a time, and its label is filled
 
 class PipelineFunctions:
     """The functions of `ops` as frozen graphs from the cache (`graphs.cached_graph`), loaded without tracing:
-    what inference uses unless given a saved module. The `LEAN_SIGNATURES` steps are loaded at once (`step`), the
-    original's four (`Utils`) when first called."""
+    what inference uses unless given a saved module. The `LEAN_SIGNATURES` steps are loaded at once (`step`);
+    `preprocess_for_localization`, which a smoothing localization contract needs, when first called."""
 
     def __init__(self, device: str) -> None:
         self.device = device
@@ -155,12 +157,6 @@ class PipelineFunctions:
 
     def bbox_from_localization_output(self, *arguments: Any) -> Any:
         return self.step("bbox_from_localization_output")(*arguments)
-
-    def preprocess_for_segmentation(self, *arguments: Any) -> Any:
-        return self.step("preprocess_for_segmentation")(*arguments)
-
-    def postprocess_for_segmentation(self, *arguments: Any) -> Any:
-        return self.step("postprocess_for_segmentation")(*arguments)
 
 
 def _frozen(name: str, signature: tuple[tf.TensorSpec, ...], device: str) -> Any:
@@ -179,7 +175,7 @@ def save_utils_module(output: Path, *, overwrite: bool = False) -> Path:
     return save_module(UtilsModule(), output, overwrite=overwrite, signatures={}, metadata=metadata)
 
 
-def load_utils(path: Path | None = None, device: str = "cpu") -> Utils:
+def load_utils(path: Path | None = None, device: str = "cpu") -> Utils | PipelineFunctions:
     """The utils functions: `PipelineFunctions` for None, else the SavedModel at `path` (ours or the original's).
 
     The original's module smooths with float16 channels-first convolutions, which have no CPU kernel (and it

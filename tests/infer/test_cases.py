@@ -248,13 +248,17 @@ def test_read_ahead_gives_the_ct_as_read_directly(tmp_path: Path) -> None:
     assert ct.spacing_zyx == direct.spacing_zyx
 
 
-def test_a_ct_over_max_voxels_is_refused_when_taken_and_the_next_case_still_comes(tmp_path: Path) -> None:
+def test_a_ct_over_max_voxels_is_refused_when_taken_and_the_next_case_still_comes(
+    tmp_path: Path, reads: list[Path]
+) -> None:
     # ts_example_ct_sm has 122 x 101 x 30 = 369,660 voxels, the anisotropic one 122 x 101 x 12 = 147,864
     large, small = _shared_cases(tmp_path, "ts_example_ct_sm", "ts_example_ct_sm_aniso")
     with ThreadPoolExecutor(1) as executor:
         ahead = ReadAhead([large, small], executor, max_voxels=200_000)  # the refusal waits for `take`
         with pytest.raises(InputError, match="CT too large: 369,660 voxels"):
             ahead.take(large)
+        _drain(executor)
+        assert reads == [large.source, small.source]  # the next one is read ahead all the same
         ct, _ = ahead.take(small)
     assert ct.array_zyx.shape == (12, 101, 122)
 

@@ -78,6 +78,21 @@ def test_a_corrupt_cached_graph_is_traced_again(
     assert path.stat().st_size > 100  # replaced by the good one
 
 
+def test_a_cached_graph_this_tensorflow_cannot_run_is_traced_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path))
+    foreign = _freeze_scaled()
+    foreign.graph_def.node.add(name="unknown", op="AnOpNoTensorFlowHas")
+    path = tmp_path / "graphs" / f"scaled-key-{code_key()}.pb"
+    path.parent.mkdir()
+    path.write_bytes(foreign.SerializeToString())
+    with caplog.at_level(logging.WARNING):
+        function = cached_graph("scaled", "key", _freeze_scaled)
+    assert "cannot use this cached graph" in caplog.text
+    assert function(tf.ones([1, 2]), tf.constant(1))[1].numpy().tolist() == [1.75, 1.0]
+
+
 def test_an_unwritable_cache_costs_only_the_time(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -14,6 +14,7 @@ from efficientscn.infer.runtime import (
     BASE_MEMORY_BYTES,
     BYTES_PER_VOXEL,
     MAX_VOXELS_CAP,
+    MIN_VOXELS_LIMIT,
     SYSTEM_ALLOCATOR,
     max_voxels_for_memory,
     memory_bytes,
@@ -49,7 +50,7 @@ def test_the_voxel_limit_follows_the_memory() -> None:
     gib = 1024**3
     assert max_voxels_for_memory(4 * gib) == (4 * gib - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL  # 465 M voxels
     assert max_voxels_for_memory(64 * gib) == MAX_VOXELS_CAP  # a 512 x 512 x 4096 scan at most
-    assert max_voxels_for_memory(BASE_MEMORY_BYTES // 2) == 0  # too little memory for any CT
+    assert max_voxels_for_memory(BASE_MEMORY_BYTES // 2) == MIN_VOXELS_LIMIT  # a common CT is always tried
 
 
 def test_a_container_limit_below_the_machine_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
