@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from efficientscn.model.savedmodel import METADATA_FILE
@@ -34,3 +37,18 @@ def fingerprint(folder: Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+STALE_SECONDS = 24 * 3600
+"""Hidden files and folders in the cache older than this are left over by a killed run, and removed."""
+
+
+def remove_stale(folder: Path, pattern: str = ".*") -> None:
+    """Remove what matches `pattern` in `folder` (hidden work files and folders) if older than `STALE_SECONDS`."""
+    for leftover in folder.glob(pattern):
+        with contextlib.suppress(OSError):  # another run may be removing it too; a cache we cannot tidy still works
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tensorflow.python.grappler import tf_optimizer
 
 from efficientscn.atomic import atomic_output
-from efficientscn.infer.cache import cache_root
+from efficientscn.infer.cache import cache_root, remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ _SIGNATURE = "call"
 _PACKAGE = Path(__file__).resolve().parents[1]
 GRAPH_SOURCES = ("nn", "model", "infer", "imaging/resample.py")
 """The package's code that decides what a traced graph holds: a change to any of it keys new graphs."""
-STALE_SECONDS = 24 * 3600
-"""Temporary files in the cache older than this are left over by a killed run, and removed."""
 
 
 @functools.cache
@@ -142,10 +140,7 @@ def _write(meta: tf.compat.v1.MetaGraphDef, path: Path) -> bool:
     except OSError as error:
         logger.warning("%s: cannot keep the traced graph for later runs (%s)", path, error)
         return False
-    for leftover in path.parent.glob(".*.partial*"):  # a killed run's
-        with contextlib.suppress(OSError):
-            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
-                leftover.unlink()
+    remove_stale(path.parent, ".*.partial*")  # a killed run's temporaries
     return True
 
 

@@ -13,11 +13,8 @@ check inconclusive, and says so), segmentation probabilities must differ by at m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import shutil
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.infer.cache import cache_root, fingerprint
+from efficientscn.infer.cache import cache_root, fingerprint, remove_stale
 from efficientscn.infer.models import Device, Network, load_network, models_subfolder
 from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
 from efficientscn.infer.utils_module import PipelineFunctions, Utils, load_utils
@@ -306,17 +303,6 @@ def _related(first: Path, second: Path) -> bool:
     return first == second or first in second.parents or second in first.parents
 
 
-STALE_SECONDS = 24 * 3600
-"""Hidden work folders in the cache older than this are left over by a killed run, and removed."""
-
-
-def _remove_stale(folder: Path) -> None:
-    for leftover in folder.glob(".*"):
-        with contextlib.suppress(FileNotFoundError):  # another run may be removing it too
-            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
 def _publish_import(staging: Path, target: Path) -> None:
     """Move a verified import into the cache, unless another run put a verified one there meanwhile."""
     if _verdict(target) == "verified":
@@ -351,7 +337,7 @@ def imported_folders(
         return dict(folders)
     cache = cache_root() / "imported"
     cache.mkdir(parents=True, exist_ok=True)
-    _remove_stale(cache)
+    remove_stale(cache)
     # verified in the precision it will run in: another precision is another entry
     targets = {stage: cache / f"{stage}-{fingerprint(folders[stage])}-{precision}" for stage in originals}
     todo = [stage for stage in originals if _verdict(targets[stage]) != "verified"]

@@ -4,6 +4,8 @@ or unwritable cache."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +132,19 @@ def test_graph_optimisation_is_off_on_the_cpu_only_inside_the_block() -> None:
     assert not disabled()
     with without_graph_optimisation("gpu"):  # a GPU's layout and fusion passes need its placement
         assert not disabled()
+
+
+def test_a_killed_runs_leftovers_in_the_cache_are_removed_after_a_day(tmp_path: Path) -> None:
+    from efficientscn.infer.cache import STALE_SECONDS, remove_stale
+
+    old_file, old_folder = tmp_path / ".scn.1a2b.partial.pb", tmp_path / ".staging-import"
+    new_file, kept = tmp_path / ".loc.3c4d.partial.pb", tmp_path / "scn-key-code.pb"
+    old_folder.mkdir()
+    (old_folder / "saved_model.pb").write_bytes(b"half an import")
+    for path in (old_file, new_file, kept):
+        path.write_bytes(b"graph")
+    a_day_ago = time.time() - STALE_SECONDS - 60
+    for path in (old_file, old_folder, kept):
+        os.utime(path, (a_day_ago, a_day_ago))
+    remove_stale(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".loc.3c4d.partial.pb", "scn-key-code.pb"]
