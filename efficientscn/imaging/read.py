@@ -19,7 +19,7 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.names import image_suffix
-from efficientscn.imaging.nifti_check import check_nifti_complete, nifti_states_orientation
+from efficientscn.imaging.nifti_check import check_nifti_complete, check_nifti_header, nifti_states_orientation
 from efficientscn.labels import NUM_LABELS
 
 logger = logging.getLogger(__name__)
@@ -215,16 +215,21 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
         reader = _file_information(path, readable)
         pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
-        if image_suffix(path) in (".nii", ".nii.gz"):
-            check_nifti_complete(path)  # ITK's NIfTI reader pads a truncated file with zeros without a word
+        nifti = image_suffix(path) in (".nii", ".nii.gz")
+        if nifti:
+            check_nifti_header(path)
         elif image_suffix(path) in (".mha", ".mhd"):
             _check_metaimage_spacing(path)
         try:
             image = reader.Execute()
         except RuntimeError as error:
+            if nifti:
+                check_nifti_complete(path)  # the precise reason, when it lies in the data
             raise InputError(
                 f"{path}: image data cannot be read (truncated or corrupt?): {itk_reason(error)}"
             ) from error
+        if nifti:  # ITK's NIfTI reader pads a truncated file with zeros without a word
+            check_nifti_complete(path, decoded=sitk.GetArrayViewFromImage(image))
     _check_geometry(path, image)
     return image
 

@@ -298,3 +298,89 @@ def test_float_nifti_voxels_that_are_not_finite_are_refused(tmp_path: Path, name
             check_nifti_complete(path)
         sitk.WriteImage(sitk.GetImageFromArray(VOXELS.astype(dtype)), str(path))
         check_nifti_complete(path)  # the same without it passes
+
+
+# the voxels a reader decoded: a file they match is not decompressed again
+
+
+def _count_decompressions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files whose whole stream check_nifti_complete decompresses from now on."""
+    import efficientscn.imaging.nifti_check as nifti_check
+
+    decompressed: list[Path] = []
+    whole_stream = nifti_check._chunks
+
+    def counted(path: Path, compressed: bool, lengths: list[int]):  # type: ignore[no-untyped-def]
+        decompressed.append(path)
+        return whole_stream(path, compressed, lengths)
+
+    monkeypatch.setattr(nifti_check, "_chunks", counted)
+    return decompressed
+
+
+def test_decoded_voxels_that_match_the_gzip_trailer_spare_the_second_decompression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _itk_nifti(tmp_path / "ct.nii.gz")
+    image = sitk.ReadImage(str(path))  # outlives the view of its voxels
+    decompressed = _count_decompressions(monkeypatch)
+    check_nifti_complete(path, decoded=sitk.GetArrayViewFromImage(image))
+    assert decompressed == []
+    check_nifti_complete(path)
+    assert decompressed == [path]
+
+
+@pytest.mark.parametrize(
+    "decoded",
+    [
+        lambda voxels: np.where(np.arange(voxels.size).reshape(voxels.shape) == 100, voxels + 1, voxels),
+        lambda voxels: voxels[:-1],
+        lambda voxels: voxels.astype(np.int32),
+        lambda voxels: np.asfortranarray(voxels),
+    ],
+    ids=["one voxel differs", "one slice short", "another type", "another memory order"],
+)
+def test_decoded_voxels_that_do_not_match_send_the_file_to_the_whole_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoded: object
+) -> None:
+    """Nothing is concluded from voxels that are not the file's stream: the file is decompressed and judged alone."""
+    path = _itk_nifti(tmp_path / "ct.nii.gz")
+    decompressed = _count_decompressions(monkeypatch)
+    check_nifti_complete(path, decoded=decoded(VOXELS))  # type: ignore[operator]
+    assert decompressed == [path]
+
+
+def test_a_multi_member_gzip_with_its_decoded_voxels_is_checked_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last member's trailer describes that member only: it cannot vouch for the file."""
+    raw = _itk_nifti_bytes(tmp_path)
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    decompressed = _count_decompressions(monkeypatch)
+    check_nifti_complete(path, decoded=VOXELS)
+    assert decompressed == [path]
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "bytes changed", "crc wrong", "trailer missing"])
+def test_read_image_refuses_a_damaged_gzip_nifti_whatever_itk_decoded(tmp_path: Path, damage: str) -> None:
+    """ITK decodes what it can (padding with 0) without a word; the check of what it decoded refuses the file.
+
+    The CT is large enough that every damage lies in its voxels, past what ITK reads to recognise the file."""
+    from efficientscn.imaging.read import read_image
+
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.tile(VOXELS, (5, 4, 4))), str(path))
+    content = bytearray(path.read_bytes())
+    if damage == "cut in half":
+        content = content[: len(content) // 2]
+    elif damage == "bytes changed":
+        middle = len(content) // 2
+        content[middle : middle + 4] = bytes(255 - b for b in content[middle : middle + 4])
+    elif damage == "crc wrong":
+        content[-8] ^= 1
+    else:
+        content = content[:-8]
+    path.write_bytes(bytes(content))
+    with pytest.raises(InputError, match=_named(path, r"truncated or corrupt gzip data")):
+        read_image(path)

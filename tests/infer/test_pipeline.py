@@ -14,6 +14,7 @@ from efficientscn.infer.models import Network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
     Segmenter,
+    _as_image,
     check_processable,
     localization_spacing,
     segmentation_spacing,
@@ -245,3 +246,10 @@ def test_a_localization_contract_that_smooths_takes_the_whole_ct() -> None:
         segmenter.segment(ct, (3.0, 3.0, 3.0))
         inputs.append(received["localization"].numpy())
     np.testing.assert_array_equal(inputs[0], inputs[1])
+
+
+def test_the_ct_is_converted_to_float16_with_numpys_rounding_for_every_int16_value() -> None:
+    every_value = np.arange(-(2**15), 2**15, dtype=np.int16).reshape(2, 128, 256)
+    image = _as_image(every_value)
+    assert image.dtype == tf.float16 and image.shape == (1, 1, 2, 128, 256)
+    assert np.array_equal(image.numpy()[0, 0], every_value.astype(np.float16))
