@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import highdicom
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
+
+from efficientscn.labels import ORGAN_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -125,3 +129,50 @@ def shared_case(case_id: str) -> SharedCase:
     root = require_shared_data()
     meta = SHARED_CASES[case_id]
     return SharedCase(case_id, root / meta["image"], root / meta["flare_label"], meta)
+
+
+# DICOM-SEG: what a reader makes of one (the test of the writer and the end-to-end test of predict)
+
+_LABEL_OF_ORGAN = {name: value for value, name in ORGAN_NAMES.items()}
+
+
+def dicom_headers(series: Path) -> list[pydicom.Dataset]:
+    """The headers of a DICOM folder's files, in name order."""
+    return [pydicom.dcmread(file, stop_before_pixels=True) for file in sorted(series.iterdir())]
+
+
+def seg_label_volume(seg: highdicom.seg.Segmentation, grid: sitk.Image, source_slice: dict[str, int]) -> np.ndarray:
+    """The label (z, y, x) a reader makes of the SEG on `grid`: each frame placed by its PlanePositionSequence, which
+    must agree with the slice of the source instance it references (`source_slice`: SOPInstanceUID -> z), its
+    segment mapped back to the FLARE value through the segment label (the organ name)."""
+    value_of_segment = {int(item.SegmentNumber): _LABEL_OF_ORGAN[item.SegmentLabel] for item in seg.SegmentSequence}
+    shared = seg.SharedFunctionalGroupsSequence[0]  # holds the segment of every frame when there is one segment
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+    label = np.zeros(sitk.GetArrayViewFromImage(grid).shape, np.uint8)
+    assert frames.shape[1:] == label.shape[1:]
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        index = np.asarray(grid.TransformPhysicalPointToContinuousIndex(position))
+        assert index == pytest.approx(np.rint(index), abs=1e-3)
+        assert index[:2] == pytest.approx([0, 0], abs=1e-3)
+        z = int(np.rint(index[2]))
+        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert source_slice[source] == z
+        mask = frame.astype(bool)
+        assert not label[z][mask].any(), "segments overlap"
+        identification = item.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+        label[z][mask] = value_of_segment[int(identification[0].ReferencedSegmentNumber)]
+    return label
+
+
+def sop_instance_uid(ds: pydicom.Dataset) -> str:
+    """An instance's SOPInstanceUID, or that of its file meta information where an anonymiser emptied it."""
+    return str(ds.get("SOPInstanceUID") or ds.file_meta.MediaStorageSOPInstanceUID)
+
+
+def seg_source_slices(headers: list[pydicom.Dataset], grid: sitk.Image) -> dict[str, int]:
+    """SOPInstanceUID -> label z index of each source instance, from its position (not its file order)."""
+    return {
+        sop_instance_uid(ds): grid.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]
+        for ds in headers
+    }

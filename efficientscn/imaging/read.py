@@ -48,7 +48,7 @@ def itk_reason(error: RuntimeError) -> str:
     return text[:400]
 
 
-def _dicom_series_files(folder: Path, readable: Path) -> list[str]:
+def dicom_series_files(folder: Path, readable: Path) -> list[str]:
     """The files of the largest DICOM series in a folder (warning if there are several), as ITK reads them in
     `readable` (the folder, or a folder of links to its files with plain names).
 
@@ -123,7 +123,7 @@ def _check_slice_positions(folder: Path, reader: sitk.ImageSeriesReader, slice_s
         )
 
 
-def _check_3d_volume(path: Path, dimension: int, components: int, size: tuple[int, ...], pixel: str) -> None:
+def _check_3d_volume(path: Path | str, dimension: int, components: int, size: tuple[int, ...], pixel: str) -> None:
     """Reject what is not a single-component 3-D volume, before its voxels are read where possible."""
     if components != 1:
         raise InputError(f"{path}: {components}-component pixels ({pixel}); expected a single-channel CT or label")
@@ -164,7 +164,7 @@ def _check_metaimage_spacing(path: Path) -> None:
         raise InputError(f"{path}: spacing {spacing} (ElementSpacing) is not positive and finite")
 
 
-def _check_geometry(path: Path, image: sitk.Image) -> None:
+def _check_geometry(path: Path | str, image: sitk.Image) -> None:
     spacing = image.GetSpacing()
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"{path}: spacing {spacing} is not positive and finite")
@@ -195,7 +195,7 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
     """`read_image` of `path`, which ITK reads as `readable` (the same, or a link with a plain name)."""
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(_dicom_series_files(path, readable))
+        reader.SetFileNames(dicom_series_files(path, readable))
         reader.MetaDataDictionaryArrayUpdateOn()
         try:
             image = reader.Execute()
@@ -262,7 +262,7 @@ def spacing_is_stored(path: str | os.PathLike[str]) -> bool:
     suffix = image_suffix(path)
     if path.is_dir():
         with itk_path(path) as readable:
-            return _file_information(path, _dicom_series_files(path, readable)[0]).HasMetaDataKey("0028|0030")
+            return _file_information(path, dicom_series_files(path, readable)[0]).HasMetaDataKey("0028|0030")
     if suffix in (".nii", ".nii.gz"):
         return nifti_states_orientation(path)
     text = _text_header(path)
@@ -282,13 +282,13 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, ...]:
         raise InputError(_missing(path))
     with itk_path(path) as readable:
         if path.is_dir():
-            files = _dicom_series_files(path, readable)
+            files = dicom_series_files(path, readable)
             size = tuple(int(s) for s in _file_information(path, files[0]).GetSize())
             return (*size[:2], len(files))
         return tuple(int(s) for s in _file_information(path, readable).GetSize())
 
 
-def _scalar_array(path: Path, image: sitk.Image) -> np.ndarray:
+def _scalar_array(path: Path | str, image: sitk.Image) -> np.ndarray:
     """The voxels of a real-valued image, zyx; complex pixel types are refused."""
     if "complex" in image.GetPixelIDTypeAsString():
         raise InputError(f"{path}: complex pixel type ({image.GetPixelIDTypeAsString()}); expected real values")
@@ -296,33 +296,49 @@ def _scalar_array(path: Path, image: sitk.Image) -> np.ndarray:
 
 
 def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read a CT as int16 HU, geometry kept (size, origin, spacing, direction as stored).
-
-    Other integer and float pixel types are rounded and clipped to the int16 range (never wrapped around, where the
-    original's cast wraps: docs/fidelity.md #40), with a warning when clipping changes values. Non-finite values are
-    refused, and so is a label map (integer values within 0-4 only).
-    """
+    """Read a CT as int16 HU, geometry kept (size, origin, spacing, direction as stored); see `as_int16_ct`."""
     path = Path(path)
-    image = read_image(path)
-    values = _scalar_array(path, image)
+    return _int16_ct(path, read_image(path))
+
+
+def as_int16_ct(image: sitk.Image, source: str = "image") -> sitk.Image:
+    """A CT already in memory as `read_ct` gives a file's: checked as `read_image` checks a file (a 3-D
+    single-component volume, positive spacing, orthonormal direction), then converted (see `_int16_ct`);
+    `source` names it in messages."""
+    _check_3d_volume(
+        source,
+        image.GetDimension(),
+        image.GetNumberOfComponentsPerPixel(),
+        image.GetSize(),
+        image.GetPixelIDTypeAsString(),
+    )
+    _check_geometry(source, image)
+    return _int16_ct(source, image)
+
+
+def _int16_ct(source: Path | str, image: sitk.Image) -> sitk.Image:
+    """`image` as int16 HU, geometry kept: other integer and float pixel types are rounded and clipped to the int16
+    range (never wrapped around, where the original's cast wraps: docs/fidelity.md #40), with a warning when
+    clipping changes values. Non-finite values are refused, and so is a label map (integer values within 0-4)."""
+    values = _scalar_array(source, image)
     if values.dtype.kind in "iu":
-        _refuse_label_map(path, values)
+        _refuse_label_map(source, values)
     if image.GetPixelID() == sitk.sitkInt16:
         return image
     if values.dtype.kind == "f":
         if not np.isfinite(values).all():
-            raise InputError(f"{path}: image contains NaN or infinite values")
+            raise InputError(f"{source}: image contains NaN or infinite values")
         values = np.rint(values)
     low, high = INT16_RANGE
     clipped = int(np.count_nonzero((values < low) | (values > high)))
     if clipped:
-        logger.warning("%s: %d voxels outside the int16 range were clipped to [%d, %d] HU", path, clipped, low, high)
+        logger.warning("%s: %d voxels outside the int16 range were clipped to [%d, %d] HU", source, clipped, low, high)
     converted = sitk.GetImageFromArray(np.clip(values, low, high).astype(np.int16))
     converted.CopyInformation(image)
     return converted
 
 
-def _refuse_label_map(path: Path, values: np.ndarray) -> None:
+def _refuse_label_map(path: Path | str, values: np.ndarray) -> None:
     """InputError if integer voxels hold only FLARE label values (0-4, at least two of them): a label map given as
     a CT, as when the input and output folders are swapped. A CT has air, far below 0 HU (or, stored unsigned with
     an offset, far above 4)."""
