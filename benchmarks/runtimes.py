@@ -11,11 +11,10 @@ settings of `efficientscn predict` on a folder of CTs), ONNX Runtime float32, an
 INFERENCE_PRECISION_HINT; skipped on a CPU without bfloat16).
 A runtime whose package is missing is skipped, with the reason.
 
-The ONNX file of each network is converted once, before the timed runs, in a process of its own: the SavedModel's
-serving signature (the exported network, computed in float32; `load_network`'s own graph is optimised for
-TensorFlow's CPU kernels, which tf2onnx cannot read) wrapped in a tf.function of the image signature (float16
-[N, 1, D, H, W]), converted by `tf2onnx.convert.from_function` at opset 17, with Log1p (used by the SCN's
-uncertainty, missing from tf2onnx) written as Log(1 + x). OpenVINO reads the same ONNX file. That process also
+The ONNX file of each network is converted once, before the timed runs, in a process of its own, by the package's
+`efficientscn.infer.onnx_export.export_network` (what `efficientscn export-onnx` runs; its docstring says how: the
+SavedModel's serving signature, computed in float32, through tf2onnx at opset 17, with the interface of the
+SavedModel: `image` float16 [N, 1, D, H, W] in, `output_0` out). OpenVINO reads the same ONNX file. That process also
 loads both TensorFlow precisions once: their load seconds there are the cold ones (tracing); the timed processes
 then load as a user's later runs do, from the package's graph cache where it keeps one (`$EFFICIENTSCN_CACHE`,
 set to `<work>/cache`, emptied at the start). ONNX files in `--work` are reused.
@@ -54,7 +53,6 @@ INPUT_ZYX = {"localization": (80, 80, 80), "segmentation": (96, 96, 160)}
 SPACING_MM = {"localization": 6.0, "segmentation": 2.0}
 PHANTOM_CENTRE_MM = {"localization": (0.0, 0.0, 0.0), "segmentation": (0.0, 25.0, 20.0)}
 """Where each input is centred on the phantom (xyz mm): the whole body, the organ box."""
-OPSET = 17
 OPENVINO_TYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 REFERENCE = "tensorflow-float32"
 
@@ -103,23 +101,11 @@ def peak_rss_mib() -> float:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
-def _log1p_as_log(ctx: Any, node: Any, name: str, args: list[Any]) -> None:
-    """tf2onnx handler: Log1p(x) as Log(1 + x) (ONNX has no Log1p; the SCN takes it of exp(-|s|) in (0, 1])."""
-    from tf2onnx import utils
-
-    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
-    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
-    total = ctx.make_node("Add", [node.input[0], one.output[0]], op_name_scope=node.name)
-    ctx.replace_inputs(node, [total.output[0]])
-    node.type = "Log"
-    node.domain = ""
-
-
 def prepare(models: Path, stage: str, onnx_path: Path) -> dict[str, Any]:
     """Cold TensorFlow loads of both precisions (warming the graph cache) and the ONNX file if it is missing."""
-    import tensorflow as tf
-
+    from efficientscn.errors import InputError
     from efficientscn.infer.models import load_network
+    from efficientscn.infer.onnx_export import export_network
 
     record: dict[str, Any] = {}
     for precision in ("float32", "bfloat16"):
@@ -129,27 +115,16 @@ def prepare(models: Path, stage: str, onnx_path: Path) -> dict[str, Any]:
     if onnx_path.is_file():
         logger.info("%s: kept from an earlier run", onnx_path)
         return record
-    if importlib.util.find_spec("tf2onnx") is None:
-        record["onnx_error"] = "tf2onnx is not installed"
-        return record
-    import tf2onnx
-
-    saved = tf.saved_model.load(str(models / stage))
-    serving = saved.signatures["serving_default"]
-    signature = [tf.TensorSpec([None, 1, None, None, None], tf.float16, name="image")]
-    function = tf.function(lambda image: serving(image=image)["output_0"], input_signature=signature)
-    staging = onnx_path.with_suffix(".partial")
     start = time.perf_counter()
     try:
-        tf2onnx.convert.from_function(
-            function, input_signature=signature, opset=OPSET, output_path=str(staging),
-            custom_op_handlers={"Log1p": (_log1p_as_log, [])},
-        )  # fmt: skip
+        export_network(models / stage, stage, onnx_path)  # type: ignore[arg-type]
+    except InputError as error:  # tf2onnx or onnx missing, or not our export: the ONNX runtimes are skipped
+        record["onnx_error"] = str(error)
+        return record
     except Exception as error:  # any failure of the converter: the ONNX runtimes are skipped
         record["onnx_error"] = f"tf2onnx failed: {type(error).__name__}: {error}"
         return record
-    staging.rename(onnx_path)
-    record["conversion_seconds"] = time.perf_counter() - start
+    record["conversion_seconds"] = time.perf_counter() - start  # loading the SavedModel, converting, writing
     return record
 
 
