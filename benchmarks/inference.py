@@ -188,19 +188,14 @@ prepare_environment(lone_ct=True)  # as predict prepares a lone CT
 import tensorflow
 mark("import TensorFlow")
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.infer.graphs import without_graph_optimisation
-from efficientscn.infer.models import select_device
-from efficientscn.infer.pipeline import InferenceConfig
-from efficientscn.infer.predict import PredictOptions, load_segmenter
+from efficientscn.infer.segmenter import Segmenter
 from efficientscn.imaging.write import write_label
-from efficientscn.model.precision import inference_precision
 mark("import the package")
 ct_path, models, output = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-device = select_device(sys.argv[4] or None)
-precision = inference_precision(device, sys.argv[5])
-with without_graph_optimisation(device):
-    segmenter = load_segmenter(PredictOptions(ct_path, output, models), device, precision, InferenceConfig(), ct_path)
-    mark("load the networks' graphs")
+segmenter = Segmenter(models, device=sys.argv[4] or None, precision=sys.argv[5], probe=ct_path)
+mark("load the networks' graphs")
+pipeline = segmenter.pipeline
+with segmenter.running():
     ct = CanonicalCT.read(ct_path)
     mark("read the CT")
 
@@ -213,15 +208,15 @@ with without_graph_optimisation(device):
             return result
         return dataclasses.replace(network, run=run)
 
-    plain = segmenter.localization, segmenter.segmentation
-    segmenter.localization = marked(plain[0], "localization: input", "localization: network")
-    segmenter.segmentation = marked(plain[1], "segmentation: box, mask, input", "segmentation: SCN")
-    label = segmenter.segment(ct.array_zyx, ct.spacing_zyx).label
+    plain = pipeline.localization, pipeline.segmentation
+    pipeline.localization = marked(plain[0], "localization: input", "localization: network")
+    pipeline.segmentation = marked(plain[1], "segmentation: box, mask, input", "segmentation: SCN")
+    label = pipeline.segment(ct.array_zyx, ct.spacing_zyx).label
     mark("segmentation: label on the CT grid")
     write_label(ct.restore(label), output / "label.nii.gz", overwrite=True)
     mark("restore and write the label")
-    segmenter.localization, segmenter.segmentation = plain
-    segmenter.segment(ct.array_zyx, ct.spacing_zyx)
+    pipeline.localization, pipeline.segmentation = plain
+    pipeline.segment(ct.array_zyx, ct.spacing_zyx)
     mark("the same case again (instantiated)")
 print(json.dumps(steps))
 """

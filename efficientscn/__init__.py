@@ -4,9 +4,15 @@ A tested reimplementation of FLARE21-EfficientSCN: a localization U-Net at 6 mm 
 SpatialConfiguration-Net segments them at 2 mm, and the label lands on the input CT's exact grid.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from efficientscn.versions import __version__
 
-try:
-    __version__ = version("efficientscn")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__all__ = ["Segmenter", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """`efficientscn.Segmenter`, imported on first use: importing the package alone does not load TensorFlow."""
+    if name == "Segmenter":
+        from efficientscn.infer.segmenter import Segmenter
+
+        return Segmenter
+    raise AttributeError(f"module 'efficientscn' has no attribute {name!r}")

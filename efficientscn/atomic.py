@@ -103,8 +103,8 @@ def ensure_writable_folder(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False, suffix: str = "") -> Path:
     """Write a text file (UTF-8, LF line endings) atomically; see `atomic_output`."""
-    with atomic_output(path, overwrite=overwrite) as temporary:
+    with atomic_output(path, suffix=suffix, overwrite=overwrite) as temporary:
         temporary.write_text(text, encoding="utf-8", newline="\n")
     return Path(path)

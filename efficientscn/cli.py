@@ -19,9 +19,9 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from efficientscn import __version__
 from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError, RunStopped
+from efficientscn.versions import __version__
 
 logger = logging.getLogger("efficientscn")
 
@@ -304,6 +304,7 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.imaging.geometry import SPACING_FALLBACKS
+    from efficientscn.infer.writers import LABEL_FORMATS
 
     parser.description = (
         "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
@@ -359,7 +360,38 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
             "not an abdominal CT in HU), with a warning"
         ),
     )
-    parser.add_argument("--preview", action="store_true", help="also write OUTPUT/preview/<case>.png")
+    parser.add_argument(
+        "--format",
+        dest="label_format",
+        choices=LABEL_FORMATS,
+        help=(
+            "the label's format: nii.gz, nii, mha or nrrd writes OUTPUT/<case>.<format>; dicom-seg writes "
+            "OUTPUT/<case>.seg.dcm instead of a label map, for DICOM folders only (default: nii.gz, or the CT's own "
+            "format for a MetaImage or NRRD CT, which keeps its geometry exactly)"
+        ),
+    )
+    parser.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help=(
+            "also write OUTPUT/<case>.seg.dcm, a DICOM Segmentation object over the input DICOM series (one coded "
+            "segment per organ found), which PACS and viewers open; other inputs fail with the reason"
+        ),
+    )
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help=(
+            "also write OUTPUT/<case>.json and OUTPUT/statistics.csv: per organ the voxels, volume (ml), mean, median, "
+            "5th and 95th percentile HU, bounding box (mm), connected components, and whether it touches the "
+            "scan's first or last slice (likely cut off)"
+        ),
+    )
+    parser.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUTPUT/preview/<case>.png (organs likely cut off by the scan are hatched)",
+    )
     parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_predict)
@@ -384,6 +416,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         utils=args.utils,
         overwrite=args.overwrite,
+        label_format=args.label_format,
+        dicom_seg=args.dicom_seg,
+        statistics=args.statistics,
         preview=args.preview,
         report=args.report,
         progress=not args.quiet,
@@ -446,6 +481,37 @@ def _run_trace_utils(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_onnx_options(parser: argparse.ArgumentParser) -> None:
+    from efficientscn.infer.onnx_export import DEFAULT_OPSET, INSTALL_HINT
+
+    parser.description = (
+        "Convert the two networks of a models folder (our exports, as export and import-original write them) to "
+        "OUTPUT/localization.onnx and OUTPUT/segmentation.onnx, for ONNX Runtime or OpenVINO. Each keeps its "
+        "SavedModel's interface: input image float16 [N, 1, D, H, W] (the CT / 2048 clamped to [-1, 1] on the "
+        "network's grid, a valid size of its input contract), output output_0 (localization: bool [N, 1, D, H, W] "
+        "mask; segmentation: float16 [N, 5, D, H, W] probabilities); the contract is in the file's metadata. "
+        f"Existing files are kept unless --overwrite. Needs the onnx extra: {INSTALL_HINT}."
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=DEFAULT_MODELS,
+        help="folder with localization/ and segmentation/ SavedModels (default: %(default)s)",
+    )
+    parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the two ONNX files")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing ONNX files")
+    _add_common_flags(parser)
+    parser.set_defaults(handler=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from efficientscn.infer.onnx_export import export_onnx
+
+    export_onnx(args.models, args.output, opset=args.opset, overwrite=args.overwrite)
+    return EXIT_OK
+
+
 def finish_batch(report: BatchReport, what: str) -> int:
     """Log the batch summary and turn it into the exit status."""
     logger.info("%s: %s", what, report.summary())
@@ -476,6 +542,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         "import the original's released FLARE21 SavedModels as our models, checked against their own graphs",
         _import_original_options,
     ),
+    "export-onnx": ("convert both networks to ONNX (needs the onnx extra)", _export_onnx_options),
     "evaluate": ("FLARE21 Dice and NSD per organ of predicted labels against references", _evaluate_options),
 }
 """Each subcommand: its one-line help and the function adding its description and options."""
@@ -507,6 +574,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=min(level, logging.INFO), handlers=[console], force=True)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per DICOM module it copies into a SEG
 
 
 PLACEHOLDER_PREFIX = "/SET/PATH"

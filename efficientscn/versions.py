@@ -5,7 +5,10 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-from efficientscn import __version__
+try:
+    __version__ = version("efficientscn")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 _PACKAGES = ("tensorflow", "keras", "SimpleITK", "numpy")
 

@@ -146,10 +146,16 @@ class CanonicalCT:
     """The spacing processed with: the header's, or the FLARE21 mean for a spacing of exactly 1,1,1 mm that the
     spacing fallback takes as missing (see `spacing_source`)."""
     reorientation: Reorientation
-    oblique_grid: Grid | None = None
-    """The grid of an oblique CT as read, where its label goes back to; None if not oblique."""
     spacing_source: str = "header"
     """Where `spacing_zyx` comes from: "header", or "FLARE21 mean" (for the report)."""
+    oblique_image: sitk.Image | None = None
+    """An oblique CT as read, on the grid its label goes back to (and organ statistics are measured on); None if
+    not oblique: `image` is then the CT as read."""
+
+    @property
+    def image_as_read(self) -> sitk.Image:
+        """The int16 CT on its grid as read, the grid of its label."""
+        return self.image if self.oblique_image is None else self.oblique_image
 
     @classmethod
     def read(
@@ -186,11 +192,11 @@ class CanonicalCT:
         "always")."""
         if max_voxels is not None:
             check_voxel_count(ct.GetSize(), max_voxels)
-        oblique_grid = None
+        oblique_image = None
         angle = obliquity_degrees(ct.GetDirection())
         if angle > OBLIQUE_TOLERANCE_DEGREES:
-            oblique_grid = grid_of(ct)
-            aligned = axis_aligned_grid(oblique_grid)
+            oblique_image = ct
+            aligned = axis_aligned_grid(grid_of(ct))
             if max_voxels is not None:
                 check_voxel_count(aligned.size, max_voxels)
             logger.info(
@@ -203,11 +209,11 @@ class CanonicalCT:
         if uses_spacing_fallback(spacing_xyz, spacing_fallback, stored=spacing_stored):
             spacing_xyz, spacing_source = spacing_with_fallback(spacing_xyz, source), "FLARE21 mean"
         array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
-        return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, oblique_grid, spacing_source)
+        return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, spacing_source, oblique_image)
 
     def restore(self, label_zyx: np.ndarray) -> sitk.Image:
         """A label on the canonical grid, put on the exact grid of the CT as read (size, spacing, origin, direction)."""
         label = self.reorientation.to_original_image(label_zyx)
-        if self.oblique_grid is None:
+        if self.oblique_image is None:
             return label
-        return resample_onto(label, self.oblique_grid, "nearest", 0)
+        return resample_onto(label, grid_of(self.oblique_image), "nearest", 0)

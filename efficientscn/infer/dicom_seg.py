@@ -21,13 +21,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-import efficientscn
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import DIRECTION_TOLERANCE, grid_of
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.read import dicom_series_files
 from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
+from efficientscn.versions import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def write_dicom_seg(series: Path, label: sitk.Image, path: Path, *, overwrite: b
     present = [value for value in ORGAN_NAMES if (values == value).any()]  # bool comparisons, no float copies
     if not present:
         raise InputError(f"{series}: no organ in the label: no DICOM-SEG written (a SEG needs at least one segment)")
-    with atomic_output(path, overwrite=overwrite) as temporary:
+    with atomic_output(path, suffix=path.suffix, overwrite=overwrite) as temporary:
         with itk_path(series) as readable:
             datasets = _read_headers(series, dicom_series_files(series, readable))
         _fill_missing_attributes(series, datasets, slice_spacing_mm=label.GetSpacing()[2])
@@ -134,7 +134,7 @@ def write_dicom_seg(series: Path, label: sitk.Image, path: Path, *, overwrite: b
                     instance_number=1,
                     manufacturer=SEG_MANUFACTURER,
                     manufacturer_model_name=SEG_MODEL_NAME,
-                    software_versions=efficientscn.__version__,
+                    software_versions=__version__,
                     device_serial_number=SEG_DEVICE_SERIAL_NUMBER,
                     content_label=SEG_CONTENT_LABEL,
                     content_description=f"EfficientSCN: {', '.join(ORGAN_NAMES[v] for v in present)}",
@@ -284,7 +284,7 @@ def _segment_description(number: int, value: int) -> highdicom.seg.SegmentDescri
         segmented_property_type=ORGAN_CODES[value],
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=highdicom.AlgorithmIdentificationSequence(
-            name=SEG_MODEL_NAME, family=ARTIFICIAL_INTELLIGENCE, version=efficientscn.__version__
+            name=SEG_MODEL_NAME, family=ARTIFICIAL_INTELLIGENCE, version=__version__
         ),
         display_color=highdicom.color.CIELabColor.from_rgb(*ORGAN_COLORS_RGB[value]),
     )

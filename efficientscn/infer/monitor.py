@@ -33,6 +33,8 @@ class CaseRecord:
     details: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """What the plausibility checks found odd about the input or the organs found."""
+    written: list[str] = field(default_factory=list)
+    """The files this run wrote for the case: its label, then DICOM-SEG, statistics, preview as asked."""
 
 
 def peak_rss_mb() -> float:

@@ -26,7 +26,7 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.cache import cache_root, fingerprint, remove_stale
 from efficientscn.infer.models import Device, Network, load_network, models_subfolder
-from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
+from efficientscn.infer.pipeline import InferenceConfig, Pipeline, check_processable
 from efficientscn.infer.utils_module import PipelineFunctions, Utils, load_utils
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
@@ -187,7 +187,7 @@ def verify(
     recorded, calls = {}, {}
     for stage in STAGE_NAMES:
         recorded[stage], calls[stage] = _recording(references[stage])
-    segmenter = Segmenter(recorded["localization"], recorded["segmentation"], utils, config)
+    segmenter = Pipeline(recorded["localization"], recorded["segmentation"], utils, config)
     try:
         segmenter.segment(probe.ct.array_zyx, probe.ct.spacing_zyx, require_organs=False)
     except InputError as error:

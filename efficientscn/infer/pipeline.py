@@ -101,7 +101,7 @@ def _constant(values: Sequence[float] | np.ndarray, dtype: tf.DType) -> tf.Tenso
     return tf.constant(np.asarray(values), dtype)
 
 
-class Segmenter:
+class Pipeline:
     """Both networks and the utils module, loaded once, applied to one canonical CT after another."""
 
     def __init__(

@@ -15,39 +15,45 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from efficientscn.atomic import NAME_MAX, ensure_writable_folder, leftover_temporaries
+from efficientscn.atomic import NAME_MAX, ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import SpacingFallback
-from efficientscn.imaging.names import case_id, image_suffix
+from efficientscn.imaging.names import case_id
 from efficientscn.infer.cases import (
     Case,
     ReadAhead,
     case_lock,
-    existing_label_problem,
     find_sources,
     label_owners,
-    refuse_replacing_foreign_file,
 )
-from efficientscn.infer.graphs import without_graph_optimisation
-from efficientscn.infer.models import load_network, models_subfolder, select_device
+from efficientscn.infer.models import models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
-from efficientscn.infer.original import imported_folders, probe_or_phantom
-from efficientscn.infer.pipeline import InferenceConfig, Segmenter, check_processable
+from efficientscn.infer.pipeline import InferenceConfig, check_processable
 from efficientscn.infer.plausibility import check_intensities, check_organs
-from efficientscn.infer.utils_module import load_utils
-from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
+from efficientscn.infer.segmenter import Segmenter
+from efficientscn.infer.statistics import read_statistics_json, write_statistics_csv
+from efficientscn.infer.writers import (
+    CaseResult,
+    LabelWriter,
+    StatisticsWriter,
+    case_output,
+    companion_writers,
+    leftovers_of,
+)
 from efficientscn.model.precision import inference_precision
 from efficientscn.model.specs import STAGE_NAMES
 from efficientscn.stopping import StopRequest, stop_on_signals
 from efficientscn.versions import versions
 
 logger = logging.getLogger(__name__)
+
+STATISTICS_CSV = "statistics.csv"
+"""The batch's organ statistics, one row per case and organ, beside the cases' `<case>.json`."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,12 @@ class PredictOptions:
     utils: Path | None = None
     """A traced tf_utils_module to use instead of the functions in `efficientscn.infer.ops`."""
     overwrite: bool = False
+    label_format: str | None = None
+    """The label's format (`writers.LABEL_FORMATS`); None: NIfTI, or the CT's own format for MetaImage and NRRD."""
+    dicom_seg: bool = False
+    """Also write a DICOM-SEG of each DICOM series."""
+    statistics: bool = False
+    """Also write each case's organ statistics, `<case>.json`, and the batch's `statistics.csv`."""
     preview: bool = False
     report: Path | None = None
     progress: bool = True
@@ -72,27 +84,6 @@ class PredictOptions:
     """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
     import_originals: bool = True
     """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
-
-    def writers(self) -> list[LabelWriter]:
-        """What is written per case: the label map first (it marks the case as done), then the preview if asked."""
-        return [ImageLabelWriter(), *([PreviewWriter()] if self.preview else [])]
-
-
-def load_segmenter(
-    options: PredictOptions, device: str, precision: str, config: InferenceConfig, first_ct: Path
-) -> Segmenter:
-    """Both networks and the utils module of `options`, loaded for `device` and `precision`.
-
-    A network in the original's format is replaced by its verified import (made on `first_ct` the first time)
-    unless `options.import_originals` is off.
-    """
-    utils = load_utils(options.utils, device)
-    folders = {stage: models_subfolder(options.models, stage) for stage in STAGE_NAMES}
-    if options.import_originals:
-        probe = partial(probe_or_phantom, first_ct, config)
-        folders = imported_folders(folders, probe=probe, device=device, precision=precision, utils=utils, config=config)
-    networks = {stage: load_network(folders[stage], stage, device, precision) for stage in STAGE_NAMES}
-    return Segmenter(networks["localization"], networks["segmentation"], utils, config)
 
 
 def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
@@ -111,9 +102,19 @@ class Predictor:
 
     def __init__(self, options: PredictOptions) -> None:
         self.options = options
-        self.writers = options.writers()
+        self.label = case_output(options.label_format)  # its file marks a case as done
+        companions = companion_writers(
+            options.label_format, dicom_seg=options.dicom_seg, statistics=options.statistics, preview=options.preview
+        )
+        self.writers: list[LabelWriter] = [self.label, *companions]
         sources = find_sources(options.inputs, options.output)
-        label = self.writers[0]  # its file marks a case as done
+        wants_seg = "--format dicom-seg" if options.label_format == "dicom-seg" else "--dicom-seg"
+        if (options.dicom_seg or options.label_format == "dicom-seg") and not any(path.is_dir() for path in sources):
+            raise InputError(
+                f"{options.inputs}: {wants_seg}: no DICOM series among the inputs; a DICOM-SEG references the series "
+                "it segments"
+            )
+        label = self.label
         self.cases = [Case(source, label.path(options.output, case_id(source), source)) for source in sources]
         ensure_writable_folder(options.output)
         if options.report is not None:  # refused now, not after the batch
@@ -145,13 +146,9 @@ class Predictor:
         loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
         stop = StopRequest()
         try:
-            # the frozen graphs were optimised when frozen; a saved utils module (--utils) was not
-            frozen = self.device if self.options.utils is None else "none"
-            with stop_on_signals() as stop, without_graph_optimisation(frozen):
+            with stop_on_signals() as stop:
                 if todo:  # nothing to segment: no minutes spent loading models
-                    loading = loader.submit(
-                        load_segmenter, self.options, self.device, self.precision, self.config, todo[0].source
-                    )
+                    loading = loader.submit(self._load_segmenter, todo[0].source)
                     # the first CT is read while the models load
                     reads = ReadAhead(todo, reader, self.config.max_voxels, self.config.spacing_fallback)
                     self.segmenter = _wait_for(loading, stop)
@@ -169,9 +166,37 @@ class Predictor:
             for record in self.records.values():
                 if record.status == "pending":  # a stopped batch: the cases it did not reach
                     record.status = "not done"
+            if self.options.statistics:
+                self._write_statistics_table()
             if self.options.report is not None:
                 self._write_report()
         return report
+
+    def _write_statistics_table(self) -> None:
+        """`statistics.csv`: the statistics of every case of the batch that has them, from this run or an earlier."""
+        writer, rows = StatisticsWriter(), {}
+        for case in self.cases:
+            path = writer.path(self.options.output, case.id, case.source)
+            if path.exists():
+                try:
+                    rows[case.id] = read_statistics_json(path)
+                except (InputError, OSError) as error:
+                    logger.warning("%s: left out of %s: %s", case.name, STATISTICS_CSV, error)
+        if rows:
+            write_statistics_csv(self.options.output / STATISTICS_CSV, rows)
+
+    def _load_segmenter(self, first_ct: Path) -> Segmenter:
+        """The segmenter of the options; networks in the original's format are imported, checked on `first_ct`."""
+        options = self.options
+        return Segmenter(
+            options.models,
+            device=self.device,
+            precision=self.precision,
+            utils=options.utils,
+            import_originals=options.import_originals,
+            config=self.config,
+            probe=first_ct,
+        )
 
     def _to_do(self, case: Case) -> bool:
         """Whether the case is to be segmented: no label yet, asked to overwrite it, or one that cannot be kept;
@@ -182,16 +207,20 @@ class Predictor:
                 f"systems allow ({NAME_MAX}): rename the CT"
             )
             return False
+        refusal = self.label.refusal(case.source)
+        if refusal is not None:
+            self._refused[case.output] = refusal
+            return False
         if not case.output.exists():
             return True
         if not self.options.overwrite:
-            problem = existing_label_problem(case.output, case.source)
+            problem = self.label.existing_problem(case.output, case.source)
             if problem is None:
                 return False
             logger.warning("%s: its label %s cannot be kept (%s): segmenting it again", case.name, case.output, problem)
             self._replace.add(case.output)
         try:
-            refuse_replacing_foreign_file(case.output)
+            self.label.refuse_replacing(case.output)
         except InputError as error:
             self._refused[case.output] = str(error)
             return False
@@ -214,7 +243,8 @@ class Predictor:
         try:
             with case_lock(case.output) as held:  # two runs on one folder share its cases
                 overwrite = self.options.overwrite or case.output in self._replace
-                if held and case.output in self._replace and existing_label_problem(case.output, case.source) is None:
+                redone = case.output in self._replace and self.label.existing_problem(case.output, case.source) is None
+                if held and redone:
                     overwrite = False  # another run has redone it meanwhile
                 if not held or (case.output.exists() and not overwrite):
                     reads.drop(case)
@@ -233,7 +263,7 @@ class Predictor:
         """Remove the temporary files an interrupted run left for this case (its lock is held: none is in use)."""
         for writer in self.writers:
             path = writer.path(self.options.output, case.id, case.source)
-            for leftover in leftover_temporaries(path, image_suffix(path) or path.suffix):
+            for leftover in leftovers_of(path):
                 leftover.unlink(missing_ok=True)
                 logger.info("%s: removed %s, left by an interrupted run", case.name, leftover.name)
 
@@ -248,14 +278,19 @@ class Predictor:
             ct, record.seconds["read"] = reads.take(case)
             check_processable(ct.array_zyx.shape, ct.spacing_zyx, self.config)  # its reason comes first
             self._check_input(case, ct.array_zyx)
-            segmentation = self.segmenter.segment(ct.array_zyx, ct.spacing_zyx)
+            segmentation = self.segmenter.segment_canonical(ct)
             self._warn(case, check_organs(segmentation.label, ct.spacing_zyx))
             record.seconds.update(segmentation.seconds)
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
-            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label))
+            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source)
             for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
-                writer.write(result, writer.path(self.options.output, case.id, case.source), overwrite=overwrite)
+                if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
+                    self._warn(case, [f"no {writer.name}: {refusal}"])
+                    continue
+                path = writer.path(self.options.output, case.id, case.source)
+                writer.write(result, path, overwrite=overwrite)
+                record.written.append(str(path))
                 record.seconds[writer.name] = time.perf_counter() - start
                 start = time.perf_counter()
             record.status = "done"
@@ -290,8 +325,8 @@ class Predictor:
             "device": self.device,
             "precision": self.precision,
             "models": {
-                "localization": segmenter.localization.describe() if segmenter else None,
-                "segmentation": segmenter.segmentation.describe() if segmenter else None,
+                "localization": segmenter.pipeline.localization.describe() if segmenter else None,
+                "segmentation": segmenter.pipeline.segmentation.describe() if segmenter else None,
                 "utils": str(self.options.utils) if self.options.utils else "efficientscn.infer.ops",
             },
         }

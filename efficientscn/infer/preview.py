@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +50,22 @@ def _to_square_pixels(plane: np.ndarray, row_mm: float, col_mm: float) -> np.nda
     return plane[np.ix_(rows, cols)]
 
 
-def _render(ct: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """RGB uint8 of a windowed CT slice with a translucent fill and an opaque outline per organ."""
+HATCH_PERIOD = 8
+"""Pixels between the diagonal stripes of a hatched organ; half of each period is left without fill."""
+
+
+def _render(ct: np.ndarray, label: np.ndarray, hatched: Sequence[int] = ()) -> np.ndarray:
+    """RGB uint8 of a windowed CT slice with a translucent fill and an opaque outline per organ; the organs whose
+    label values are in `hatched` get their fill in diagonal stripes only."""
     level, width = WINDOW_HU
     grey = np.clip((ct.astype(np.float64) - (level - width / 2)) / width, 0.0, 1.0) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     organ = label > 0
     colour = LABEL_COLOURS[label]
-    rgb[organ] = (1.0 - ALPHA) * rgb[organ] + ALPHA * colour[organ]
+    rows, cols = np.indices(label.shape)
+    gaps = np.isin(label, list(hatched)) & ((rows + cols) % HATCH_PERIOD >= HATCH_PERIOD // 2)
+    fill = organ & ~gaps
+    rgb[fill] = (1.0 - ALPHA) * rgb[fill] + ALPHA * colour[fill]
     padded = np.pad(label, 1, mode="edge")
     edge = organ & (
         (padded[:-2, 1:-1] != label)
@@ -85,14 +94,16 @@ def write_preview(
     path: Path,
     *,
     overwrite: bool = False,
+    hatched: Sequence[int] = (),
 ) -> Path:
     """Write a PNG with an axial (left) and a coronal (right) slice through the centre of the labelled organs.
 
     `ct` (HU) and `label` are zyx arrays on the canonical LPS grid, so the axial view is already radiological
     (patient right on the image left, anterior at the top); the coronal view is flipped to put superior at the
     top. Both cut through the label's centre of mass, or the volume centre when the label is empty. The views are
-    top-aligned, padded to the same height, with `GAP_PIXELS` black columns between them. An existing `path`
-    raises FileExistsError unless `overwrite`.
+    top-aligned, padded to the same height, with `GAP_PIXELS` black columns between them. The organs whose label
+    values are in `hatched` (those cut off by the scan) are filled in diagonal stripes. An existing `path` raises
+    FileExistsError unless `overwrite`.
     """
     ct, label = np.asarray(ct), np.asarray(label)
     if ct.ndim != 3 or ct.shape != label.shape:
@@ -103,8 +114,8 @@ def write_preview(
     z, y, _ = centre
     dz, dy, dx = spacing_zyx
     views = [
-        _render(_to_square_pixels(ct[z], dy, dx), _to_square_pixels(label[z], dy, dx)),
-        _render(_to_square_pixels(ct[::-1, y], dz, dx), _to_square_pixels(label[::-1, y], dz, dx)),
+        _render(_to_square_pixels(ct[z], dy, dx), _to_square_pixels(label[z], dy, dx), hatched),
+        _render(_to_square_pixels(ct[::-1, y], dz, dx), _to_square_pixels(label[::-1, y], dz, dx), hatched),
     ]
     height = max(view.shape[0] for view in views)
     gap = np.zeros((height, GAP_PIXELS, 3), dtype=np.uint8)

@@ -248,7 +248,7 @@ def write_statistics_json(
 ) -> None:
     """Write `statistics_json` to `path` (by convention `<case>.json`) atomically; FileExistsError if `path`
     exists and `overwrite` is not set."""
-    write_text_atomic(path, statistics_json(statistics), overwrite=overwrite)
+    write_text_atomic(path, statistics_json(statistics), overwrite=overwrite, suffix=Path(path).suffix)
 
 
 def read_statistics_json(path: str | os.PathLike[str]) -> dict[str, OrganStatistics]:

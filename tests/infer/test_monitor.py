@@ -29,6 +29,7 @@ def _records() -> list[CaseRecord]:
         peak_rss_mb=812.3,
         peak_gpu_mb=None,
         details={"organ_voxels": [10, 20, 30, 40]},
+        written=["out/a.nii.gz", "out/a.json"],
     )
     failed = CaseRecord(input="in/b.mha", output="out/b.nii.gz", status="failed", error="InputError: b.mha: broken")
     return [done, failed, CaseRecord(input="in/c", output="out/c.nii.gz")]
@@ -55,6 +56,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_gpu_mb": None,
                 "details": {"organ_voxels": [10, 20, 30, 40]},
                 "warnings": [],
+                "written": ["out/a.nii.gz", "out/a.json"],
             },
             {
                 "input": "in/b.mha",
@@ -66,6 +68,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_gpu_mb": None,
                 "details": {},
                 "warnings": [],
+                "written": [],
             },
             {
                 "input": "in/c",
@@ -77,6 +80,7 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "peak_gpu_mb": None,
                 "details": {},
                 "warnings": [],
+                "written": [],
             },
         ],
     }

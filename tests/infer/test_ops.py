@@ -21,7 +21,7 @@ from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.read import read_ct
 from efficientscn.infer import ops
 from efficientscn.infer.models import load_network
-from efficientscn.infer.pipeline import InferenceConfig, Segmenter, localization_spacing
+from efficientscn.infer.pipeline import InferenceConfig, Pipeline, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.model.contract import PAPER_LOCALIZATION
 from efficientscn.model.specs import STAGE_NAMES
@@ -269,7 +269,7 @@ def test_postprocess_labels_on_real_ct_agree_with_the_original(original: Any, ca
     utils = _RecordingUtils(UtilsModule())
     networks = [load_network(DEFAULT_MODELS / stage, stage, "cpu", "float32") for stage in STAGE_NAMES]
     image, spacing = canonical_ct(case_id)
-    ours = Segmenter(*networks, utils).segment(image.numpy()[0, 0].astype(np.int16), spacing.numpy()).label
+    ours = Pipeline(*networks, utils).segment(image.numpy()[0, 0].astype(np.int16), spacing.numpy()).label
     theirs = original.postprocess_for_segmentation(*utils.postprocessed).numpy()[0, 0]
     differing, organs = int(np.sum(ours != theirs)), int(np.sum((ours > 0) | (theirs > 0)))
     logger.info("%s: %d of %d organ voxels differ", case_id, differing, organs)

@@ -13,7 +13,7 @@ from efficientscn.errors import InputError
 from efficientscn.infer.models import Network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
-    Segmenter,
+    Pipeline,
     _as_image,
     check_processable,
     localization_spacing,
@@ -24,7 +24,7 @@ from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION, 
 
 
 @pytest.fixture
-def block_segmenter() -> tuple[Segmenter, list[tf.Tensor]]:
+def block_segmenter() -> tuple[Pipeline, list[tf.Tensor]]:
     """The pipeline with stand-in networks (an organ-sized block amid the localization input, uniform
     probabilities), and the list of the localization inputs it received."""
     received: list[tf.Tensor] = []
@@ -38,7 +38,7 @@ def block_segmenter() -> tuple[Segmenter, list[tf.Tensor]]:
     def uniform(inputs: tf.Tensor) -> tf.Tensor:
         return tf.fill([1, 5, *inputs.shape[2:]], tf.constant(0.2, tf.float16))
 
-    segmenter = Segmenter(
+    segmenter = Pipeline(
         Network("localization", Path("block"), "rebuilt", "float32", central_block, PAPER_LOCALIZATION),
         Network("segmentation", Path("uniform"), "rebuilt", "float32", uniform, PAPER_SEGMENTATION),
         UtilsModule(),
@@ -126,7 +126,7 @@ def test_each_stage_gets_the_spacing_sizes_and_smoothing_of_its_networks_contrac
 
     coarse = InputContract(8.0, ((64, 128), (48, 96), (48, 96)), smoothing_sigma_mm=4.0)
     fine = InputContract(3.0, ((64,), (64,), (64,)), smoothing_sigma_mm=2.0)
-    segmenter = Segmenter(
+    segmenter = Pipeline(
         Network("localization", Path("a"), "rebuilt", "float32", localization, coarse),
         Network("segmentation", Path("b"), "rebuilt", "float32", segmentation, fine),
         UtilsModule(),
@@ -151,7 +151,7 @@ def test_no_organ_found_is_refused_unless_organs_are_not_required(block_segmente
     refuse the case, except when asked not to (the import's probe)."""
     segmenter, _ = block_segmenter
     nothing = dataclasses.replace(segmenter.localization, run=lambda inputs: tf.zeros(inputs.shape, tf.bool))
-    empty = Segmenter(nothing, segmenter.segmentation, segmenter.utils)
+    empty = Pipeline(nothing, segmenter.segmentation, segmenter.utils)
     ct = np.full((40, 50, 60), -1000, np.int16)
     with pytest.raises(InputError, match="no organs found: the localization network marked no voxel"):
         empty.segment(ct, (3.0, 3.0, 3.0))
@@ -178,7 +178,7 @@ def _recording_segmenter(utils: object, coarse: InputContract, fine: InputContra
         closeness = tf.exp(-tf.square(tf.cast(inputs, tf.float32) - levels) * 50.0)
         return tf.cast(closeness / tf.reduce_sum(closeness, axis=1, keepdims=True), tf.float16)
 
-    segmenter = Segmenter(
+    segmenter = Pipeline(
         Network("localization", Path("a"), "rebuilt", "float32", localization, coarse),
         Network("segmentation", Path("b"), "rebuilt", "float32", segmentation, fine),
         utils,  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.infer.preview import GAP_PIXELS, LABEL_COLOURS, write_preview
+from efficientscn.infer.preview import GAP_PIXELS, HATCH_PERIOD, LABEL_COLOURS, write_preview
 
 from helpers import shared_case
 
@@ -115,3 +115,18 @@ def test_real_ct(tmp_path: Path) -> None:
     )
     assert rgb.shape[0] <= 512 and rgb.shape[1] <= 2 * 512 + GAP_PIXELS
     assert _coloured(rgb).sum() > 0
+
+
+def test_hatched_organs_are_filled_in_stripes_and_the_others_whole(tmp_path: Path) -> None:
+    """An organ flagged as cut off by the scan (here the spleen) keeps its outline; inside, half its pixels are
+    the plain CT, in diagonal stripes; the liver beside it stays filled throughout."""
+    plain = _read(write_preview(_ct(), np.zeros(SHAPE, np.uint8), (1.0, 1.0, 1.0), tmp_path / "plain.png"))
+    rgb = _read(write_preview(_ct(), _label(), (1.0, 1.0, 1.0), tmp_path / "hatched.png", hatched=[3]))
+    liver_inside, spleen_inside = rgb[21:39, 11:29], rgb[21:39, 51:69]  # within the outlines
+    assert _coloured(liver_inside).all()
+    unfilled = (spleen_inside == plain[21:39, 51:69]).all(axis=-1)
+    assert 0.3 < unfilled.mean() < 0.7
+    rows, cols = np.indices(unfilled.shape)
+    stripes = (rows + cols + 21 + 51) % HATCH_PERIOD
+    assert unfilled[stripes >= HATCH_PERIOD // 2].all() and not unfilled[stripes < HATCH_PERIOD // 2].any()
+    assert _coloured(rgb[20, 50:70]).all()  # the outline stays whole

@@ -1,4 +1,5 @@
-"""What `predict` writes for a case: the label map file and the preview PNG, behind the LabelWriter interface."""
+"""What `predict` writes for a case behind the LabelWriter interface: the label map in its format, the DICOM-SEG,
+the organ statistics and the preview PNG."""
 
 from __future__ import annotations
 
@@ -11,7 +12,20 @@ import pytest
 import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.infer.writers import CaseResult, ImageLabelWriter, LabelWriter, PreviewWriter
+from efficientscn.infer.statistics import read_statistics_json
+from efficientscn.infer.writers import (
+    LABEL_FORMATS,
+    CaseOutput,
+    CaseResult,
+    DicomSegWriter,
+    ImageLabelWriter,
+    LabelWriter,
+    PreviewWriter,
+    StatisticsWriter,
+    case_output,
+    companion_writers,
+    leftovers_of,
+)
 
 from helpers import shared_case
 
@@ -19,7 +33,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _result(ct: CanonicalCT, label_zyx: np.ndarray) -> CaseResult:
-    return CaseResult(ct, label_zyx, ct.restore(label_zyx))
+    return CaseResult(ct, label_zyx, ct.restore(label_zyx), shared_case("ts_example_ct_sm").image)
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +55,28 @@ def _read_back(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
 
-WRITERS = [ImageLabelWriter(), PreviewWriter()]
+WRITERS = [ImageLabelWriter(), DicomSegWriter(), StatisticsWriter(), PreviewWriter()]
+CASE_OUTPUTS = [ImageLabelWriter(), DicomSegWriter()]
+
+
+def _has_the_methods_of(writer: object, protocol: type, names: tuple[str, ...]) -> None:
+    for name in names:
+        method = getattr(writer, name)
+        assert callable(method)
+        expected = inspect.signature(getattr(protocol, name))
+        assert inspect.signature(method).parameters == dict(list(expected.parameters.items())[1:])  # without self
+    for name in getattr(protocol, "__annotations__", {}):  # the protocol's data members
+        assert hasattr(writer, name), name
 
 
 @pytest.mark.parametrize("writer", WRITERS, ids=lambda w: type(w).__name__)
 def test_each_writer_has_the_label_writer_interface(writer: LabelWriter) -> None:
-    for name in ("path", "write"):
-        method = getattr(writer, name)
-        assert callable(method)
-        expected = inspect.signature(getattr(LabelWriter, name))
-        assert inspect.signature(method).parameters == dict(list(expected.parameters.items())[1:])  # without self
-    for name in getattr(LabelWriter, "__annotations__", {}):  # the protocol's data members
-        assert hasattr(writer, name), name
+    _has_the_methods_of(writer, LabelWriter, ("path", "refusal", "write"))
+
+
+@pytest.mark.parametrize("writer", CASE_OUTPUTS, ids=lambda w: type(w).__name__)
+def test_each_case_output_can_judge_an_existing_file(writer: CaseOutput) -> None:
+    _has_the_methods_of(writer, CaseOutput, ("existing_problem", "refuse_replacing"))
 
 
 def test_the_writers_have_distinct_report_names() -> None:
@@ -106,7 +130,7 @@ def test_an_existing_label_is_kept_without_overwrite_and_replaced_with_it(
 
 
 def test_a_label_other_than_uint8_is_refused_and_nothing_written(tmp_path: Path, result: CaseResult) -> None:
-    wide = CaseResult(result.ct, result.label_zyx, sitk.Cast(result.label, sitk.sitkInt16))
+    wide = CaseResult(result.ct, result.label_zyx, sitk.Cast(result.label, sitk.sitkInt16), result.source)
     path = tmp_path / "case.nii.gz"
     with pytest.raises(TypeError, match="uint8"):
         ImageLabelWriter().write(wide, path, overwrite=False)
@@ -132,3 +156,96 @@ def test_the_preview_replaces_an_older_one_even_without_overwrite(tmp_path: Path
     path.write_bytes(b"an older preview")
     writer.write(result, path, overwrite=False)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_the_format_asked_names_the_label_whatever_the_cts_format(tmp_path: Path) -> None:
+    for label_format in ("nii.gz", "nii", "mha", "nrrd"):
+        writer = case_output(label_format)
+        assert writer.path(tmp_path, "x", Path("x.mha")) == tmp_path / f"x.{label_format}"
+    assert isinstance(case_output("dicom-seg"), DicomSegWriter)
+    assert case_output("dicom-seg").path(tmp_path, "series", tmp_path / "series") == tmp_path / "series.seg.dcm"
+    assert set(LABEL_FORMATS) == {"nii.gz", "nii", "mha", "nrrd", "dicom-seg"}
+
+
+@pytest.mark.parametrize("label_format", ["nii", "mha", "nrrd"])
+def test_a_label_in_another_format_reads_back_equal_on_the_cts_grid(
+    tmp_path: Path, ct: CanonicalCT, result: CaseResult, label_format: str
+) -> None:
+    writer = case_output(label_format)
+    path = writer.path(tmp_path, "case")
+    writer.write(result, path, overwrite=False)
+    written = _read_back(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(result.label))
+    np.testing.assert_allclose(written.GetOrigin(), ct.image.GetOrigin(), atol=1e-4)
+    assert writer.existing_problem(path, result.source) is None  # counts as done on a resumed run
+
+
+def test_the_companions_follow_the_options_and_a_dicom_seg_is_never_written_twice() -> None:
+    assert companion_writers() == []
+    every = companion_writers(None, dicom_seg=True, statistics=True, preview=True)
+    assert [type(writer) for writer in every] == [DicomSegWriter, StatisticsWriter, PreviewWriter]
+    assert companion_writers("dicom-seg", dicom_seg=True) == []  # the SEG is already the case's label
+
+
+def test_a_dicom_seg_is_refused_for_a_file_and_allowed_for_a_dicom_folder(tmp_path: Path) -> None:
+    nifti = shared_case("ts_example_ct_sm").image
+    refusal = DicomSegWriter().refusal(nifti)
+    assert refusal is not None and refusal.startswith(f"{nifti}: not a DICOM series")
+    assert DicomSegWriter().refusal(shared_case("ts_example_ct_dicom").image) is None
+    assert ImageLabelWriter().refusal(nifti) is None and StatisticsWriter().refusal(nifti) is None
+
+
+def test_the_statistics_are_written_as_json_on_the_grid_as_read(tmp_path: Path, result: CaseResult) -> None:
+    writer = StatisticsWriter()
+    path = writer.path(tmp_path, "case")
+    assert path == tmp_path / "case.json"
+    writer.write(result, path, overwrite=False)
+    statistics = read_statistics_json(path)
+    label = sitk.GetArrayViewFromImage(result.label)
+    for organ in statistics.values():
+        assert organ.voxels == np.count_nonzero(label == organ.label)
+    with pytest.raises(FileExistsError):
+        writer.write(result, path, overwrite=False)
+
+
+def test_organs_touching_the_scans_first_or_last_slice_are_the_cut_off_ones(ct: CanonicalCT) -> None:
+    label = np.zeros(ct.array_zyx.shape, np.uint8)
+    label[5:10, 20:40, 20:40] = 1  # inside
+    label[0:4, 50:60, 50:60] = 3  # at one end of the scan
+    label[-3:, 70:80, 70:80] = 4  # at the other
+    result = _result(ct, label)
+    assert sorted(result.cut_off_labels()) == [3, 4]
+
+
+@pytest.fixture(scope="module")
+def dicom_result() -> CaseResult:
+    """The shared 3-slice DICOM series, with a liver block."""
+    series = shared_case("dcmqi_ct3slice").image
+    ct = CanonicalCT.read(series)
+    label = np.zeros(ct.array_zyx.shape, np.uint8)
+    label[:, 200:300, 150:250] = 1
+    return CaseResult(ct, label, ct.restore(label), series)
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: type(w).__name__)
+def test_the_temporary_file_an_interrupted_write_leaves_is_found_as_its_leftover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: LabelWriter, result: CaseResult, dicom_result: CaseResult
+) -> None:
+    """What a run killed mid-write leaves, the next run removes (`leftovers_of`, the rule every writer follows)."""
+    import efficientscn.atomic
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(efficientscn.atomic, "_create", killed)
+    monkeypatch.setattr(efficientscn.atomic.os, "replace", killed)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)  # the process died: no clean-up
+    case = dicom_result if isinstance(writer, DicomSegWriter) else result
+    path = writer.path(tmp_path, "case", case.source)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(case, path, overwrite=False)
+    monkeypatch.undo()
+    left = [entry for entry in path.parent.iterdir() if entry.is_file()]
+    assert len(left) == 1 and not path.exists()
+    assert leftovers_of(path) == left
+    assert leftovers_of(path.with_name("other" + path.name.removeprefix("case"))) == []  # never another case's

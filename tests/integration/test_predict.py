@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import highdicom
 import keras
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ import tensorflow as tf
 from efficientscn.cli import DEFAULT_MODELS, main
 from efficientscn.imaging.canonical import CanonicalCT, to_canonical
 from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, grid_of, obliquity_degrees
-from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.read import read_ct, read_image, read_label
 from efficientscn.imaging.resample import resample_onto
 from efficientscn.infer.cases import existing_label_problem
 from efficientscn.infer.models import load_network
@@ -31,7 +32,9 @@ from efficientscn.infer.pipeline import (
     InferenceConfig,
     localization_spacing,
 )
+from efficientscn.infer.segmenter import Segmenter
 from efficientscn.infer.utils_module import load_utils
+from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.contract import PAPER_LOCALIZATION
 from efficientscn.model.savedmodel import save_network
 from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
@@ -42,7 +45,14 @@ from efficientscn.nn.localization import (
 )
 from efficientscn.nn.scn import SCNConfig
 
-from helpers import REPO_ROOT, require_original_models, shared_case
+from helpers import (
+    REPO_ROOT,
+    dicom_headers,
+    require_original_models,
+    seg_label_volume,
+    seg_source_slices,
+    shared_case,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,15 +135,17 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     }
 
 
-def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path) -> None:
-    """With the shipped models, trained on these cases: the original's FLARE21 localization finds no organs on
-    the rotated DICOM slab once it is resampled axis-aligned (820 mm wide, so localized at 10.5 mm)."""
+def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the shipped models, trained on these cases, and every output asked for: the label map, the DICOM
+    series' SEG, the statistics; then the Python API on the same CTs gives the same labels, writing nothing."""
     labels = _link_cases(tmp_path / "in", GEOMETRY_CASES)
     dicom = shared_case("ts_example_ct_dicom").image
     (tmp_path / "in" / "dicom_case").symlink_to(dicom, target_is_directory=True)
     report_path = tmp_path / "run.json"
     arguments = ("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", DEFAULT_MODELS, "--report", report_path)
-    assert _predict(*arguments, "--device", "cpu") == 0  # the CPU path, on a GPU machine too
+    assert _predict(*arguments, "--device", "cpu", "--dicom-seg", "--statistics") == 0  # the CPU path, on any machine
 
     for case_id, reference in labels.items():
         written = sitk.ReadImage(str(tmp_path / "out" / f"{case_id}.nii.gz"))
@@ -166,11 +178,62 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(tmp_path: Path
     assert report["versions"]["tensorflow"].startswith("2.21")
     cases = {Path(case["input"]).name: case for case in report["cases"]}
     assert len(cases) == len(GEOMETRY_CASES) + 1
-    for case in cases.values():
+    out = tmp_path / "out"
+    for name, case in cases.items():
         assert case["status"] == "done", case
-        assert set(case["seconds"]) == {"read", "localization", "segmentation", "write"}
+        case_name = name.removesuffix("_0000.nii.gz")
+        outputs = [
+            f"{case_name}.nii.gz",
+            *([f"{case_name}.seg.dcm"] if name == "dicom_case" else []),
+            f"{case_name}.json",
+        ]
+        assert case["written"] == [str(out / output) for output in outputs]
+        assert set(case["seconds"]) == {"read", "localization", "segmentation", "write", "statistics"} | (
+            {"dicom-seg"} if name == "dicom_case" else set()
+        )
+        if name != "dicom_case":
+            assert any(warning.startswith("no dicom-seg: ") for warning in case["warnings"])
         assert 100 < case["peak_rss_mb"] <= report["peak_rss_mb"]
         assert case["details"]["segmentation_input_zyx"][0] % 32 == 0
+
+    # the DICOM-SEG of the DICOM series reads back equal to its label map, voxel for voxel
+    assert sorted(path.name for path in out.glob("*.seg.dcm")) == ["dicom_case.seg.dcm"]
+    seg = highdicom.seg.segread(out / "dicom_case.seg.dcm")
+    rebuilt = seg_label_volume(seg, dicom_ct, seg_source_slices(dicom_headers(dicom), dicom_ct))
+    assert rebuilt.any() and np.array_equal(rebuilt, sitk.GetArrayViewFromImage(dicom_label))
+
+    # the statistics, against values computed here from the label and the CT
+    sources = {**{case_id: shared_case(case_id).image for case_id in labels}, "dicom_case": dicom}
+    for case_name, source in sources.items():
+        statistics = json.loads((out / f"{case_name}.json").read_text())
+        label_image = read_label(out / f"{case_name}.nii.gz")
+        label, ct = sitk.GetArrayFromImage(label_image), sitk.GetArrayFromImage(read_ct(source))
+        voxel_ml = float(np.prod(label_image.GetSpacing())) / 1000
+        for value, organ in ORGAN_NAMES.items():
+            inside = ct[label == value]
+            assert statistics[organ]["voxels"] == inside.size, (case_name, organ)
+            assert statistics[organ]["volume_ml"] == pytest.approx(inside.size * voxel_ml, abs=1e-3)
+            if inside.size:
+                assert statistics[organ]["mean_hu"] == pytest.approx(inside.mean(), abs=0.051)
+                assert statistics[organ]["median_hu"] == pytest.approx(np.median(inside), abs=0.051)
+                assert statistics[organ]["touches_scan_end"] == bool((label[[0, -1]] == value).any())
+    table = (out / "statistics.csv").read_text().splitlines()
+    assert len(table) == 1 + len(sources) * len(ORGAN_NAMES)
+
+    # the Python API: one Segmenter, each CT in memory as SimpleITK reads it, the CLI's labels, nothing written
+    segmenter = Segmenter(DEFAULT_MODELS, device="cpu")
+
+    def no_writing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Python API wrote a file")
+
+    monkeypatch.setattr(sitk, "WriteImage", no_writing)
+    monkeypatch.setattr(sitk.ImageFileWriter, "Execute", no_writing)
+    for case_name, source in sources.items():
+        label = segmenter.segment(read_image(source), name=case_name)
+        written = read_label(out / f"{case_name}.nii.gz")
+        assert label.GetSize() == written.GetSize()
+        np.testing.assert_allclose(label.GetOrigin(), written.GetOrigin(), atol=1e-4)
+        assert np.array_equal(sitk.GetArrayViewFromImage(label), sitk.GetArrayViewFromImage(written)), case_name
 
 
 @pytest.mark.slow  # tens of seconds

@@ -1,0 +1,77 @@
+"""The Python interface `efficientscn.Segmenter`: what it takes (a SimpleITK image, or an array with its geometry)
+and refuses. Its labels are compared with the CLI's in tests/integration/test_predict.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import efficientscn
+from efficientscn.errors import InputError
+from efficientscn.infer.pipeline import InferenceConfig
+from efficientscn.infer.segmenter import Segmenter
+
+from helpers import REPO_ROOT, shared_case
+
+
+def _unloaded_segmenter() -> Segmenter:
+    """A Segmenter without networks: enough for what happens before them (the CT onto the processing grid)."""
+    segmenter = object.__new__(Segmenter)
+    segmenter.config = InferenceConfig()
+    return segmenter
+
+
+def test_an_array_with_its_geometry_is_the_same_ct_as_the_image_it_came_from() -> None:
+    image = sitk.ReadImage(str(shared_case("ts_example_ct_sm_asl").image))  # axes permuted: not the canonical order
+    segmenter = _unloaded_segmenter()
+    from_image = segmenter.canonical(image)
+    from_array = segmenter.canonical(
+        sitk.GetArrayFromImage(image),
+        spacing=image.GetSpacing(),
+        origin=image.GetOrigin(),
+        direction=image.GetDirection(),
+    )
+    np.testing.assert_array_equal(from_array.array_zyx, from_image.array_zyx)
+    assert from_array.spacing_zyx == from_image.spacing_zyx
+    restored = from_array.restore(np.ones(from_array.array_zyx.shape, np.uint8))
+    assert restored.GetSize() == image.GetSize()
+    np.testing.assert_allclose(restored.GetDirection(), image.GetDirection())
+    np.testing.assert_allclose(restored.GetOrigin(), image.GetOrigin())
+
+
+def test_a_float_array_is_rounded_to_int16_hu_as_a_file_would_be() -> None:
+    values = np.full((40, 40, 40), -1000.4, np.float32)
+    values[10:30, 10:30, 10:30] = 40.6
+    ct = _unloaded_segmenter().canonical(values, spacing=(2.0, 2.0, 2.0))
+    assert ct.array_zyx.dtype == np.int16
+    assert set(np.unique(ct.array_zyx)) == {-1000, 41}
+
+
+@pytest.mark.parametrize(
+    ("image", "geometry", "error", "message"),
+    [
+        (np.zeros((4, 4), np.int16), {"spacing": (1, 1)}, InputError, r"^ct: 2-D array"),
+        (np.zeros((4, 4, 4, 2), np.int16), {"spacing": (1, 1, 1)}, InputError, r"^ct: 4-D array"),
+        (np.zeros((8, 8, 8), np.int16), {}, ValueError, r"^ct: a NumPy array needs its spacing"),
+        (sitk.Image(8, 8, 8, sitk.sitkInt16), {"spacing": (1, 1, 1)}, ValueError, r"^ct: a SimpleITK image carries"),
+        (np.eye(8, dtype=np.uint8)[None].repeat(8, 0), {"spacing": (1, 1, 1)}, InputError, r"^ct: .*a label map"),
+        (np.full((8, 8, 8), np.nan, np.float32), {"spacing": (1, 1, 1)}, InputError, r"^ct: .*NaN"),
+    ],
+    ids=["2-D", "4-D", "no spacing", "image with geometry", "label map", "NaN"],
+)
+def test_what_is_not_a_ct_is_refused_naming_it(image: object, geometry: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        _unloaded_segmenter().canonical(image, name="ct", **geometry)  # type: ignore[arg-type]
+
+
+def test_the_package_offers_segmenter_without_loading_tensorflow_on_import() -> None:
+    assert efficientscn.Segmenter is Segmenter
+    with pytest.raises(AttributeError, match="no attribute 'Segmentor'"):
+        _ = efficientscn.Segmentor  # type: ignore[attr-defined]
+    code = "import sys, efficientscn; print('tensorflow' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert loaded.stdout.strip() == "False"
