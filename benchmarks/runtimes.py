@@ -1,7 +1,7 @@
 """TensorFlow against ONNX Runtime and OpenVINO on the two networks: start-up, speed and memory, side by side.
 
-    python -m venv /tmp/rt-venv && /tmp/rt-venv/bin/pip install -e .            # not the project's own .venv
-    /tmp/rt-venv/bin/pip install onnxruntime openvino tf2onnx onnx              # the extra packages
+    python -m venv /tmp/rt-venv && /tmp/rt-venv/bin/pip install -e ".[onnx]"    # not the project's own .venv
+    /tmp/rt-venv/bin/pip install openvino                                       # the one package not in the extra
     /tmp/rt-venv/bin/python benchmarks/runtimes.py [--models submitted_saved_models] [--repeats 3] [--work DIR]
 
 Each network of the models folder runs at the input a 512 x 512 x 200 CT gives it (localization 80 x 80 x 80, the

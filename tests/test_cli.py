@@ -51,3 +51,23 @@ def test_import_original_help_states_the_thresholds_it_checks(capsys: pytest.Cap
     assert (str(args.source), str(args.destination), args.probe, args.precision) == ("src", "dst", None, "auto")
     predict = build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--as-saved"])
     assert predict.as_saved
+
+
+def test_every_output_option_is_in_the_help_and_in_the_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    from efficientscn.infer.writers import LABEL_FORMATS
+
+    from helpers import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    text = _help(capsys, "predict")
+    for option in ("--format", "--dicom-seg", "--statistics", "--preview", "--report"):
+        assert option in text and f"`{option}" in readme, option
+    assert _squashed("{" + ",".join(LABEL_FORMATS) + "}") in text
+    assert f"`--format {'|'.join(LABEL_FORMATS)}`" in readme
+    onnx = _help(capsys, "export-onnx")
+    assert all(option in onnx for option in ("--models", "--output", "--opset", "--overwrite"))
+    assert "efficientscn export-onnx" in readme and "from efficientscn import Segmenter" in readme
+    args = build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--format", "dicom-seg"])
+    assert (args.label_format, args.dicom_seg, args.statistics) == ("dicom-seg", False, False)
+    with pytest.raises(SystemExit):
+        build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--format", "png"])

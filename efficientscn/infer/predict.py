@@ -284,15 +284,19 @@ class Predictor:
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source)
-            for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
-                if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
-                    self._warn(case, [f"no {writer.name}: {refusal}"])
-                    continue
-                path = writer.path(self.options.output, case.id, case.source)
-                writer.write(result, path, overwrite=overwrite)
-                record.written.append(str(path))
-                record.seconds[writer.name] = time.perf_counter() - start
-                start = time.perf_counter()
+            try:
+                for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
+                    if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
+                        self._warn(case, [f"no {writer.name}: {refusal}"])
+                        continue
+                    path = writer.path(self.options.output, case.id, case.source)
+                    writer.write(result, path, overwrite=overwrite)
+                    record.written.append(str(path))
+                    record.seconds[writer.name] = time.perf_counter() - start
+                    start = time.perf_counter()
+            except Exception:
+                self._undo_label(case, record)
+                raise
             record.status = "done"
             return "done"
         except Exception as error:
@@ -301,6 +305,14 @@ class Predictor:
         finally:
             record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_memory.peak_mb()
+
+    def _undo_label(self, case: Case, record: CaseRecord) -> None:
+        """Remove the label this run just wrote for a case whose other outputs failed: a case is done only with all
+        of them, and its label would mark it as done for the next run."""
+        if record.written and record.written[0] == str(case.output):
+            case.output.unlink(missing_ok=True)
+            record.written.pop(0)
+            logger.warning("%s: %s removed again: not all outputs of the case could be written", case.name, case.output)
 
     def _check_input(self, case: Case, ct_zyx: np.ndarray) -> None:
         """Refuse an input that is clearly not an abdominal CT in HU, unless forced; warn about an odd one."""

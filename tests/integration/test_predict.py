@@ -27,6 +27,7 @@ from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligne
 from efficientscn.imaging.read import read_ct, read_image, read_label
 from efficientscn.imaging.resample import resample_onto
 from efficientscn.infer.cases import existing_label_problem
+from efficientscn.infer.dicom_seg import dicom_seg_problem
 from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
@@ -320,16 +321,36 @@ def test_a_batch_finishes_good_cases_reports_bad_ones_and_resumes(models: Path, 
 def test_a_single_ct_file_or_dicom_folder_is_one_case(models: Path, tmp_path: Path) -> None:
     folder = tmp_path / "scans"
     _link_cases(folder, ("ts_example_ct_sm_asl",))
-    ct = folder / "ts_example_ct_sm_asl_0000.nii.gz"
-    assert _predict("-i", ct, "-o", tmp_path / "labels", "--models", models) == 0
+    ct_file = folder / "ts_example_ct_sm_asl_0000.nii.gz"
+    assert _predict("-i", ct_file, "-o", tmp_path / "labels", "--models", models) == 0
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["ts_example_ct_sm_asl.nii.gz"]
-    assert _predict("-i", ct, "-o", folder, "--models", models) == 2  # never beside the CT itself
+    assert _predict("-i", ct_file, "-o", folder, "--models", models) == 2  # never beside the CT itself
     dicom = tmp_path / "series_042"
     shutil.copytree(shared_case("ts_example_ct_dicom").image, dicom)
     assert _predict("-i", dicom, "-o", tmp_path / "labels", "--models", models) == 0
     assert (tmp_path / "labels" / "series_042.nii.gz").is_file()
     assert _predict("-i", dicom, "-o", dicom / "labels", "--models", models) == 2
     assert not (dicom / "labels").exists()
+    # a DICOM-SEG as the case's label: written alone, kept by the next run, redone when it is not whole
+    seg = tmp_path / "seg" / "series_042.seg.dcm"
+    assert _predict("-i", dicom, "-o", seg.parent, "--models", models, "--format", "dicom-seg") == 0
+    assert sorted(p.name for p in seg.parent.iterdir()) == [seg.name]
+    label = read_label(tmp_path / "labels" / "series_042.nii.gz")
+    ct = read_ct(dicom)
+    rebuilt = seg_label_volume(highdicom.seg.segread(seg), ct, seg_source_slices(dicom_headers(dicom), ct))
+    assert np.array_equal(rebuilt, sitk.GetArrayViewFromImage(label))
+    written = seg.stat().st_mtime_ns
+    assert _predict("-i", dicom, "-o", seg.parent, "--models", models, "--format", "dicom-seg") == 0
+    assert seg.stat().st_mtime_ns == written  # skipped: done
+    seg.write_bytes(seg.read_bytes()[:-500])
+    assert _predict("-i", dicom, "-o", seg.parent, "--models", models, "--format", "dicom-seg") == 0
+    assert dicom_seg_problem(seg) is None  # cut short: done again
+    # any other format asked for
+    for label_format in ("nii", "nrrd"):
+        assert _predict("-i", ct_file, "-o", tmp_path / label_format, "--models", models, "--format", label_format) == 0
+        written_label = read_label(tmp_path / label_format / f"ts_example_ct_sm_asl.{label_format}")
+        expected = read_label(tmp_path / "labels" / "ts_example_ct_sm_asl.nii.gz")
+        assert np.array_equal(sitk.GetArrayViewFromImage(written_label), sitk.GetArrayViewFromImage(expected))
 
 
 def test_the_originals_utils_module_is_refused_on_a_cpu_with_the_reason(
@@ -351,6 +372,8 @@ def test_unusable_batches_stop_before_any_work(models: Path, tmp_path: Path) -> 
     assert _predict("-i", inputs, "-o", inputs, "--models", models) == 2  # never into the input folder
     assert _predict("-i", inputs, "-o", inputs / "labels", "--models", models) == 2
     assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", tmp_path / "no_models") == 2
+    for seg in (["--dicom-seg"], ["--format", "dicom-seg"]):  # a DICOM-SEG needs a DICOM series to reference
+        assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, *seg) == 2
     assert sorted(p.name for p in inputs.iterdir()) == ["ts_example_ct_sm_0000.nii.gz"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -673,3 +696,28 @@ def test_a_second_run_loads_the_graphs_the_first_traced_and_labels_alike(tmp_pat
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "cache" / "graphs").glob("*.pb")} == graphs
     np.testing.assert_array_equal(labels[0], labels[1])
     assert np.count_nonzero(labels[0]) > 0
+
+
+@pytest.mark.slow  # two batches: tens of seconds
+def test_a_case_whose_statistics_cannot_be_written_is_not_done_and_a_new_run_does_it(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case is done with all its outputs: when one fails, its label goes again, so the next run does the case."""
+    import efficientscn.infer.writers
+
+    _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
+    out, report_path = tmp_path / "out", tmp_path / "run.json"
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(efficientscn.infer.writers, "write_statistics_json", disk_full)
+    arguments = ("-i", tmp_path / "in", "-o", out, "--models", models, "--statistics", "--report", report_path)
+    assert _predict(*arguments) == 1
+    (case,) = json.loads(report_path.read_text())["cases"]
+    assert case["status"] == "failed" and "No space left" in case["error"] and case["written"] == []
+    assert not (out / "ts_example_ct_sm.nii.gz").exists()
+    monkeypatch.undo()
+    assert _predict(*arguments) == 0
+    expected = ["statistics.csv", "ts_example_ct_sm.json", "ts_example_ct_sm.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == expected
