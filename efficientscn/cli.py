@@ -375,7 +375,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=(
             "also write OUTPUT/<case>.seg.dcm, a DICOM Segmentation object over the input DICOM series (one coded "
-            "segment per organ found), which PACS and viewers open; other inputs fail with the reason"
+            "segment per organ found), which PACS and viewers open; other inputs get none, with a warning"
         ),
     )
     parser.add_argument(

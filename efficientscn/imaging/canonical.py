@@ -148,14 +148,19 @@ class CanonicalCT:
     reorientation: Reorientation
     spacing_source: str = "header"
     """Where `spacing_zyx` comes from: "header", or "FLARE21 mean" (for the report)."""
+    oblique_grid: Grid | None = None
+    """The grid of an oblique CT as read, where its label goes back to; None if not oblique."""
     oblique_image: sitk.Image | None = None
-    """An oblique CT as read, on the grid its label goes back to (and organ statistics are measured on); None if
-    not oblique: `image` is then the CT as read."""
+    """An oblique CT as read, kept only if asked (`keep_as_read`): organ statistics are measured on its grid."""
 
     @property
     def image_as_read(self) -> sitk.Image:
-        """The int16 CT on its grid as read, the grid of its label."""
-        return self.image if self.oblique_image is None else self.oblique_image
+        """The int16 CT on its grid as read, the grid of its label (for an oblique CT only if it was kept)."""
+        if self.oblique_grid is None:
+            return self.image
+        if self.oblique_image is None:
+            raise ValueError("an oblique CT as read is kept only when asked for (keep_as_read)")
+        return self.oblique_image
 
     @classmethod
     def read(
@@ -164,17 +169,24 @@ class CanonicalCT:
         *,
         max_voxels: int | None = None,
         spacing_fallback: SpacingFallback = "missing",
+        keep_as_read: bool = False,
     ) -> CanonicalCT:
         """Read a CT file or DICOM folder (see `read_ct`); a CT over `max_voxels` is refused from its header.
 
         `spacing_fallback` (see `SPACING_FALLBACKS`): by default a spacing of exactly 1,1,1 mm becomes the FLARE21
-        mean only where the file evidently stores no spacing (`spacing_is_stored`)."""
+        mean only where the file evidently stores no spacing (`spacing_is_stored`). `keep_as_read`: see
+        `from_image`."""
         if max_voxels is not None:
             check_voxel_count(header_size(path), max_voxels)
         ct = read_ct(path)
         stored = spacing_fallback != "missing" or ct.GetSpacing() != (1.0, 1.0, 1.0) or spacing_is_stored(path)
         return cls.from_image(
-            ct, str(path), max_voxels=max_voxels, spacing_fallback=spacing_fallback, spacing_stored=stored
+            ct,
+            str(path),
+            max_voxels=max_voxels,
+            spacing_fallback=spacing_fallback,
+            spacing_stored=stored,
+            keep_as_read=keep_as_read,
         )
 
     @classmethod
@@ -186,17 +198,19 @@ class CanonicalCT:
         max_voxels: int | None = None,
         spacing_fallback: SpacingFallback = "missing",
         spacing_stored: bool = True,
+        keep_as_read: bool = False,
     ) -> CanonicalCT:
         """An int16 CT in memory onto the processing grid; `source` names it in messages. `spacing_stored`: whether
         its spacing was stored with it (in memory it is: a spacing of 1 mm then stands unless the fallback is
-        "always")."""
+        "always"). `keep_as_read`: keep an oblique CT as read beside its resampled copy (`image_as_read`), 2 bytes
+        per voxel more."""
         if max_voxels is not None:
             check_voxel_count(ct.GetSize(), max_voxels)
-        oblique_image = None
+        oblique_grid, oblique_image = None, None
         angle = obliquity_degrees(ct.GetDirection())
         if angle > OBLIQUE_TOLERANCE_DEGREES:
-            oblique_image = ct
-            aligned = axis_aligned_grid(grid_of(ct))
+            oblique_grid, oblique_image = grid_of(ct), ct if keep_as_read else None
+            aligned = axis_aligned_grid(oblique_grid)
             if max_voxels is not None:
                 check_voxel_count(aligned.size, max_voxels)
             logger.info(
@@ -209,11 +223,11 @@ class CanonicalCT:
         if uses_spacing_fallback(spacing_xyz, spacing_fallback, stored=spacing_stored):
             spacing_xyz, spacing_source = spacing_with_fallback(spacing_xyz, source), "FLARE21 mean"
         array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
-        return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, spacing_source, oblique_image)
+        return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, spacing_source, oblique_grid, oblique_image)
 
     def restore(self, label_zyx: np.ndarray) -> sitk.Image:
         """A label on the canonical grid, put on the exact grid of the CT as read (size, spacing, origin, direction)."""
         label = self.reorientation.to_original_image(label_zyx)
-        if self.oblique_image is None:
+        if self.oblique_grid is None:
             return label
-        return resample_onto(label, grid_of(self.oblique_image), "nearest", 0)
+        return resample_onto(label, self.oblique_grid, "nearest", 0)

@@ -182,9 +182,13 @@ READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
 current one is segmented, so that a batch needs little more memory than its largest case."""
 
 
-def _read(case: Case, max_voxels: int, spacing_fallback: SpacingFallback) -> tuple[CanonicalCT, float]:
+def _read(
+    case: Case, max_voxels: int, spacing_fallback: SpacingFallback, keep_as_read: bool
+) -> tuple[CanonicalCT, float]:
     start = time.perf_counter()
-    ct = CanonicalCT.read(case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback)
+    ct = CanonicalCT.read(
+        case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback, keep_as_read=keep_as_read
+    )
     return ct, time.perf_counter() - start
 
 
@@ -206,16 +210,20 @@ class ReadAhead:
         executor: ThreadPoolExecutor,
         max_voxels: int,
         spacing_fallback: SpacingFallback = "missing",
+        *,
+        keep_as_read: bool = False,
     ) -> None:
+        """`keep_as_read`: keep an oblique CT as read too (see `CanonicalCT.from_image`)."""
         self._cases = cases
         self._max_voxels = max_voxels
         self._spacing_fallback = spacing_fallback
+        self._keep_as_read = keep_as_read
         self._executor = executor
         self._pending: dict[int, Future[tuple[CanonicalCT, float] | None]] = {}
         self._submit(0, ahead=False)
 
     def _read_now(self, case: Case) -> tuple[CanonicalCT, float]:
-        return _read(case, self._max_voxels, self._spacing_fallback)
+        return _read(case, self._max_voxels, self._spacing_fallback, self._keep_as_read)
 
     def _read_if_small(self, case: Case) -> tuple[CanonicalCT, float] | None:
         """The CT of `case`, or None if it is too large to be read ahead."""

@@ -311,3 +311,12 @@ def dicom_seg_problem(path: Path) -> str | None:
     except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError) as error:
         return f"not a readable DICOM-SEG ({type(error).__name__}: {error})"
     return None
+
+
+def is_dicom_seg_file(path: Path) -> bool:
+    """Whether the file at `path` declares itself a DICOM Segmentation object (its header, pixels not read): one
+    this tool may replace, whole or damaged."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID") == SEGMENTATION_STORAGE
+    except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError):
+        return False

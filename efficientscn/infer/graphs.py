@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,21 +102,36 @@ def as_function(meta: tf.compat.v1.MetaGraphDef) -> Callable[..., Any]:
     return function
 
 
+_blocks_lock = threading.Lock()
+_blocks_open = 0
+"""`without_graph_optimisation` blocks open in this process, in any thread."""
+_setting_before = False
+"""Grappler's switch as the first of the open blocks found it."""
+
+
 @contextlib.contextmanager
 def without_graph_optimisation(device: str) -> Iterator[None]:
     """On the CPU (`device` "cpu"), run functions first called in this block without Grappler: the frozen graphs
     were optimised for it when frozen, and optimising them again on their first call took about 1 s of a lone CT's
     run. (A GPU keeps Grappler: its layout and fusion passes need the placement; any other `device` leaves it on.)
-    The setting found is restored after the block (it is process-wide)."""
+    The setting is process-wide: the one found by the first block to open is restored when the last one closes, in
+    whichever threads they run."""
     if device != "cpu":
         yield
         return
-    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    global _blocks_open, _setting_before
+    with _blocks_lock:  # threads may enter and leave blocks in any order: the first in saves, the last out restores
+        if _blocks_open == 0:
+            _setting_before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        _blocks_open += 1
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+        with _blocks_lock:
+            _blocks_open -= 1
+            if _blocks_open == 0:
+                tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": _setting_before})
 
 
 def _read(path: Path) -> tf.compat.v1.MetaGraphDef | None:

@@ -106,7 +106,8 @@ class Predictor:
         companions = companion_writers(
             options.label_format, dicom_seg=options.dicom_seg, statistics=options.statistics, preview=options.preview
         )
-        self.writers: list[LabelWriter] = [self.label, *companions]
+        self.writers: list[LabelWriter] = [*companions, self.label]
+        """In the order they write: the case's label last, so that its file marks a case with all its outputs."""
         sources = find_sources(options.inputs, options.output)
         wants_seg = "--format dicom-seg" if options.label_format == "dicom-seg" else "--dicom-seg"
         if (options.dicom_seg or options.label_format == "dicom-seg") and not any(path.is_dir() for path in sources):
@@ -150,7 +151,14 @@ class Predictor:
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(self._load_segmenter, todo[0].source)
                     # the first CT is read while the models load
-                    reads = ReadAhead(todo, reader, self.config.max_voxels, self.config.spacing_fallback)
+                    measured_as_read = self.options.statistics or self.options.preview  # organ statistics
+                    reads = ReadAhead(
+                        todo,
+                        reader,
+                        self.config.max_voxels,
+                        self.config.spacing_fallback,
+                        keep_as_read=measured_as_read,
+                    )
                     self.segmenter = _wait_for(loading, stop)
                 report = run_batch(
                     self.cases,
@@ -167,17 +175,21 @@ class Predictor:
                 if record.status == "pending":  # a stopped batch: the cases it did not reach
                     record.status = "not done"
             if self.options.statistics:
-                self._write_statistics_table()
+                try:
+                    self._write_statistics_table()
+                except OSError as error:  # the report still follows
+                    logger.error("%s not written: %s", STATISTICS_CSV, error)
             if self.options.report is not None:
                 self._write_report()
         return report
 
     def _write_statistics_table(self) -> None:
-        """`statistics.csv`: the statistics of every case of the batch that has them, from this run or an earlier."""
+        """`statistics.csv`: the statistics of every case of the batch that is done (its label is there), from this
+        run or an earlier."""
         writer, rows = StatisticsWriter(), {}
         for case in self.cases:
             path = writer.path(self.options.output, case.id, case.source)
-            if path.exists():
+            if path.exists() and case.output.exists():
                 try:
                     rows[case.id] = read_statistics_json(path)
                 except (InputError, OSError) as error:
@@ -284,19 +296,18 @@ class Predictor:
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source)
-            try:
-                for writer in self.writers:  # the label writer's seconds include the way back onto the CT's grid
-                    if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
-                        self._warn(case, [f"no {writer.name}: {refusal}"])
-                        continue
-                    path = writer.path(self.options.output, case.id, case.source)
-                    writer.write(result, path, overwrite=overwrite)
-                    record.written.append(str(path))
-                    record.seconds[writer.name] = time.perf_counter() - start
-                    start = time.perf_counter()
-            except Exception:
-                self._undo_label(case, record)
-                raise
+            restore_seconds = time.perf_counter() - start
+            for writer in self.writers:  # the label last: its file marks the case as done
+                if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
+                    self._warn(case, [f"no {writer.name}: {refusal}"])
+                    continue
+                path = writer.path(self.options.output, case.id, case.source)
+                start = time.perf_counter()
+                # a companion belongs to this case, which is not done: one of an earlier attempt is replaced
+                writer.write(result, path, overwrite=overwrite if writer is self.label else True)
+                record.written.append(str(path))
+                record.seconds[writer.name] = time.perf_counter() - start
+            record.seconds[self.label.name] += restore_seconds  # the way back onto the CT's grid
             record.status = "done"
             return "done"
         except Exception as error:
@@ -305,14 +316,6 @@ class Predictor:
         finally:
             record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_memory.peak_mb()
-
-    def _undo_label(self, case: Case, record: CaseRecord) -> None:
-        """Remove the label this run just wrote for a case whose other outputs failed: a case is done only with all
-        of them, and its label would mark it as done for the next run."""
-        if record.written and record.written[0] == str(case.output):
-            case.output.unlink(missing_ok=True)
-            record.written.pop(0)
-            logger.warning("%s: %s removed again: not all outputs of the case could be written", case.name, case.output)
 
     def _check_input(self, case: Case, ct_zyx: np.ndarray) -> None:
         """Refuse an input that is clearly not an abdominal CT in HU, unless forced; warn about an odd one."""

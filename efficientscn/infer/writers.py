@@ -1,8 +1,8 @@
 """What `predict` writes for a case, behind one small interface: the seam new output formats plug into.
 
-A `LabelWriter` names its output for a case and writes it from the `CaseResult`; the first writer of a run is
-the case's label (a label map, or a DICOM-SEG with `--format dicom-seg`), whose presence marks a case as done,
-so it also judges an existing file (`CaseOutput`).
+A `LabelWriter` names its output for a case and writes it from the `CaseResult`. One of a run's writers is the
+case's label (a label map, or a DICOM-SEG with `--format dicom-seg`), whose presence marks a case as done, so it
+writes last and also judges an existing file (`CaseOutput`); the others are its companions.
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ class ImageLabelWriter:
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_label(result.label, path, overwrite=overwrite)
+        if self.label_format is not None and (problem := existing_label_problem(path, result.source)) is not None:
+            path.unlink()  # a label off its CT's grid would be redone by every later run
+            raise InputError(
+                f"{path}: removed again: {problem} (a NIfTI header holds the origin in float32 and an orthonormal "
+                "direction: leave --format out, or give mha or nrrd, for this CT)"
+            )
 
     def existing_problem(self, path: Path, source: Path) -> str | None:
         return existing_label_problem(path, source)
@@ -135,7 +141,9 @@ class DicomSegWriter:
         return dicom_seg_problem(path)
 
     def refuse_replacing(self, path: Path) -> None:
-        if path.exists() and path.stat().st_size > 0 and self.existing_problem(path, path) is not None:
+        from efficientscn.infer.dicom_seg import is_dicom_seg_file
+
+        if path.exists() and path.stat().st_size > 0 and not is_dicom_seg_file(path):  # a damaged SEG is redone
             raise InputError(f"{path}: exists and is not a DICOM-SEG; not replaced: move it away")
 
 

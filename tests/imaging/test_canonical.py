@@ -74,17 +74,22 @@ def test_canonical_ct_reads_onto_the_processing_grid_and_restores_a_label_onto_t
     as_read = read_ct(any_shared_case.image)
     ct = CanonicalCT.read(any_shared_case.image)
     assert np.shares_memory(ct.array_zyx, sitk.GetArrayViewFromImage(ct.image))  # a view, not a copy of the CT
-    assert (ct.oblique_image is not None) == ("oblique" in any_shared_case.id)
-    assert not grid_of(ct.image_as_read).differences(grid_of(as_read))
-    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ct.image_as_read), sitk.GetArrayViewFromImage(as_read))
-    if ct.oblique_image is not None:  # resampled onto an axis-aligned grid first
+    oblique = "oblique" in any_shared_case.id
+    assert (ct.oblique_grid is not None) == oblique and ct.oblique_image is None  # not kept unless asked
+    kept = CanonicalCT.read(any_shared_case.image, keep_as_read=True)
+    assert (kept.oblique_image is not None) == oblique
+    assert not grid_of(kept.image_as_read).differences(grid_of(as_read))
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(kept.image_as_read), sitk.GetArrayViewFromImage(as_read))
+    if oblique:  # resampled onto an axis-aligned grid first
+        with pytest.raises(ValueError, match="keep_as_read"):
+            _ = ct.image_as_read
         assert ct.image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
     body = (ct.array_zyx > -500).astype(np.uint8)
     restored = ct.restore(body)
     assert not grid_of(restored).differences(grid_of(as_read))
     expected = sitk.GetArrayViewFromImage(as_read) > -500
     agreement = np.mean((sitk.GetArrayViewFromImage(restored) > 0) == expected)
-    if ct.oblique_image is None:
+    if not oblique:
         assert agreement == 1.0  # permutations and flips only: exact
     else:
         assert agreement > 0.97  # linear there, nearest back: the body's surface moves by up to a voxel

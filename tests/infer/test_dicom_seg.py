@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import locale
 import logging
 from pathlib import Path
 
@@ -143,16 +144,20 @@ def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     order = np.random.default_rng(0).permutation(image.GetDepth())
-    for file_number, z in enumerate(order):
-        plane = image[:, :, int(z)]
-        for key, value in shared.items():
-            plane.SetMetaData(key, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, int(z)))
-        plane.SetMetaData("0020|0032", "\\".join(f"{v:.12g}" for v in position))
-        plane.SetMetaData("0020|0013", str(int(z) + 1))
-        plane.SetMetaData("0008|0018", generate_uid())
-        writer.SetFileName(str(folder / f"slice{file_number:03d}.dcm"))
-        writer.Execute(plane)
+    process_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        for file_number, z in enumerate(order):
+            plane = image[:, :, int(z)]
+            for key, value in shared.items():
+                plane.SetMetaData(key, value)
+            position = image.TransformIndexToPhysicalPoint((0, 0, int(z)))
+            plane.SetMetaData("0020|0032", "\\".join(f"{v:.12g}" for v in position))
+            plane.SetMetaData("0020|0013", str(int(z) + 1))
+            plane.SetMetaData("0008|0018", generate_uid())
+            writer.SetFileName(str(folder / f"slice{file_number:03d}.dcm"))
+            writer.Execute(plane)
+    finally:  # GDCM's DICOM writer leaves the process in the C locale, where Python reads text as ASCII
+        locale.setlocale(locale.LC_ALL, process_locale)
 
 
 def test_seg_of_an_oblique_series_reads_back_voxel_for_voxel(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -132,6 +133,37 @@ def test_graph_optimisation_is_off_on_the_cpu_only_inside_the_block() -> None:
     assert not disabled()
     with without_graph_optimisation("gpu"):  # a GPU's layout and fusion passes need its placement
         assert not disabled()
+
+
+def test_blocks_that_overlap_in_any_order_keep_grappler_off_until_the_last_closes() -> None:
+    """Two threads segmenting at once: one block may close while the other is still open, in either order."""
+
+    def disabled() -> bool:
+        return tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+
+    first, second = without_graph_optimisation("cpu"), without_graph_optimisation("cpu")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first to open closes first
+    assert disabled()
+    second.__exit__(None, None, None)
+    assert not disabled()
+    failures: list[BaseException] = []
+
+    def segment_a_while() -> None:
+        try:
+            for _ in range(200):
+                with without_graph_optimisation("cpu"):
+                    assert disabled()
+        except BaseException as error:  # reported below, in the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=segment_a_while) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and not disabled()
 
 
 def test_a_killed_runs_leftovers_in_the_cache_are_removed_after_a_day(tmp_path: Path) -> None:

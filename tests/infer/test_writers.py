@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.statistics import read_statistics_json
 from efficientscn.infer.writers import (
@@ -249,3 +250,43 @@ def test_the_temporary_file_an_interrupted_write_leaves_is_found_as_its_leftover
     assert len(left) == 1 and not path.exists()
     assert leftovers_of(path) == left
     assert leftovers_of(path.with_name("other" + path.name.removeprefix("case"))) == []  # never another case's
+
+
+def test_a_nifti_label_that_cannot_lie_on_its_metaimage_cts_grid_is_removed_and_refused(tmp_path: Path) -> None:
+    """Far from the scanner's origin, NIfTI's float32 origin moves the label off the CT's grid (fidelity #48): such a
+    label would be redone by every later run, so asking for it fails the case; the CT's own format keeps it."""
+    image = sitk.ReadImage(str(shared_case("ts_example_ct_sm").image))
+    image.SetOrigin((123456.78, -98765.43, 4321.09))
+    source = tmp_path / "far.mha"
+    sitk.WriteImage(image, str(source))
+    ct = CanonicalCT.read(source)
+    label = np.zeros(ct.array_zyx.shape, np.uint8)
+    label[8:20, 20:60, 10:50] = 1
+    result = CaseResult(ct, label, ct.restore(label), source)
+    nifti = case_output("nii.gz")
+    path = nifti.path(tmp_path / "out", "far", source)
+    with pytest.raises(InputError, match=r"removed again: not on the CT's grid.*--format"):
+        nifti.write(result, path, overwrite=False)
+    assert not path.exists() and leftovers_of(path) == []
+    own = case_output("mha")
+    own.write(result, own.path(tmp_path / "out", "far", source), overwrite=False)
+    assert own.existing_problem(own.path(tmp_path / "out", "far", source), source) is None
+
+
+def test_a_damaged_dicom_seg_is_replaced_and_a_file_that_is_no_seg_is_not(
+    tmp_path: Path, dicom_result: CaseResult
+) -> None:
+    writer = DicomSegWriter()
+    path = writer.path(tmp_path, "case")
+    writer.write(dicom_result, path, overwrite=False)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-300])  # cut in its pixel data
+    assert writer.existing_problem(path, dicom_result.source) is not None
+    writer.refuse_replacing(path)  # not refused: the case is done again
+    ct_instance = sorted(dicom_result.source.iterdir())[0]
+    path.write_bytes(ct_instance.read_bytes())
+    with pytest.raises(InputError, match="is not a DICOM-SEG; not replaced"):
+        writer.refuse_replacing(path)
+    path.write_text("notes\n")
+    with pytest.raises(InputError, match="is not a DICOM-SEG; not replaced"):
+        writer.refuse_replacing(path)

@@ -183,11 +183,8 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     for name, case in cases.items():
         assert case["status"] == "done", case
         case_name = name.removesuffix("_0000.nii.gz")
-        outputs = [
-            f"{case_name}.nii.gz",
-            *([f"{case_name}.seg.dcm"] if name == "dicom_case" else []),
-            f"{case_name}.json",
-        ]
+        seg = [f"{case_name}.seg.dcm"] if name == "dicom_case" else []
+        outputs = [*seg, f"{case_name}.json", f"{case_name}.nii.gz"]  # the label last: it marks the case as done
         assert case["written"] == [str(out / output) for output in outputs]
         assert set(case["seconds"]) == {"read", "localization", "segmentation", "write", "statistics"} | (
             {"dicom-seg"} if name == "dicom_case" else set()
@@ -699,10 +696,11 @@ def test_a_second_run_loads_the_graphs_the_first_traced_and_labels_alike(tmp_pat
 
 
 @pytest.mark.slow  # two batches: tens of seconds
-def test_a_case_whose_statistics_cannot_be_written_is_not_done_and_a_new_run_does_it(
+def test_a_case_whose_preview_cannot_be_written_is_not_done_and_a_new_run_does_it_whole(
     models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A case is done with all its outputs: when one fails, its label goes again, so the next run does the case."""
+    """A case is done with all its outputs: the label, which marks it done, is written last; when an output before
+    it fails, the next run does the case again and replaces what the failed attempt wrote."""
     import efficientscn.infer.writers
 
     _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
@@ -711,13 +709,24 @@ def test_a_case_whose_statistics_cannot_be_written_is_not_done_and_a_new_run_doe
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(efficientscn.infer.writers, "write_statistics_json", disk_full)
-    arguments = ("-i", tmp_path / "in", "-o", out, "--models", models, "--statistics", "--report", report_path)
-    assert _predict(*arguments) == 1
+    monkeypatch.setattr(efficientscn.infer.writers, "write_preview", disk_full)
+    arguments = ("-i", tmp_path / "in", "-o", out, "--models", models, "--statistics", "--preview")
+    assert _predict(*arguments, "--report", report_path) == 1
     (case,) = json.loads(report_path.read_text())["cases"]
-    assert case["status"] == "failed" and "No space left" in case["error"] and case["written"] == []
-    assert not (out / "ts_example_ct_sm.nii.gz").exists()
+    assert case["status"] == "failed" and "No space left" in case["error"]
+    assert case["written"] == [str(out / "ts_example_ct_sm.json")]  # the statistics, before the preview failed
+    assert not (out / "ts_example_ct_sm.nii.gz").exists() and not (out / "statistics.csv").exists()
     monkeypatch.undo()
-    assert _predict(*arguments) == 0
-    expected = ["statistics.csv", "ts_example_ct_sm.json", "ts_example_ct_sm.nii.gz"]
-    assert sorted(p.name for p in out.iterdir()) == expected
+    assert _predict(*arguments, "--report", report_path) == 0
+    (case,) = json.loads(report_path.read_text())["cases"]
+    assert case["status"] == "done" and [Path(path).name for path in case["written"]] == [
+        "ts_example_ct_sm.json",
+        "ts_example_ct_sm.png",
+        "ts_example_ct_sm.nii.gz",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "preview",
+        "statistics.csv",
+        "ts_example_ct_sm.json",
+        "ts_example_ct_sm.nii.gz",
+    ]
