@@ -72,9 +72,10 @@ def onnx_paths(output: Path) -> dict[StageName, Path]:
 def export_onnx(models: Path, output: Path, *, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> dict[str, Path]:
     """Convert both networks of `models` (our exports) to `output/localization.onnx` and `output/segmentation.onnx`.
 
-    Everything is checked before the first conversion: the packages (InputError with the install command), the
-    existing files (FileExistsError naming them unless `overwrite`), both SavedModel folders (InputError). Each file
-    is written atomically (complete or absent); a failure on the second leaves the first written.
+    Checked before the first conversion: the packages (InputError with the install command), the existing files
+    (FileExistsError naming them unless `overwrite`), that both SavedModel folders are there (InputError); whether
+    each is our export is checked as it is converted. Each file is written atomically (complete or absent); a failure
+    on the second leaves the first written.
     Returns the path of each stage's file.
     """
     require_onnx_packages()

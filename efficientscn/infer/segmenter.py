@@ -97,8 +97,9 @@ class Segmenter:
         `image`: a SimpleITK image (any orientation; integer or float HU, rounded and clipped to int16 as files
         are), or a NumPy array indexed (z, y, x), as `sitk.GetArrayFromImage` gives, with `spacing` (x, y, z mm,
         required), `origin` (x, y, z mm, default 0) and `direction` (9 cosines, default identity) in SimpleITK's
-        convention. `name` names the CT in messages. Raises `InputError` for what `efficientscn predict` refuses
-        (not 3-D, too small or too large, no organ found).
+        convention. `name` names the CT in messages. Raises `InputError` for a CT `efficientscn predict` cannot
+        segment (not 3-D, a label map, too small or too large, no organ found); predict's plausibility checks of the
+        intensities (`plausibility.check_intensities`) are not run.
         """
         ct = self.canonical(image, spacing=spacing, origin=origin, direction=direction, name=name)
         return ct.restore(self.segment_canonical(ct).label)
