@@ -109,11 +109,11 @@ class Predictor:
         self.writers: list[LabelWriter] = [*companions, self.label]
         """In the order they write: the case's label last, so that its file marks a case with all its outputs."""
         sources = find_sources(options.inputs, options.output)
-        wants_seg = "--format dicom-seg" if options.label_format == "dicom-seg" else "--dicom-seg"
         if (options.dicom_seg or options.label_format == "dicom-seg") and not any(path.is_dir() for path in sources):
+            asked = "--format dicom-seg" if options.label_format == "dicom-seg" else "--dicom-seg"
             raise InputError(
-                f"{options.inputs}: {wants_seg}: no DICOM series among the inputs; a DICOM-SEG references the series "
-                "it segments"
+                f"{options.inputs}: {asked}: no DICOM series among the inputs; a DICOM-SEG references the series it "
+                "segments"
             )
         label = self.label
         self.cases = [Case(source, label.path(options.output, case_id(source), source)) for source in sources]
@@ -255,8 +255,8 @@ class Predictor:
         try:
             with case_lock(case.output) as held:  # two runs on one folder share its cases
                 overwrite = self.options.overwrite or case.output in self._replace
-                redone = case.output in self._replace and self.label.existing_problem(case.output, case.source) is None
-                if held and redone:
+                replacing = held and case.output in self._replace
+                if replacing and self.label.existing_problem(case.output, case.source) is None:
                     overwrite = False  # another run has redone it meanwhile
                 if not held or (case.output.exists() and not overwrite):
                     reads.drop(case)
