@@ -179,7 +179,13 @@ def physical_bounding_box(mask_zyx: np.ndarray, grid: Grid) -> tuple[np.ndarray,
     box = bounding_box_index(mask_zyx)
     if box is None:
         return None
-    points = grid.index_to_physical(box_corners(box[0][::-1], box[1][::-1]))
+    return physical_box(grid, box[0][::-1], box[1][::-1])
+
+
+def physical_box(grid: Grid, start_xyz: Sequence[float], end_xyz: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(min_xyz, max_xyz) in mm of the physical positions of the 8 corners of the index box start..end (xyz,
+    inclusive): on an oblique grid the axis-aligned box that encloses every index of it."""
+    points = grid.index_to_physical(box_corners(start_xyz, end_xyz))
     return points.min(axis=0), points.max(axis=0)
 
 
@@ -201,8 +207,7 @@ def obliquity_degrees(direction: Sequence[float]) -> float:
 def axis_aligned_grid(grid: Grid) -> Grid:
     """The identity-direction grid covering every voxel centre of `grid`, each patient axis with the spacing of the
     index axis nearest to it: where an oblique CT is resampled so its patient lies as the networks learnt it."""
-    corners = grid.index_to_physical(box_corners(np.zeros(3), np.asarray(grid.size) - 1.0))
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    low, high = physical_box(grid, np.zeros(3), np.asarray(grid.size) - 1.0)
     spacing = np.asarray(grid.spacing)[np.abs(grid.direction_matrix).argmax(axis=1)]
     size = np.ceil((high - low) / spacing - 1e-6).astype(int) + 1
     return Grid(

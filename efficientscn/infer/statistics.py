@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from efficientscn.atomic import atomic_output, write_text_atomic
 from efficientscn.errors import InputError
-from efficientscn.imaging.geometry import Grid, box_corners, grid_of
+from efficientscn.imaging.geometry import Grid, grid_of, physical_box
 from efficientscn.labels import ORGAN_NAMES
 
 ScanEnd = Literal["first", "last"]
@@ -178,8 +178,7 @@ def _world_box_mm(
     grid: Grid, start_xyz: np.ndarray, end_xyz: np.ndarray
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """(min, max) xyz mm of the world positions of the 8 corner voxel centres of an inclusive index box."""
-    corners = grid.index_to_physical(box_corners(start_xyz, end_xyz))
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    low, high = physical_box(grid, start_xyz, end_xyz)
     return tuple(float(v) for v in low), tuple(float(v) for v in high)  # type: ignore[return-value]
 
 
