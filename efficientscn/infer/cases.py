@@ -109,6 +109,16 @@ def existing_label_problem(label: Path, ct: Path) -> str | None:
         header = read_header(label)
         if header.pixel_id != sitk.sitkUInt8:
             return f"{header.pixel_type}, where labels are uint8"
+    except (InputError, OSError) as error:
+        return str(error).removeprefix(f"{label}: ")
+    return label_grid_problem(label, ct)
+
+
+def label_grid_problem(label: Path, ct: Path) -> str | None:
+    """Why the label file at `label` does not lie on `ct`'s grid by their headers (for a DICOM folder: its size),
+    or None if it does; the part of `existing_label_problem` that reads headers only."""
+    try:
+        header = read_header(label)
         if ct.is_dir():
             size = header_size(ct)
             return None if tuple(header.grid.size) == size else f"size {header.grid.size}, the CT's is {size}"

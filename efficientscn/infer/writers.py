@@ -21,7 +21,7 @@ from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import LABEL_SUFFIX, image_suffix, label_suffix_for
 from efficientscn.imaging.read import is_dicom_folder
 from efficientscn.imaging.write import write_label
-from efficientscn.infer.cases import existing_label_problem, refuse_replacing_foreign_file
+from efficientscn.infer.cases import existing_label_problem, label_grid_problem, refuse_replacing_foreign_file
 from efficientscn.infer.preview import write_preview
 from efficientscn.infer.statistics import OrganStatistics, organ_statistics, write_statistics_json
 
@@ -100,8 +100,8 @@ class ImageLabelWriter:
         return None
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
-        write_label(result.label, path, overwrite=overwrite)
-        if self.label_format is not None and (problem := existing_label_problem(path, result.source)) is not None:
+        write_label(result.label, path, overwrite=overwrite)  # read back whole before it took its name
+        if self.label_format is not None and (problem := label_grid_problem(path, result.source)) is not None:
             path.unlink()  # a label off its CT's grid would be redone by every later run
             raise InputError(
                 f"{path}: removed again: {problem} (a NIfTI header holds the origin in float32 and an orthonormal "
@@ -166,8 +166,8 @@ class StatisticsWriter:
 
 @dataclass(frozen=True)
 class PreviewWriter:
-    """A quick-look PNG, `preview/<case>.png`, of the label just written (so it replaces an older one); organs
-    touching the scan's first or last slice (likely cut off) are hatched."""
+    """A quick-look PNG, `preview/<case>.png`, of the case's label (it replaces an older one, of an earlier
+    attempt or run); organs touching the scan's first or last slice (likely cut off) are hatched."""
 
     name: str = "preview"
 
@@ -202,8 +202,8 @@ def case_output(label_format: str | None = None) -> CaseOutput:
 def companion_writers(
     label_format: str | None = None, *, dicom_seg: bool = False, statistics: bool = False, preview: bool = False
 ) -> list[LabelWriter]:
-    """What is written after the case's label, as asked: a DICOM-SEG beside the label map, the statistics, the
-    preview."""
+    """What is written beside the case's label (before it, which marks the case as done), as asked: a DICOM-SEG
+    beside the label map, the statistics, the preview."""
     return [
         *([DicomSegWriter()] if dicom_seg and label_format != "dicom-seg" else []),
         *([StatisticsWriter()] if statistics else []),
