@@ -188,7 +188,7 @@ prepare_environment(lone_ct=True)  # as predict prepares a lone CT
 import tensorflow
 mark("import TensorFlow")
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.infer.segmenter import Segmenter
+from efficientscn.segmenter import Segmenter
 from efficientscn.imaging.write import write_label
 mark("import the package")
 ct_path, models, output = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])

@@ -12,7 +12,7 @@ INFERENCE_PRECISION_HINT; skipped on a CPU without bfloat16).
 A runtime whose package is missing is skipped, with the reason.
 
 The ONNX file of each network is converted once, before the timed runs, in a process of its own, by the package's
-`efficientscn.infer.onnx_export.export_network` (what `efficientscn export-onnx` runs; its docstring says how: the
+`efficientscn.convert.onnx.export_network` (what `efficientscn export-onnx` runs; its docstring says how: the
 SavedModel's serving signature, computed in float32, through tf2onnx at opset 17, with the interface of the
 SavedModel: `image` float16 [N, 1, D, H, W] in, `output_0` out). OpenVINO reads the same ONNX file. That process also
 loads both TensorFlow precisions once: their load seconds there are the cold ones (tracing); the timed processes
@@ -103,9 +103,9 @@ def peak_rss_mib() -> float:
 
 def prepare(models: Path, stage: str, onnx_path: Path) -> dict[str, Any]:
     """Cold TensorFlow loads of both precisions (warming the graph cache) and the ONNX file if it is missing."""
+    from efficientscn.convert.onnx import export_network
     from efficientscn.errors import InputError
     from efficientscn.infer.models import load_network
-    from efficientscn.infer.onnx_export import export_network
 
     record: dict[str, Any] = {}
     for precision in ("float32", "bfloat16"):

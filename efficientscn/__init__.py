@@ -12,7 +12,7 @@ __all__ = ["Segmenter", "__version__"]
 def __getattr__(name: str) -> object:
     """`efficientscn.Segmenter`, imported on first use: importing the package alone does not load TensorFlow."""
     if name == "Segmenter":
-        from efficientscn.infer.segmenter import Segmenter
+        from efficientscn.segmenter import Segmenter
 
         return Segmenter
     raise AttributeError(f"module 'efficientscn' has no attribute {name!r}")

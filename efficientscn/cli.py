@@ -27,10 +27,6 @@ logger = logging.getLogger("efficientscn")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_UNUSABLE_INPUT = 0, 1, 2
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "submitted_saved_models"
-"""Where `predict` finds its models unless told: the demonstration models shipped in the repository (their
-README.md says what they are); `--models saved_models` picks the ones the export commands write."""
-
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     verbosity = parser.add_mutually_exclusive_group()
@@ -304,7 +300,9 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.imaging.geometry import SPACING_FALLBACKS
-    from efficientscn.infer.writers import LABEL_FORMATS
+    from efficientscn.model.folder import EXPORTED_MODELS, SHIPPED_MODELS
+    from efficientscn.outputs.writers import COMPANIONS, DICOM_SEG_SUFFIX, LABEL_FORMATS
+    from efficientscn.predict.plausibility import AIR, DENSE, SOFT_TISSUE
 
     parser.description = (
         "Two-stage segmentation: the localization network finds the organs' box on the CT (at 6 mm for the "
@@ -320,10 +318,10 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         type=Path,
-        default=DEFAULT_MODELS,
+        default=SHIPPED_MODELS,
         help=(
             "folder with localization/ and segmentation/ SavedModels (default: the shipped demonstration models, "
-            "%(default)s; the export commands write to saved_models). SavedModels in the original's format (its "
+            f"%(default)s; the export commands write to {EXPORTED_MODELS}). SavedModels in the original's format (its "
             "released submitted_saved_models) are imported once into the cache folder, checked on the first CT"
         ),
     )
@@ -356,9 +354,10 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help=(
-            "segment an input the plausibility checks refuse (no air, little soft tissue, or much above 500 HU: "
-            "not an abdominal CT in HU), with a warning"
-        ),
+            f"segment an input the plausibility checks refuse (less than {AIR.refuse_below:.1%} {AIR.what}, less "
+            f"than {SOFT_TISSUE.refuse_below:.0%} {SOFT_TISSUE.what} or more than {DENSE.refuse_above:.0%} "
+            f"{DENSE.what}: not an abdominal CT in HU), with a warning"
+        ).replace("%", "%%"),
     )
     parser.add_argument(
         "--format",
@@ -366,32 +365,12 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         choices=LABEL_FORMATS,
         help=(
             "the label's format: nii.gz, nii, mha or nrrd writes OUTPUT/<case>.<format>; dicom-seg writes "
-            "OUTPUT/<case>.seg.dcm instead of a label map, for DICOM folders only (default: nii.gz, or the CT's own "
-            "format for a MetaImage or NRRD CT, which keeps its geometry exactly)"
+            f"OUTPUT/<case>{DICOM_SEG_SUFFIX} instead of a label map, for DICOM folders only (default: nii.gz, or the "
+            "CT's own format for a MetaImage or NRRD CT, which keeps its geometry exactly)"
         ),
     )
-    parser.add_argument(
-        "--dicom-seg",
-        action="store_true",
-        help=(
-            "also write OUTPUT/<case>.seg.dcm, a DICOM Segmentation object over the input DICOM series (one coded "
-            "segment per organ found), which PACS and viewers open; other inputs get none, with a warning"
-        ),
-    )
-    parser.add_argument(
-        "--statistics",
-        action="store_true",
-        help=(
-            "also write OUTPUT/<case>.json and OUTPUT/statistics.csv: per organ the voxels, volume (ml), mean, median, "
-            "5th and 95th percentile HU, bounding box (mm), connected components, and whether it touches the "
-            "scan's first or last slice (likely cut off)"
-        ),
-    )
-    parser.add_argument(
-        "--preview",
-        action="store_true",
-        help="also write OUTPUT/preview/<case>.png (organs likely cut off by the scan are hatched)",
-    )
+    for name, writer in COMPANIONS.items():  # one flag per output that can go beside the label
+        parser.add_argument(f"--{name}", action="append_const", const=name, dest="companions", help=writer.help)
     parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_predict)
@@ -406,7 +385,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     except OSError:  # an unreadable input: predict says why
         lone_ct = False
     prepare_environment(lone_ct=lone_ct)  # before TensorFlow is imported
-    from efficientscn.infer.predict import PredictOptions, predict
+    from efficientscn.predict import PredictOptions, predict
 
     options = PredictOptions(
         inputs=args.input,
@@ -417,9 +396,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         utils=args.utils,
         overwrite=args.overwrite,
         label_format=args.label_format,
-        dicom_seg=args.dicom_seg,
-        statistics=args.statistics,
-        preview=args.preview,
+        companions=tuple(args.companions or ()),
         report=args.report,
         progress=not args.quiet,
         import_originals=not args.as_saved,
@@ -430,13 +407,20 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _import_original_options(parser: argparse.ArgumentParser) -> None:
+    from efficientscn.convert.verification import (
+        LOCALIZATION_MIN_DICE,
+        SEGMENTATION_MAX_DIFFERENCE,
+        SEGMENTATION_MIN_AGREEMENT,
+    )
+
     parser.description = (
         "Make the original's released FLARE21 networks (the localization/ and segmentation/ SavedModels of its "
         "repository's submitted_saved_models) our own export: their weights are read by order into our networks, "
         "which predict then rebuilds in the device's precision without XLA. Before anything is written, each "
         "imported network runs beside the original's own graph on a probe CT: localization masks must reach "
-        "Dice >= 0.999, segmentation probabilities differ by <= 0.05 with argmax agreement >= 99.9 %%; otherwise "
-        "the import fails with the figures. predict does the same by itself when --models is such a folder."
+        f"Dice >= {LOCALIZATION_MIN_DICE:g}, segmentation probabilities differ by <= {SEGMENTATION_MAX_DIFFERENCE:g} "
+        f"with argmax agreement >= {SEGMENTATION_MIN_AGREEMENT * 100:g} %%; otherwise the import fails with the "
+        "figures. predict does the same by itself when --models is such a folder."
     )
     parser.add_argument("source", type=Path, help="the original's models folder (localization/, segmentation/)")
     parser.add_argument("destination", type=Path, help="the models folder to write, for predict --models")
@@ -453,8 +437,8 @@ def _run_import_original(args: argparse.Namespace) -> int:
     from efficientscn.infer.runtime import prepare_environment
 
     prepare_environment(lone_ct=True)  # before TensorFlow is imported: one probe CT
+    from efficientscn.convert.original import import_original
     from efficientscn.infer.models import select_device
-    from efficientscn.infer.original import import_original
     from efficientscn.model.precision import inference_precision
 
     device = select_device(args.device)
@@ -466,9 +450,9 @@ def _run_import_original(args: argparse.Namespace) -> int:
 
 
 def _trace_utils_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output", type=Path, default=Path("saved_models/tf_utils_module"), help="default: %(default)s"
-    )
+    from efficientscn.model.folder import EXPORTED_MODELS, UTILS_MODULE
+
+    parser.add_argument("--output", type=Path, default=EXPORTED_MODELS / UTILS_MODULE, help="default: %(default)s")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel")
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_trace_utils)
@@ -482,7 +466,8 @@ def _run_trace_utils(args: argparse.Namespace) -> int:
 
 
 def _export_onnx_options(parser: argparse.ArgumentParser) -> None:
-    from efficientscn.infer.onnx_export import DEFAULT_OPSET, INSTALL_HINT
+    from efficientscn.convert.onnx import DEFAULT_OPSET, INSTALL_HINT
+    from efficientscn.model.folder import SHIPPED_MODELS
 
     parser.description = (
         "Convert the two networks of a models folder (our exports, as export and import-original write them) to "
@@ -495,7 +480,7 @@ def _export_onnx_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         type=Path,
-        default=DEFAULT_MODELS,
+        default=SHIPPED_MODELS,
         help="folder with localization/ and segmentation/ SavedModels (default: %(default)s)",
     )
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the two ONNX files")
@@ -506,7 +491,7 @@ def _export_onnx_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    from efficientscn.infer.onnx_export import export_onnx
+    from efficientscn.convert.onnx import export_onnx
 
     export_onnx(args.models, args.output, opset=args.opset, overwrite=args.overwrite)
     return EXIT_OK

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from efficientscn.atomic import NAME_MAX, atomic_output, ensure_writable_folder, write_text_atomic
+from efficientscn.atomic import NAME_MAX, atomic_output, ensure_writable_folder, leftover_temporaries, write_text_atomic
 from efficientscn.errors import InputError
 
 RUNNING_AS_ROOT = getattr(os, "geteuid", lambda: -1)() == 0
@@ -255,3 +255,16 @@ def test_a_name_near_the_file_system_limit_gets_a_temporary_name_within_it(tmp_p
         assert len(os.fsencode(temporary.name)) <= NAME_MAX and temporary.name.endswith(".partial.nii.gz")
         temporary.write_bytes(b"data")
     assert path.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_leftover_temporaries_are_the_writers_own_and_no_other_cases(tmp_path: Path) -> None:
+    ours = tmp_path / ".case.0123456789ab.partial.nii.gz"
+    others = [tmp_path / ".case2.0123456789ab.partial.nii.gz", tmp_path / ".case.nii.gz.lock", tmp_path / "case.nii.gz"]
+    for path in (ours, *others):
+        path.write_text("")
+    assert leftover_temporaries(tmp_path / "case.nii.gz", ".nii.gz") == [ours]
+    long_a, long_b = tmp_path / ("x" * 240 + "a.nii.gz"), tmp_path / ("x" * 240 + "b.nii.gz")
+    with atomic_output(long_a, suffix=".nii.gz") as temporary:  # two long names cut to the same prefix
+        temporary.write_text("")
+        assert leftover_temporaries(long_a, ".nii.gz") == [temporary]
+        assert leftover_temporaries(long_b, ".nii.gz") == []  # never taken for the other's

@@ -38,7 +38,7 @@ def test_stage_two_is_segmentation_and_scn_is_still_accepted() -> None:
 
 
 def test_import_original_help_states_the_thresholds_it_checks(capsys: pytest.CaptureFixture[str]) -> None:
-    from efficientscn.infer.original import (
+    from efficientscn.convert.verification import (
         LOCALIZATION_MIN_DICE,
         SEGMENTATION_MAX_DIFFERENCE,
         SEGMENTATION_MIN_AGREEMENT,
@@ -54,7 +54,7 @@ def test_import_original_help_states_the_thresholds_it_checks(capsys: pytest.Cap
 
 
 def test_every_output_option_is_in_the_help_and_in_the_readme(capsys: pytest.CaptureFixture[str]) -> None:
-    from efficientscn.infer.writers import LABEL_FORMATS
+    from efficientscn.outputs.writers import LABEL_FORMATS
 
     from helpers import REPO_ROOT
 
@@ -68,6 +68,8 @@ def test_every_output_option_is_in_the_help_and_in_the_readme(capsys: pytest.Cap
     assert all(option in onnx for option in ("--models", "--output", "--opset", "--overwrite"))
     assert "efficientscn export-onnx" in readme and "from efficientscn import Segmenter" in readme
     args = build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--format", "dicom-seg"])
-    assert (args.label_format, args.dicom_seg, args.statistics) == ("dicom-seg", False, False)
+    assert (args.label_format, args.companions) == ("dicom-seg", None)
+    both = build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--statistics", "--dicom-seg"])
+    assert both.companions == ["statistics", "dicom-seg"]
     with pytest.raises(SystemExit):
         build_parser("predict").parse_args(["predict", "-i", "a", "-o", "b", "--format", "png"])

@@ -108,5 +108,5 @@ print(json.dumps([status, sorted(sys.modules)]))
     assert done.returncode == 0, done.stderr[-3000:]
     status, loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert status == 0 and (tmp_path / "out" / "example_ct_sm.nii.gz").is_file()
-    assert "efficientscn.infer.predict" in loaded
+    assert "efficientscn.predict" in loaded
     assert [module for module in loaded if _in(module, TRAINING_STACK)] == []

@@ -89,14 +89,6 @@ class Network:
         }
 
 
-def models_subfolder(models: Path, stage: str) -> Path:
-    """`models/<stage>`, checked to be a SavedModel folder; InputError naming it otherwise."""
-    folder = models / stage
-    if not (folder / "saved_model.pb").is_file():
-        raise InputError(f"{folder}: no SavedModel here (expected {stage}/saved_model.pb in the models folder)")
-    return folder
-
-
 def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str, device: Device) -> Callable:
     """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order), as a
     frozen graph: from the cache when this export was traced in this precision before (`graphs.cached_graph`)."""

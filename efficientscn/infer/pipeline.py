@@ -117,15 +117,12 @@ class Pipeline:
         self.config = config or InferenceConfig()
 
     def segment(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool = True) -> Segmentation:
-        """Segment a canonical int16 CT (zyx array, spacing in mm zyx).
+        """Segment a canonical int16 CT (zyx array, spacing in mm zyx) that `check_processable` accepts (the caller
+        checks, once per case).
 
         Raises InputError if the localization finds no organ, unless `require_organs` is False: the SCN then
         segments the box of the whole CT, as the original does (docs/fidelity.md #34).
         """
-        check_processable(ct_zyx.shape, spacing_zyx, self.config)
-        return self._run(ct_zyx, spacing_zyx, require_organs=require_organs)
-
-    def _run(self, ct_zyx: np.ndarray, spacing_zyx: Sequence[float], *, require_organs: bool) -> Segmentation:
         config = self.config
         result = Segmentation(label=np.empty(0, np.uint8))
         start_time = time.perf_counter()

@@ -16,7 +16,6 @@ import scipy.ndimage
 import SimpleITK as sitk
 import tensorflow as tf
 
-from efficientscn.cli import DEFAULT_MODELS
 from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.read import read_ct
 from efficientscn.infer import ops
@@ -24,6 +23,7 @@ from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import InferenceConfig, Pipeline, localization_spacing
 from efficientscn.infer.utils_module import UtilsModule, load_utils, save_utils_module
 from efficientscn.model.contract import PAPER_LOCALIZATION
+from efficientscn.model.folder import SHIPPED_MODELS
 from efficientscn.model.specs import STAGE_NAMES
 
 from helpers import require_original_models, shared_case
@@ -267,7 +267,7 @@ class _RecordingUtils:
 def test_postprocess_labels_on_real_ct_agree_with_the_original(original: Any, case_id: str) -> None:
     """Real probabilities, the shipped models' on a shared CT, made into labels by ours and by the original's."""
     utils = _RecordingUtils(UtilsModule())
-    networks = [load_network(DEFAULT_MODELS / stage, stage, "cpu", "float32") for stage in STAGE_NAMES]
+    networks = [load_network(SHIPPED_MODELS / stage, stage, "cpu", "float32") for stage in STAGE_NAMES]
     image, spacing = canonical_ct(case_id)
     ours = Pipeline(*networks, utils).segment(image.numpy()[0, 0].astype(np.int16), spacing.numpy()).label
     theirs = original.postprocess_for_segmentation(*utils.postprocessed).numpy()[0, 0]

@@ -15,12 +15,8 @@ import SimpleITK as sitk
 import tensorflow as tf
 from original_layout import shipped_scn_weights, write_original_layout_scn
 
-from efficientscn.cli import DEFAULT_MODELS, main
-from efficientscn.infer.models import load_network
-from efficientscn.infer.original import (
-    LOCALIZATION_MIN_DICE,
-    SEGMENTATION_MAX_DIFFERENCE,
-    SEGMENTATION_MIN_AGREEMENT,
+from efficientscn.cli import main
+from efficientscn.convert.original import (
     VerificationError,
     fingerprint,
     import_original,
@@ -29,8 +25,17 @@ from efficientscn.infer.original import (
     probe_from,
     verify,
 )
+from efficientscn.convert.verification import (
+    LOCALIZATION_MIN_DICE,
+    SEGMENTATION_MAX_DIFFERENCE,
+    SEGMENTATION_MIN_AGREEMENT,
+)
+from efficientscn.infer.importers import ImportContext
+from efficientscn.infer.models import load_network
+from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.model.contract import InputContract
+from efficientscn.model.folder import SHIPPED_MODELS
 from efficientscn.model.savedmodel import MODEL_VARIABLES, read_metadata
 from efficientscn.model.specs import SPECS, STAGE_NAMES
 from efficientscn.nn.weights import numbered_variable_keys, read_checkpoint_arrays
@@ -71,7 +76,7 @@ def test_the_stand_in_has_the_original_segmentation_layout(original_models: Path
     assert read_metadata(original_models / "segmentation") is None
     assert all(is_original_savedmodel(original_models / stage, stage) for stage in STAGE_NAMES)
     assert not is_original_savedmodel(original_models / "segmentation", "localization")
-    assert not any(is_original_savedmodel(DEFAULT_MODELS / stage, stage) for stage in STAGE_NAMES)  # ours
+    assert not any(is_original_savedmodel(SHIPPED_MODELS / stage, stage) for stage in STAGE_NAMES)  # ours
 
 
 def test_import_writes_our_export_with_the_originals_weights_and_the_verification(
@@ -120,7 +125,7 @@ def test_a_folder_of_ours_a_missing_stage_or_the_source_itself_as_destination_is
     tmp_path: Path, original_models: Path
 ) -> None:
     with pytest.raises(ValueError, match="not the original's localization SavedModel"):
-        import_original(DEFAULT_MODELS, tmp_path / "x", probe=None, device="cpu", precision="float32")
+        import_original(SHIPPED_MODELS, tmp_path / "x", probe=None, device="cpu", precision="float32")
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "localization").symlink_to(original_models / "localization", target_is_directory=True)
@@ -141,12 +146,12 @@ def test_a_probe_without_organs_leaves_the_localization_unverified_until_a_ct_wi
     original marks nothing, so the check is inconclusive: recorded and logged as such, never as verified, and the
     next run checks again on its own first CT."""
     monkeypatch.setenv("EFFICIENTSCN_CACHE", str(tmp_path / "cache"))
-    mixed = {"localization": original_models / "localization", "segmentation": DEFAULT_MODELS / "segmentation"}
+    mixed = {"localization": original_models / "localization", "segmentation": SHIPPED_MODELS / "segmentation"}
     air = tmp_path / "air.nii.gz"
     sitk.WriteImage(image_from_array(np.full((40, 64, 64), -1024, np.int16), (4.0, 4.0, 4.0)), str(air))
     utils = load_utils(None, "cpu")
     with caplog.at_level(logging.INFO):
-        folders = imported_folders(mixed, probe=lambda: probe_from(air), device="cpu", precision="float32", utils=utils)
+        folders = imported_folders(mixed, ImportContext("cpu", "float32", utils, InferenceConfig(), air))
     assert folders["segmentation"] == mixed["segmentation"]  # ours: used as it is
     assert folders["localization"].parent == tmp_path / "cache" / "imported"
     assert folders["localization"].name.endswith("-float32")  # one entry per precision checked
@@ -156,7 +161,7 @@ def test_a_probe_without_organs_leaves_the_localization_unverified_until_a_ct_wi
     caplog.clear()
     with caplog.at_level(logging.INFO):
         again = imported_folders(
-            mixed, probe=lambda: probe_from(shared_case(PROBE).image), device="cpu", precision="float32", utils=utils
+            mixed, ImportContext("cpu", "float32", utils, InferenceConfig(), shared_case(PROBE).image)
         )
     assert again == folders and "not verified; importing it again" in caplog.text
     assert read_metadata(again["localization"])["imported"]["verification"]["verdict"] == "verified"
@@ -226,7 +231,7 @@ def test_predict_as_saved_runs_the_originals_graph_instead_of_importing_it(
     models = tmp_path / "models"
     models.mkdir()
     (models / "localization").symlink_to(original_models / "localization", target_is_directory=True)
-    (models / "segmentation").symlink_to(DEFAULT_MODELS / "segmentation", target_is_directory=True)
+    (models / "segmentation").symlink_to(SHIPPED_MODELS / "segmentation", target_is_directory=True)
     report_path = tmp_path / "report.json"
     arguments = ["predict", "-i", str(shared_case(PROBE).image), "-o", str(tmp_path / "out"), "--models", str(models)]
     assert main([*arguments, "--as-saved", "--report", str(report_path), "-q"]) == 0

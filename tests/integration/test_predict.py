@@ -21,22 +21,20 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from efficientscn.cli import DEFAULT_MODELS, main
+from efficientscn.cli import main
 from efficientscn.imaging.canonical import CanonicalCT, to_canonical
 from efficientscn.imaging.geometry import OBLIQUE_TOLERANCE_DEGREES, axis_aligned_grid, grid_of, obliquity_degrees
 from efficientscn.imaging.read import read_ct, read_image, read_label
 from efficientscn.imaging.resample import resample_onto
-from efficientscn.infer.cases import existing_label_problem
-from efficientscn.infer.dicom_seg import dicom_seg_problem
 from efficientscn.infer.models import load_network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
     localization_spacing,
 )
-from efficientscn.infer.segmenter import Segmenter
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.contract import PAPER_LOCALIZATION
+from efficientscn.model.folder import SHIPPED_MODELS
 from efficientscn.model.savedmodel import save_network
 from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
 from efficientscn.nn.localization import (
@@ -45,6 +43,9 @@ from efficientscn.nn.localization import (
     load_original_localization_weights,
 )
 from efficientscn.nn.scn import SCNConfig
+from efficientscn.outputs.dicom_seg import dicom_seg_problem
+from efficientscn.outputs.existing import existing_label_problem
+from efficientscn.segmenter import Segmenter
 
 from helpers import (
     REPO_ROOT,
@@ -145,7 +146,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     dicom = shared_case("ts_example_ct_dicom").image
     (tmp_path / "in" / "dicom_case").symlink_to(dicom, target_is_directory=True)
     report_path = tmp_path / "run.json"
-    arguments = ("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", DEFAULT_MODELS, "--report", report_path)
+    arguments = ("-i", tmp_path / "in", "-o", tmp_path / "out", "--models", SHIPPED_MODELS, "--report", report_path)
     assert _predict(*arguments, "--device", "cpu", "--dicom-seg", "--statistics") == 0  # the CPU path, on any machine
 
     for case_id, reference in labels.items():
@@ -219,7 +220,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     assert len(table) == 1 + len(sources) * len(ORGAN_NAMES)
 
     # the Python API: one Segmenter, each CT in memory as SimpleITK reads it, the CLI's labels, nothing written
-    segmenter = Segmenter(DEFAULT_MODELS, device="cpu")
+    segmenter = Segmenter(SHIPPED_MODELS, device="cpu")
 
     def no_writing(*args: object, **kwargs: object) -> None:
         raise AssertionError("the Python API wrote a file")
@@ -701,7 +702,7 @@ def test_a_case_whose_preview_cannot_be_written_is_not_done_and_a_new_run_does_i
 ) -> None:
     """A case is done with all its outputs: the label, which marks it done, is written last; when an output before
     it fails, the next run does the case again and replaces what the failed attempt wrote."""
-    import efficientscn.infer.writers
+    import efficientscn.outputs.writers
 
     _link_cases(tmp_path / "in", ("ts_example_ct_sm",))
     out, report_path = tmp_path / "out", tmp_path / "run.json"
@@ -709,7 +710,7 @@ def test_a_case_whose_preview_cannot_be_written_is_not_done_and_a_new_run_does_i
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(efficientscn.infer.writers, "write_preview", disk_full)
+    monkeypatch.setattr(efficientscn.outputs.writers, "write_preview", disk_full)
     arguments = ("-i", tmp_path / "in", "-o", out, "--models", models, "--statistics", "--preview")
     assert _predict(*arguments, "--report", report_path) == 1
     (case,) = json.loads(report_path.read_text())["cases"]

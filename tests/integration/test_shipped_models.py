@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from efficientscn.cli import DEFAULT_MODELS, main
+from efficientscn.cli import main
 from efficientscn.evaluate import SUMMARY_NAME, evaluate_case
 from efficientscn.labels import ORGAN_NAMES
+from efficientscn.model.folder import SHIPPED_MODELS
 
 from helpers import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case
 
@@ -54,7 +55,7 @@ def bfloat16_evaluation(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_predict_and_the_inference_script_use_the_shipped_models_by_default() -> None:
-    assert DEFAULT_MODELS == SHIPPED
+    assert SHIPPED_MODELS == SHIPPED
     for stage in ("localization", "segmentation", "tf_utils_module"):
         assert (SHIPPED / stage / "saved_model.pb").is_file()
     assert (SHIPPED / "README.md").is_file()

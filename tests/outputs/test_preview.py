@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.infer.preview import GAP_PIXELS, HATCH_PERIOD, LABEL_COLOURS, write_preview
+from efficientscn.outputs.preview import GAP_PIXELS, HATCH_PERIOD, LABEL_COLOURS, write_preview
 
 from helpers import shared_case
 

@@ -20,8 +20,8 @@ from efficientscn.atomic import leftover_temporaries
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import grid_of
 from efficientscn.imaging.read import read_image
-from efficientscn.infer.dicom_seg import dicom_seg_problem, write_dicom_seg
 from efficientscn.labels import ORGAN_NAMES
+from efficientscn.outputs.dicom_seg import dicom_seg_problem, write_dicom_seg
 
 from helpers import dicom_headers, seg_label_volume, seg_source_slices, shared_case, sop_instance_uid
 
@@ -201,11 +201,11 @@ def test_anonymised_series_gets_its_missing_attributes_filled_in_memory_only(
     assert grid_of(read_image(series)).differences(grid_of(ct)) == []
     before = _sha256(series)
 
-    caplog.set_level(logging.INFO, logger="efficientscn.infer.dicom_seg")
+    caplog.set_level(logging.INFO, logger="efficientscn.outputs.dicom_seg")
     path = write_dicom_seg(series, label, tmp_path / "anonymised.seg.dcm")
 
     assert _sha256(series) == before
-    (record,) = [r for r in caplog.records if r.name == "efficientscn.infer.dicom_seg"]
+    (record,) = [r for r in caplog.records if r.name == "efficientscn.outputs.dicom_seg"]
     assert record.levelno == logging.INFO and str(series) in record.getMessage()
     for keyword in ANONYMISED:
         assert keyword in record.getMessage()

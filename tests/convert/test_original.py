@@ -10,16 +10,14 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from efficientscn.infer.models import run_precision
-from efficientscn.infer.original import (
+from efficientscn.convert.original import cache_root, is_original_savedmodel, probe_or_phantom
+from efficientscn.convert.verification import (
     LOCALIZATION_MIN_DICE,
     SEGMENTATION_MAX_DIFFERENCE,
-    cache_root,
     compare_masks,
     compare_probabilities,
-    is_original_savedmodel,
-    probe_or_phantom,
 )
+from efficientscn.infer.models import run_precision
 from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.model.savedmodel import IMAGE_SIGNATURE, UNSUITABLE_PRECISIONS
 from efficientscn.model.specs import LOCALIZATION_SPEC

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from efficientscn.errors import InputError
 from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
 
 AIR_HU = -900
@@ -91,6 +93,17 @@ def check_intensities(ct_zyx: np.ndarray) -> Findings:
         elif value > share.warn_above:
             warnings.append(f"{percent}, much for an abdominal CT")
     return Findings(refusals, warnings)
+
+
+def gate_input(ct_zyx: np.ndarray, source: Path, *, force: bool = False) -> list[str]:
+    """The warnings about an input CT; InputError naming `source` if it is clearly not an abdominal CT in HU, unless
+    `force` (its reasons are then warnings too)."""
+    findings = check_intensities(ct_zyx)
+    if findings.refusals and not force:
+        raise InputError(
+            f"{source}: not like a CT in Hounsfield units: {'; '.join(findings.refusals)} (--force segments it anyway)"
+        )
+    return [*findings.refusals, *findings.warnings]
 
 
 def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[str]:

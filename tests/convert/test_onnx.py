@@ -20,8 +20,8 @@ import pytest
 import SimpleITK as sitk
 
 from efficientscn.cli import main
+from efficientscn.convert.onnx import INSTALL_HINT, METADATA_KEY, export_network, export_onnx, onnx_paths
 from efficientscn.errors import InputError
-from efficientscn.infer.onnx_export import INSTALL_HINT, METADATA_KEY, export_network, export_onnx, onnx_paths
 from efficientscn.model.contract import INTENSITY_SCALE_HU
 from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
 from efficientscn.phantom import PhantomGrid, make_phantom

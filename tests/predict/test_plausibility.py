@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.read import read_ct
-from efficientscn.infer.plausibility import check_intensities, check_organs
 from efficientscn.phantom import PhantomGrid, make_phantom
+from efficientscn.predict.plausibility import check_intensities, check_organs
 
 from helpers import SHARED_CASES, shared_case
 

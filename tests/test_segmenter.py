@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import efficientscn
 from efficientscn.errors import InputError
 from efficientscn.infer.pipeline import InferenceConfig
-from efficientscn.infer.segmenter import Segmenter
+from efficientscn.segmenter import Segmenter
 
 from helpers import REPO_ROOT, shared_case
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientscn.infer import monitor
-from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, peak_rss_mb, write_report
+from efficientscn.predict import monitor
+from efficientscn.predict.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, peak_rss_mb, write_report
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
 SLACK_MB = 2.0

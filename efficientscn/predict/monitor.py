@@ -7,13 +7,20 @@ import json
 import logging
 import resource
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
 from efficientscn.atomic import write_text_atomic
+from efficientscn.model.specs import STAGE_NAMES
+from efficientscn.predict.cases import Case
+from efficientscn.versions import versions
+
+if TYPE_CHECKING:
+    from efficientscn.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,12 @@ class CaseRecord:
     """What the plausibility checks found odd about the input or the organs found."""
     written: list[str] = field(default_factory=list)
     """The files this run wrote for the case: its label, then DICOM-SEG, statistics, preview as asked."""
+
+    def warn(self, warnings: list[str]) -> None:
+        """Log `warnings` about this case and keep them for the report."""
+        for warning in warnings:
+            logger.warning("%s: %s", Path(self.input).name, warning)
+        self.warnings.extend(warnings)
 
 
 def peak_rss_mb() -> float:
@@ -108,8 +121,61 @@ class GpuPeakMemory:
             return None
 
 
+class CaseMonitor:
+    """The records of a batch's cases, and the memory each case's segmentation peaked at."""
+
+    def __init__(self, cases: Sequence[Case], device: str) -> None:
+        self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in cases}
+        self._memory = CasePeakMemory()
+        self._gpu_memory = GpuPeakMemory(device)
+
+    def record(self, case: Case) -> CaseRecord:
+        return self.records[case.source]
+
+    @contextlib.contextmanager
+    def measuring(self, case: Case) -> Iterator[CaseRecord]:
+        """The block that segments `case`: its record is "failed" with the error unless the block sets it done,
+        and gets the peak memory of the block."""
+        record = self.records[case.source]
+        record.status = "failed"  # until it is done
+        self._memory.reset()
+        self._gpu_memory.reset()
+        try:
+            yield record
+        except Exception as error:
+            record.error = str(error)
+            raise
+        finally:
+            record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
+            record.peak_gpu_mb = self._gpu_memory.peak_mb()
+
+    def close(self) -> None:
+        """The end of the batch: the cases a stopped batch did not reach are "not done"."""
+        for record in self.records.values():
+            if record.status == "pending":
+                record.status = "not done"
+
+    def records_list(self) -> list[CaseRecord]:
+        """Every case's record, in the batch's order."""
+        return list(self.records.values())
+
+    def process_peak_mb(self) -> float:
+        """The process's peak resident memory so far, MB."""
+        return self._memory.process_peak_mb()
+
+
+def run_facts(*, device: str, precision: str, segmenter: Segmenter | None, utils: Path | None) -> dict[str, Any]:
+    """What the report says about the run: versions, device, precision and the models (none where they never
+    loaded)."""
+    models: dict[str, Any] = {stage: None for stage in STAGE_NAMES}
+    if segmenter is not None:
+        models.update({stage: network.describe() for stage, network in segmenter.networks.items()})
+    models["utils"] = str(utils) if utils else "efficientscn.infer.ops"
+    return {"versions": versions(), "device": device, "precision": precision, "models": models}
+
+
 def write_report(path: Path, run: dict[str, Any], records: list[CaseRecord], process_peak_mb: float) -> None:
-    """The JSON report: the run's facts (versions, device, models...), the process's peak memory and every case."""
+    """The JSON report: the run's facts (`run_facts`), the process's peak memory and every case."""
     report = {
         **run,
         "peak_rss_mb": round(process_peak_mb, 1),  # the whole process, model loading included

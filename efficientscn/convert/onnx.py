@@ -36,6 +36,7 @@ import numpy as np
 
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
+from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.specs import STAGE_NAMES, StageName
 
 if TYPE_CHECKING:
@@ -83,9 +84,7 @@ def export_onnx(models: Path, output: Path, *, opset: int = DEFAULT_OPSET, overw
     existing = [str(path) for path in paths.values() if path.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)}: already there (use --overwrite to replace)")
-    from efficientscn.infer.models import models_subfolder
-
-    folders = {stage: models_subfolder(Path(models), stage) for stage in STAGE_NAMES}
+    folders = ModelsFolder(models).stage_folders()
     for stage in STAGE_NAMES:
         export_network(folders[stage], stage, paths[stage], opset=opset, overwrite=overwrite)
     return dict(paths)
@@ -149,7 +148,7 @@ def _export_metadata(folder: Path, stage: StageName) -> dict[str, Any]:
 
     metadata = read_metadata(folder)
     if metadata is None:
-        from efficientscn.infer.original import is_original_savedmodel
+        from efficientscn.convert.original import is_original_savedmodel
 
         if is_original_savedmodel(folder, stage):
             raise InputError(

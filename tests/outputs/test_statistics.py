@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.read import read_ct, read_label
-from efficientscn.infer.statistics import (
+from efficientscn.outputs.statistics import (
     CSV_COLUMNS,
     OrganStatistics,
     organ_statistics,

@@ -22,12 +22,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from efficientscn.convert.verification import compare_masks, compare_probabilities
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.infer.cache import cache_root, fingerprint, remove_stale
-from efficientscn.infer.models import Device, Network, load_network, models_subfolder
+from efficientscn.infer.importers import ImportContext
+from efficientscn.infer.models import Device, Network, load_network
 from efficientscn.infer.pipeline import InferenceConfig, Pipeline, check_processable
 from efficientscn.infer.utils_module import PipelineFunctions, Utils, load_utils
+from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
     UNSUITABLE_PRECISIONS,
@@ -44,19 +47,10 @@ from efficientscn.phantom import make_phantom
 
 logger = logging.getLogger(__name__)
 
-LOCALIZATION_MIN_DICE = 0.999
-"""Imported and original localization masks must overlap at least this much (Dice) on the probe."""
-SEGMENTATION_MAX_DIFFERENCE = 0.05
-"""The largest difference allowed between imported and original probabilities of any label at any voxel (bfloat16
-against the original's float16 was measured at 0.018 on the shared CTs, float32 at 0.003)."""
-SEGMENTATION_MIN_AGREEMENT = 0.999
-"""The fraction of voxels whose most probable label must be the same (bfloat16: 0.9991-0.9997 on the shared CTs)."""
 LOCALIZATION_UNSUITABLE_PRECISIONS = ["bfloat16"]
 LOCALIZATION_UNSUITABLE_REASON = (
     "its mask moves in bfloat16 against the original's float16 (Dice 0.94 on a 20-slice CT slab), not in float32"
 )
-UTILS_FOLDER = "tf_utils_module"
-"""The original's traced pre/post-processing beside its networks: used, if present, to make the probe's inputs."""
 
 
 class VerificationError(InputError):
@@ -104,23 +98,29 @@ class Probe:
     ct: CanonicalCT
 
 
-def probe_from(path: Path | None) -> Probe:
-    """The CT at `path` as a probe, or (None) the package's phantom: an adult abdomen of ellipsoid organs."""
+def probe_from(path: Path | None, config: InferenceConfig | None = None) -> Probe:
+    """The CT at `path` as a probe, or (None) the package's phantom: an adult abdomen of ellipsoid organs.
+    InputError if the pipeline cannot process it (`check_processable`)."""
+    config = config or InferenceConfig()
     if path is None:
-        return Probe("the package's phantom", CanonicalCT.from_image(make_phantom()[0], "phantom"))
-    return Probe(str(path), CanonicalCT.read(path))
-
-
-def probe_or_phantom(path: Path, config: InferenceConfig) -> Probe:
-    """The CT at `path` as a probe or, if it cannot be read or processed, the phantom (said in the log)."""
-    try:
+        probe = Probe("the package's phantom", CanonicalCT.from_image(make_phantom()[0], "phantom"))
+    else:
         ct = CanonicalCT.read(path, max_voxels=config.max_voxels, spacing_fallback=config.spacing_fallback)
         probe = Probe(str(path), ct)
-        check_processable(probe.ct.array_zyx.shape, probe.ct.spacing_zyx, config)
-        return probe
+    check_processable(probe.ct.array_zyx.shape, probe.ct.spacing_zyx, config)
+    return probe
+
+
+def probe_or_phantom(path: Path | None, config: InferenceConfig) -> Probe:
+    """The CT at `path` as a probe or, if there is none or it cannot be read or processed, the phantom (said in the
+    log)."""
+    if path is None:
+        return probe_from(None, config)
+    try:
+        return probe_from(path, config)
     except (InputError, OSError) as error:
         logger.warning("%s cannot serve as the probe of the import (%s); using the package's phantom", path, error)
-        return probe_from(None)
+        return probe_from(None, config)
 
 
 def _recording(network: Network) -> tuple[Network, list[tuple[tf.Tensor, tf.Tensor]]]:
@@ -133,40 +133,6 @@ def _recording(network: Network) -> tuple[Network, list[tuple[tf.Tensor, tf.Tens
         return output
 
     return dataclasses.replace(network, run=run), calls
-
-
-def compare_masks(original: np.ndarray, imported: np.ndarray) -> dict[str, Any]:
-    """The localization check: Dice of the two masks against LOCALIZATION_MIN_DICE; inconclusive if both are empty
-    (an empty probe proves nothing)."""
-    original, imported = original.astype(bool), imported.astype(bool)
-    figures: dict[str, Any] = {
-        "foreground_voxels": int(original.sum()),
-        "differing_voxels": int(np.count_nonzero(original != imported)),
-        "min_dice": LOCALIZATION_MIN_DICE,
-    }
-    if not original.any():  # nothing to compare, unless the import marks organs where the original sees none
-        return {"verdict": "failed" if imported.any() else "inconclusive", **figures}
-    dice = 2 * np.count_nonzero(original & imported) / (original.sum() + imported.sum())
-    return {
-        "verdict": "verified" if dice >= LOCALIZATION_MIN_DICE else "failed",
-        "dice": round(float(dice), 6),
-        **figures,
-    }
-
-
-def compare_probabilities(original: np.ndarray, imported: np.ndarray) -> dict[str, Any]:
-    """The segmentation check: [N, 5, D, H, W] probabilities, largest difference and argmax agreement."""
-    original, imported = original.astype(np.float32), imported.astype(np.float32)
-    difference = float(np.max(np.abs(original - imported)))
-    agreement = float(np.mean(np.argmax(original, axis=1) == np.argmax(imported, axis=1)))
-    passed = difference <= SEGMENTATION_MAX_DIFFERENCE and agreement >= SEGMENTATION_MIN_AGREEMENT
-    return {
-        "verdict": "verified" if passed else "failed",
-        "max_probability_difference": round(difference, 6),
-        "argmax_agreement": round(agreement, 6),
-        "max_allowed_difference": SEGMENTATION_MAX_DIFFERENCE,
-        "min_agreement": SEGMENTATION_MIN_AGREEMENT,
-    }
 
 
 COMPARISONS: dict[StageName, Callable[[np.ndarray, np.ndarray], dict[str, Any]]] = {
@@ -258,9 +224,9 @@ def import_networks(
     return results
 
 
-def _original_utils(source: Path, device: Device) -> Utils | PipelineFunctions:
+def _original_utils(source: ModelsFolder, device: Device) -> Utils | PipelineFunctions:
     """The original's traced pre/post-processing beside its networks, if there, else the package's functions."""
-    folder = source / UTILS_FOLDER
+    folder = source.utils
     if (folder / "saved_model.pb").is_file():
         logger.info("%s: making the probe's inputs with the original's pre/post-processing", folder)
         return load_utils(folder, device)
@@ -272,7 +238,7 @@ def import_original(
 ) -> dict[StageName, dict[str, Any]]:
     """`efficientscn import-original`: the original's models folder `source` (localization/, segmentation/ and
     optionally tf_utils_module/) as our verified export in `destination`, written whole or not at all."""
-    folders = {stage: models_subfolder(source, stage) for stage in STAGE_NAMES}
+    folders = ModelsFolder(source).stage_folders()
     for stage, folder in folders.items():
         if not is_original_savedmodel(folder, stage):
             raise InputError(
@@ -290,7 +256,7 @@ def import_original(
             probe=probe_from(probe),
             device=device,
             precision=precision,
-            utils=_original_utils(source, device),
+            utils=_original_utils(ModelsFolder(source), device),
         )
         publish_folder(staging, destination)
     logger.info("wrote %s: the original's networks, imported and checked against their graphs", destination)
@@ -320,18 +286,12 @@ def _verdict(folder: Path) -> str | None:
     return metadata.get("imported", {}).get("verification", {}).get("verdict") if metadata else None
 
 
-def imported_folders(
-    folders: Mapping[StageName, Path],
-    *,
-    probe: Callable[[], Probe],
-    device: Device,
-    precision: str,
-    utils: Utils | PipelineFunctions,
-    config: InferenceConfig | None = None,
-) -> dict[StageName, Path]:
+def imported_folders(folders: Mapping[StageName, Path], context: ImportContext) -> dict[StageName, Path]:
     """`folders` with each network in the original's format replaced by its verified import in the cache
-    (imported on first use, on `probe()`, and found there by content afterwards; an import a probe without organs
-    left unverified is made again, on this run's probe)."""
+    (imported on first use, on the context's probe CT, or the phantom if that cannot serve, and found there by
+    content afterwards; an import a probe without organs left unverified is made again, on this run's probe).
+    The importer of the original's format (`infer.importers`)."""
+    device, precision = context.device, context.precision
     originals = [stage for stage in STAGE_NAMES if is_original_savedmodel(folders[stage], stage)]
     if not originals:
         return dict(folders)
@@ -352,7 +312,14 @@ def imported_folders(
     if todo:
         with staging_folder(targets[todo[0]]) as staging:
             import_networks(
-                folders, todo, staging, probe=probe(), device=device, precision=precision, utils=utils, config=config
+                folders,
+                todo,
+                staging,
+                probe=probe_or_phantom(context.probe, context.config),
+                device=device,
+                precision=precision,
+                utils=context.utils,
+                config=context.config,
             )
             for stage in todo:
                 _publish_import(staging / stage, targets[stage])

@@ -1,16 +1,21 @@
 """What `predict` writes for a case, behind one small interface: the seam new output formats plug into.
 
-A `LabelWriter` names its output for a case and writes it from the `CaseResult`. One of a run's writers is the
-case's label (a label map, or a DICOM-SEG with `--format dicom-seg`), whose presence marks a case as done, so it
-writes last and also judges an existing file (`CaseOutput`); the others are its companions.
+A `CaseWriter` names its output for a case and writes it from the `CaseResult`. One of a run's writers is the case's
+label (a label map, or a DICOM-SEG with `--format dicom-seg`), whose presence marks a case as done, so it writes last
+and also judges an existing file (`CaseOutput`); the others are its companions, each asked for by the `predict` flag
+of its name (`COMPANIONS`).
+
+A new output format: a module in `efficientscn.outputs` that writes it, a `CaseWriter` subclass here, one entry in
+`COMPANIONS` (and in `LABEL_FORMATS` if it can be the case's label); the command line builds its flag from the entry.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,15 +26,23 @@ from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import LABEL_SUFFIX, image_suffix, label_suffix_for
 from efficientscn.imaging.read import is_dicom_folder
 from efficientscn.imaging.write import write_label
-from efficientscn.infer.cases import existing_label_problem, label_grid_problem, refuse_replacing_foreign_file
-from efficientscn.infer.preview import write_preview
-from efficientscn.infer.statistics import OrganStatistics, organ_statistics, write_statistics_json
+from efficientscn.outputs.existing import existing_label_problem, label_grid_problem, refuse_replacing_foreign_file
+from efficientscn.outputs.preview import write_preview
+from efficientscn.outputs.statistics import (
+    OrganStatistics,
+    organ_statistics,
+    read_statistics_json,
+    write_statistics_csv,
+    write_statistics_json,
+)
+
+logger = logging.getLogger(__name__)
 
 PREVIEW_FOLDER = "preview"
-LABEL_FORMATS = ("nii.gz", "nii", "mha", "nrrd", "dicom-seg")
-"""What `--format` takes: the label map's file format, or a DICOM-SEG instead of a label map."""
 DICOM_SEG_SUFFIX = ".seg.dcm"
 STATISTICS_SUFFIX = ".json"
+STATISTICS_CSV = "statistics.csv"
+"""The batch's organ statistics, one row per case and organ, beside the cases' `<case>.json`."""
 
 
 @dataclass(frozen=True)
@@ -54,50 +67,79 @@ class CaseResult:
         return [organ.label for organ in self.statistics.values() if organ.touches_scan_end]
 
 
-class LabelWriter(Protocol):
-    """One output of a case."""
+@dataclass(frozen=True)
+class DoneCase:
+    """A case of the batch whose label is there (done by this run or an earlier one), for batch-level files."""
 
-    name: str
-    """What the run report calls it (its seconds per case)."""
+    case_id: str
+    source: Path
+
+
+class CaseWriter:
+    """One output of a case.
+
+    Rules every writer keeps, which the batch relies on:
+    - `write` is atomic (`atomic.atomic_output`): the output is complete or absent, also when the process dies;
+    - the temporary names it writes through end with the output's image ending (`.nii.gz`) or last suffix (`.png`,
+      `.dcm`, `.json`), so that `leftovers_of` finds what a killed run left;
+    - it writes nothing for the case outside `path(...)`; batch-level files are written by `finish`.
+    """
+
+    name: str = ""
+    """What the run report calls it (its seconds per case) and, for a companion, its `predict` flag."""
+    needs_ct_as_read: bool = False
+    """Whether it reads the CT on its grid as read (`CanonicalCT.image_as_read`), which an oblique CT then keeps."""
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         """Where this writer puts case `case_id`'s output inside the output folder (`source`: the case's CT)."""
+        raise NotImplementedError
 
     def refusal(self, source: Path) -> str | None:
         """Why this output cannot be made for the CT at `source`, or None: the case's label then fails the case, a
         companion is left out for it (with a warning)."""
+        return None
+
+    def batch_refusal(self, sources: Sequence[Path]) -> str | None:
+        """Why this output cannot be made for any of the batch's CTs, or None: the batch then stops before any work."""
+        return None
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         """Write the output atomically; FileExistsError if `path` exists and `overwrite` is not set."""
+        raise NotImplementedError
+
+    def finish(self, output: Path, done: Sequence[DoneCase]) -> list[Path]:
+        """Write the batch-level files of this output (after the batch, also a stopped one) from the cases that are
+        done; the files written. OSError or InputError naming the file when one cannot be written."""
+        return []
 
 
-class CaseOutput(LabelWriter, Protocol):
-    """The first output of a case, whose file marks it as done."""
+class CaseOutput(CaseWriter):
+    """The output of a case whose file marks it as done: its label."""
 
     def existing_problem(self, path: Path, source: Path) -> str | None:
         """Why the file already at `path` cannot count as the finished output of the CT at `source`, or None."""
+        raise NotImplementedError
 
     def refuse_replacing(self, path: Path) -> None:
         """InputError unless the file at `path` (if any) may be replaced: one this writer could have written."""
+        raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class ImageLabelWriter:
+class ImageLabelWriter(CaseOutput):
     """The label map as one image file, `<case><suffix>` (uint8: 0 background, 1 liver, ..., 4 pancreas), in
     `label_format` or, by default, in the format of its CT where that keeps the CT's geometry exactly (see
     `label_suffix_for`)."""
 
-    label_format: str | None = None
-    """"nii.gz", "nii", "mha" or "nrrd"; None: by the CT's format."""
-    name: str = "write"
+    name = "write"
+
+    def __init__(self, label_format: str | None = None) -> None:
+        self.label_format = label_format
+        """"nii.gz", "nii", "mha" or "nrrd"; None: by the CT's format."""
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         if self.label_format is not None:
             return output / f"{case_id}.{self.label_format}"
         return output / f"{case_id}{LABEL_SUFFIX if source is None else label_suffix_for(source)}"
-
-    def refusal(self, source: Path) -> str | None:
-        return None
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_label(result.label, path, overwrite=overwrite)  # read back whole before it took its name
@@ -115,12 +157,15 @@ class ImageLabelWriter:
         refuse_replacing_foreign_file(path)
 
 
-@dataclass(frozen=True)
-class DicomSegWriter:
+class DicomSegWriter(CaseOutput):
     """The label as a DICOM-SEG, `<case>.seg.dcm`, over the DICOM series the CT was read from: one coded segment
     per organ found (see `dicom_seg.write_dicom_seg`). Other inputs are refused: a SEG references its series."""
 
-    name: str = "dicom-seg"
+    name = "dicom-seg"
+    help = (
+        f"also write OUTPUT/<case>{DICOM_SEG_SUFFIX}, a DICOM Segmentation object over the input DICOM series (one "
+        "coded segment per organ found), which PACS and viewers open; other inputs get none, with a warning"
+    )
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         return output / f"{case_id}{DICOM_SEG_SUFFIX}"
@@ -130,52 +175,73 @@ class DicomSegWriter:
             return None
         return f"{source}: not a DICOM series; a DICOM-SEG references the series it segments (DICOM folders only)"
 
+    def batch_refusal(self, sources: Sequence[Path]) -> str | None:
+        if any(source.is_dir() for source in sources):
+            return None
+        return "no DICOM series among the inputs; a DICOM-SEG references the series it segments"
+
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
-        from efficientscn.infer.dicom_seg import write_dicom_seg  # highdicom and pydicom: only when asked
+        from efficientscn.outputs.dicom_seg import write_dicom_seg  # highdicom and pydicom: only when asked
 
         write_dicom_seg(result.source, result.label, path, overwrite=overwrite)
 
     def existing_problem(self, path: Path, source: Path) -> str | None:
-        from efficientscn.infer.dicom_seg import dicom_seg_problem
+        from efficientscn.outputs.dicom_seg import dicom_seg_problem
 
         return dicom_seg_problem(path)
 
     def refuse_replacing(self, path: Path) -> None:
-        from efficientscn.infer.dicom_seg import is_dicom_seg_file
+        from efficientscn.outputs.dicom_seg import is_dicom_seg_file
 
         if path.exists() and path.stat().st_size > 0 and not is_dicom_seg_file(path):  # a damaged SEG is redone
             raise InputError(f"{path}: exists and is not a DICOM-SEG; not replaced: move it away")
 
 
-@dataclass(frozen=True)
-class StatisticsWriter:
+class StatisticsWriter(CaseWriter):
     """Per-organ statistics, `<case>.json` (see `statistics.organ_statistics`); the batch's `statistics.csv` is
     gathered from these files at the end of the run."""
 
-    name: str = "statistics"
+    name = "statistics"
+    needs_ct_as_read = True
+    help = (
+        f"also write OUTPUT/<case>{STATISTICS_SUFFIX} and OUTPUT/{STATISTICS_CSV}: per organ the voxels, volume "
+        "(ml), mean, median, 5th and 95th percentile HU, bounding box (mm), connected components, and whether it "
+        "touches the scan's first or last slice (likely cut off)"
+    )
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         return output / f"{case_id}{STATISTICS_SUFFIX}"
 
-    def refusal(self, source: Path) -> str | None:
-        return None
-
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_statistics_json(path, result.statistics, overwrite=overwrite)
 
+    def finish(self, output: Path, done: Sequence[DoneCase]) -> list[Path]:
+        """`statistics.csv` from the `<case>.json` of every done case, from this run or an earlier."""
+        rows = {}
+        for case in done:
+            path = self.path(output, case.case_id, case.source)
+            if not path.exists():
+                continue
+            try:
+                rows[case.case_id] = read_statistics_json(path)
+            except (InputError, OSError) as error:
+                logger.warning("%s: left out of %s: %s", case.source.name, STATISTICS_CSV, error)
+        if not rows:
+            return []
+        write_statistics_csv(output / STATISTICS_CSV, rows)
+        return [output / STATISTICS_CSV]
 
-@dataclass(frozen=True)
-class PreviewWriter:
+
+class PreviewWriter(CaseWriter):
     """A quick-look PNG, `preview/<case>.png`, of the case's label (it replaces an older one, of an earlier
     attempt or run); organs touching the scan's first or last slice (likely cut off) are hatched."""
 
-    name: str = "preview"
+    name = "preview"
+    needs_ct_as_read = True  # the cut-off organs come from the statistics
+    help = f"also write OUTPUT/{PREVIEW_FOLDER}/<case>.png (organs likely cut off by the scan are hatched)"
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         return output / PREVIEW_FOLDER / f"{case_id}.png"
-
-    def refusal(self, source: Path) -> str | None:
-        return None
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         write_preview(
@@ -188,6 +254,22 @@ class PreviewWriter:
         )
 
 
+LABEL_FORMATS: dict[str, Callable[[], CaseOutput]] = {
+    **{
+        image_format: lambda image_format=image_format: ImageLabelWriter(image_format)
+        for image_format in ("nii.gz", "nii", "mha", "nrrd")
+    },
+    "dicom-seg": DicomSegWriter,
+}
+"""What `--format` takes: the label map's file format, or a DICOM-SEG instead of a label map."""
+
+COMPANIONS: dict[str, type[CaseWriter]] = {
+    writer.name: writer for writer in (DicomSegWriter, StatisticsWriter, PreviewWriter)
+}
+"""The outputs `predict` writes beside the label when asked, by name (its flag: `--<name>`; its help: the class's
+`help`), in the order they are written."""
+
+
 def leftovers_of(path: Path) -> list[Path]:
     """The temporary files an interrupted write of a writer's output at `path` left: each writer keeps the image
     ending (`.nii.gz`) or the last suffix (`.png`, `.dcm`, `.json`) at the end of its temporary names."""
@@ -196,16 +278,13 @@ def leftovers_of(path: Path) -> list[Path]:
 
 def case_output(label_format: str | None = None) -> CaseOutput:
     """The case's label, whose file marks it as done: the label map in `label_format`, or a DICOM-SEG."""
-    return DicomSegWriter() if label_format == "dicom-seg" else ImageLabelWriter(label_format)
+    return ImageLabelWriter() if label_format is None else LABEL_FORMATS[label_format]()
 
 
-def companion_writers(
-    label_format: str | None = None, *, dicom_seg: bool = False, statistics: bool = False, preview: bool = False
-) -> list[LabelWriter]:
-    """What is written beside the case's label (before it, which marks the case as done), as asked: a DICOM-SEG
-    beside the label map, the statistics, the preview."""
-    return [
-        *([DicomSegWriter()] if dicom_seg and label_format != "dicom-seg" else []),
-        *([StatisticsWriter()] if statistics else []),
-        *([PreviewWriter()] if preview else []),
-    ]
+def companion_writers(names: Sequence[str], label: CaseOutput) -> list[CaseWriter]:
+    """The writers of the companions `names` (keys of `COMPANIONS`) beside `label`, in the order they write; one
+    that `label` already is (a DICOM-SEG asked for as both) is left out."""
+    unknown = sorted(set(names) - set(COMPANIONS))
+    if unknown:
+        raise ValueError(f"unknown output(s) {unknown}; known: {sorted(COMPANIONS)}")
+    return [COMPANIONS[name]() for name in COMPANIONS if name in names and name != label.name]

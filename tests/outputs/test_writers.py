@@ -3,7 +3,6 @@ the organ statistics and the preview PNG."""
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
@@ -13,14 +12,15 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.infer.statistics import read_statistics_json
-from efficientscn.infer.writers import (
+from efficientscn.outputs.statistics import read_statistics_json
+from efficientscn.outputs.writers import (
+    COMPANIONS,
     LABEL_FORMATS,
     CaseOutput,
     CaseResult,
+    CaseWriter,
     DicomSegWriter,
     ImageLabelWriter,
-    LabelWriter,
     PreviewWriter,
     StatisticsWriter,
     case_output,
@@ -56,32 +56,27 @@ def _read_back(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
 
-WRITERS = [ImageLabelWriter(), DicomSegWriter(), StatisticsWriter(), PreviewWriter()]
-CASE_OUTPUTS = [ImageLabelWriter(), DicomSegWriter()]
+WRITERS = [*(make() for make in LABEL_FORMATS.values()), *(make() for make in COMPANIONS.values())]
+"""Every registered writer: each label format and each companion."""
+CASE_OUTPUTS = [writer for writer in WRITERS if isinstance(writer, CaseOutput)]
 
 
-def _has_the_methods_of(writer: object, protocol: type, names: tuple[str, ...]) -> None:
-    for name in names:
-        method = getattr(writer, name)
-        assert callable(method)
-        expected = inspect.signature(getattr(protocol, name))
-        assert inspect.signature(method).parameters == dict(list(expected.parameters.items())[1:])  # without self
-    for name in getattr(protocol, "__annotations__", {}):  # the protocol's data members
-        assert hasattr(writer, name), name
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: f"{type(w).__name__}-{w.path(Path('o'), 'c').name}")
+def test_each_registered_writer_names_and_writes_its_own_output(writer: CaseWriter) -> None:
+    for method in ("path", "write"):
+        assert getattr(type(writer), method) is not getattr(CaseWriter, method), method
+    assert writer.name and writer.path(Path("out"), "case", Path("case.nii.gz")).is_relative_to("out")
 
 
-@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: type(w).__name__)
-def test_each_writer_has_the_label_writer_interface(writer: LabelWriter) -> None:
-    _has_the_methods_of(writer, LabelWriter, ("path", "refusal", "write"))
-
-
-@pytest.mark.parametrize("writer", CASE_OUTPUTS, ids=lambda w: type(w).__name__)
+@pytest.mark.parametrize("writer", CASE_OUTPUTS, ids=lambda w: f"{type(w).__name__}-{w.path(Path('o'), 'c').name}")
 def test_each_case_output_can_judge_an_existing_file(writer: CaseOutput) -> None:
-    _has_the_methods_of(writer, CaseOutput, ("existing_problem", "refuse_replacing"))
+    for method in ("existing_problem", "refuse_replacing"):
+        assert getattr(type(writer), method) is not getattr(CaseOutput, method), method
 
 
 def test_the_writers_have_distinct_report_names() -> None:
-    names = [writer.name for writer in WRITERS]
+    assert set(COMPANIONS) == {"dicom-seg", "statistics", "preview"}  # their flags: --dicom-seg, ...
+    names = list({type(writer): writer.name for writer in WRITERS}.values())  # one per kind of output
     assert all(isinstance(name, str) and name for name in names)
     assert len(set(names)) == len(names)
 
@@ -182,10 +177,12 @@ def test_a_label_in_another_format_reads_back_equal_on_the_cts_grid(
 
 
 def test_the_companions_follow_the_options_and_a_dicom_seg_is_never_written_twice() -> None:
-    assert companion_writers() == []
-    every = companion_writers(None, dicom_seg=True, statistics=True, preview=True)
+    assert companion_writers((), case_output()) == []
+    every = companion_writers(("preview", "dicom-seg", "statistics"), case_output())  # in the registry's order
     assert [type(writer) for writer in every] == [DicomSegWriter, StatisticsWriter, PreviewWriter]
-    assert companion_writers("dicom-seg", dicom_seg=True) == []  # the SEG is already the case's label
+    assert companion_writers(("dicom-seg",), case_output("dicom-seg")) == []  # the SEG is already the case's label
+    with pytest.raises(ValueError, match=r"unknown output\(s\) \['png'\]"):
+        companion_writers(("png",), case_output())
 
 
 def test_a_dicom_seg_is_refused_for_a_file_and_allowed_for_a_dicom_folder(tmp_path: Path) -> None:
@@ -228,9 +225,9 @@ def dicom_result() -> CaseResult:
     return CaseResult(ct, label, ct.restore(label), series)
 
 
-@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: type(w).__name__)
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: f"{type(w).__name__}-{w.path(Path('o'), 'c').name}")
 def test_the_temporary_file_an_interrupted_write_leaves_is_found_as_its_leftover(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: LabelWriter, result: CaseResult, dicom_result: CaseResult
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: CaseWriter, result: CaseResult, dicom_result: CaseResult
 ) -> None:
     """What a run killed mid-write leaves, the next run removes (`leftovers_of`, the rule every writer follows)."""
     import efficientscn.atomic

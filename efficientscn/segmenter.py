@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,13 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.read import as_int16_ct
 from efficientscn.infer.graphs import without_graph_optimisation
-from efficientscn.infer.models import load_network, models_subfolder, select_device
-from efficientscn.infer.original import imported_folders, probe_from, probe_or_phantom
-from efficientscn.infer.pipeline import InferenceConfig, Pipeline, Segmentation
+from efficientscn.infer.importers import ImportContext, import_foreign
+from efficientscn.infer.models import Network, load_network, select_device
+from efficientscn.infer.pipeline import InferenceConfig, Pipeline, Segmentation, check_processable
 from efficientscn.infer.utils_module import load_utils
+from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.precision import inference_precision
-from efficientscn.model.specs import STAGE_NAMES
+from efficientscn.model.specs import STAGE_NAMES, StageName
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +68,17 @@ class Segmenter:
 
     def _load(self, import_originals: bool, probe: Path | None) -> Pipeline:
         pipeline_utils = load_utils(self.utils_path, self.device)
-        folders = {stage: models_subfolder(self.models, stage) for stage in STAGE_NAMES}
-        if import_originals:
-            probe_ct = partial(probe_from, None) if probe is None else partial(probe_or_phantom, probe, self.config)
-            folders = imported_folders(
-                folders,
-                probe=probe_ct,
-                device=self.device,
-                precision=self.precision,
-                utils=pipeline_utils,
-                config=self.config,
-            )
+        folders = ModelsFolder(self.models).stage_folders()
+        if import_originals:  # through the importers the package declares (infer.importers)
+            context = ImportContext(self.device, self.precision, pipeline_utils, self.config, probe)
+            folders = import_foreign(folders, context)
         networks = {stage: load_network(folders[stage], stage, self.device, self.precision) for stage in STAGE_NAMES}
         return Pipeline(networks["localization"], networks["segmentation"], pipeline_utils, self.config)
+
+    @property
+    def networks(self) -> dict[StageName, Network]:
+        """The loaded network of each stage."""
+        return {"localization": self.pipeline.localization, "segmentation": self.pipeline.segmentation}
 
     def segment(
         self,
@@ -119,8 +117,15 @@ class Segmenter:
             ct, name, max_voxels=self.config.max_voxels, spacing_fallback=self.config.spacing_fallback
         )
 
-    def segment_canonical(self, ct: CanonicalCT) -> Segmentation:
-        """The label of a CT on the processing grid, with the seconds and sizes of its steps."""
+    def segment_canonical(self, ct: CanonicalCT, *, gate: Callable[[CanonicalCT], None] | None = None) -> Segmentation:
+        """The label of a CT on the processing grid, with the seconds and sizes of its steps.
+
+        InputError for a CT the networks cannot take (`pipeline.check_processable`); `gate` (predict's plausibility
+        checks) is then called with a CT they can take, before they run, and may refuse it too.
+        """
+        check_processable(ct.array_zyx.shape, ct.spacing_zyx, self.config)
+        if gate is not None:
+            gate(ct)
         with self.running():
             return self.pipeline.segment(ct.array_zyx, ct.spacing_zyx)
 

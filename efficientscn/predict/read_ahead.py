@@ -1,0 +1,89 @@
+"""Reading the cases of a batch ahead: the next CT is read while the current one is segmented."""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.geometry import SpacingFallback
+from efficientscn.imaging.read import header_size
+from efficientscn.predict.cases import Case
+
+READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
+"""A next CT larger than this (128 MB in int16, a 512 x 512 x 256 scan) is read when its turn comes, not while the
+current one is segmented, so that a batch needs little more memory than its largest case."""
+
+
+def _read(
+    case: Case, max_voxels: int, spacing_fallback: SpacingFallback, keep_as_read: bool
+) -> tuple[CanonicalCT, float]:
+    start = time.perf_counter()
+    ct = CanonicalCT.read(
+        case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback, keep_as_read=keep_as_read
+    )
+    return ct, time.perf_counter() - start
+
+
+def _small_enough_to_read_ahead(case: Case) -> bool:
+    """Whether the header of `case` gives at most `READ_AHEAD_MAX_VOXELS` (unreadable: no; its turn says why)."""
+    try:
+        return math.prod(header_size(case.source)) <= READ_AHEAD_MAX_VOXELS
+    except (InputError, OSError):
+        return False
+
+
+class ReadAhead:
+    """Reads the cases in a background thread: the first at once, each next one while the case before it is
+    segmented if it is small enough (`READ_AHEAD_MAX_VOXELS`), else when its turn comes."""
+
+    def __init__(
+        self,
+        cases: list[Case],
+        executor: ThreadPoolExecutor,
+        max_voxels: int,
+        spacing_fallback: SpacingFallback = "missing",
+        *,
+        keep_as_read: bool = False,
+    ) -> None:
+        """`keep_as_read`: keep an oblique CT as read too (see `CanonicalCT.from_image`)."""
+        self._cases = cases
+        self._max_voxels = max_voxels
+        self._spacing_fallback = spacing_fallback
+        self._keep_as_read = keep_as_read
+        self._executor = executor
+        self._pending: dict[int, Future[tuple[CanonicalCT, float] | None]] = {}
+        self._submit(0, ahead=False)
+
+    def _read_now(self, case: Case) -> tuple[CanonicalCT, float]:
+        return _read(case, self._max_voxels, self._spacing_fallback, self._keep_as_read)
+
+    def _read_if_small(self, case: Case) -> tuple[CanonicalCT, float] | None:
+        """The CT of `case`, or None if it is too large to be read ahead."""
+        return self._read_now(case) if _small_enough_to_read_ahead(case) else None
+
+    def _submit(self, index: int, *, ahead: bool) -> None:
+        if index < len(self._cases) and index not in self._pending:
+            read = self._read_if_small if ahead else self._read_now
+            self._pending[index] = self._executor.submit(read, self._cases[index])
+
+    def take(self, case: Case) -> tuple[CanonicalCT, float]:
+        """The CT of `case` on its processing grid and the seconds its reading took (waiting for it if needed),
+        after starting to read the one after it."""
+        index = self._cases.index(case)
+        self._submit(index, ahead=False)
+        try:
+            read = self._pending.pop(index).result()
+        finally:  # also after a failed read: the batch goes on
+            self._submit(index + 1, ahead=True)
+        return read if read is not None else self._read_now(case)
+
+    def drop(self, case: Case) -> None:
+        """Give up `case` (another run does it): its CT is not kept, and the one after it is read next."""
+        index = self._cases.index(case)
+        self._submit(index + 1, ahead=False)
+        pending = self._pending.pop(index, None)
+        if pending is not None:
+            pending.cancel()

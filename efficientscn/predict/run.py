@@ -1,0 +1,226 @@
+"""`efficientscn predict`: segment a CT, a folder of CTs or a DICOM folder, one independent case after another.
+
+As the original, the models load in the background while the first CT is read, and each next CT is read while
+the current one is segmented. A case that fails is reported and the batch goes on; outputs are written
+atomically by the run's writers (the label map `<case>.nii.gz` last: `x_0000.nii.gz` -> `x.nii.gz`, a DICOM folder
+-> `<folder>.nii.gz`), and cases whose label is already there are kept (skipped) unless `overwrite`, so an
+interrupted batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from efficientscn.atomic import ensure_writable_folder
+from efficientscn.batch import BatchReport, Outcome, run_batch
+from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.geometry import SpacingFallback
+from efficientscn.imaging.names import case_id
+from efficientscn.infer.models import select_device
+from efficientscn.infer.pipeline import InferenceConfig
+from efficientscn.model.folder import ModelsFolder
+from efficientscn.model.precision import inference_precision
+from efficientscn.outputs.writers import CaseResult, CaseWriter, DoneCase, case_output, companion_writers
+from efficientscn.predict.cases import Case, find_sources
+from efficientscn.predict.locks import case_lock
+from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts, write_report
+from efficientscn.predict.plausibility import check_organs, gate_input
+from efficientscn.predict.read_ahead import ReadAhead
+from efficientscn.predict.resume import Resume, remove_leftovers
+from efficientscn.segmenter import Segmenter
+from efficientscn.stopping import StopRequest, stop_on_signals
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `efficientscn predict` was asked to do."""
+
+    inputs: Path
+    output: Path
+    models: Path
+    device: str | None = None
+    """"cpu", "gpu" or None: a GPU when one is visible."""
+    precision: str = "auto"
+    utils: Path | None = None
+    """A traced tf_utils_module to use instead of the functions in `efficientscn.infer.ops`."""
+    overwrite: bool = False
+    label_format: str | None = None
+    """The label's format (`writers.LABEL_FORMATS`); None: NIfTI, or the CT's own format for MetaImage and NRRD."""
+    companions: tuple[str, ...] = ()
+    """Outputs also written for each case (`writers.COMPANIONS`: "dicom-seg", "statistics", "preview")."""
+    report: Path | None = None
+    progress: bool = True
+    spacing_fallback: SpacingFallback = "missing"
+    """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
+    force: bool = False
+    """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
+    import_originals: bool = True
+    """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
+
+
+class Predictor:
+    """One batch of `efficientscn predict`: finds the cases, segments them, has them written, reports."""
+
+    def __init__(self, options: PredictOptions) -> None:
+        self.options = options
+        self.label = case_output(options.label_format)  # its file marks a case as done
+        self.writers: list[CaseWriter] = [*companion_writers(options.companions, self.label), self.label]
+        """In the order they write: the case's label last, so that its file marks a case with all its outputs."""
+        sources = find_sources(options.inputs, options.output)
+        for writer in self.writers:  # an output none of the inputs can have stops the batch now
+            if (refusal := writer.batch_refusal(sources)) is not None:
+                flag = f"--format {options.label_format}" if writer is self.label else f"--{writer.name}"
+                raise InputError(f"{options.inputs}: {flag}: {refusal}")
+        self.cases = [Case(source, self.label.path(options.output, case_id(source), source)) for source in sources]
+        ensure_writable_folder(options.output)
+        if options.report is not None:  # refused now, not after the batch
+            if options.report.is_dir():
+                raise InputError(f"{options.report}: a folder; --report names the JSON file to write")
+            ensure_writable_folder(options.report.parent)
+        ModelsFolder(options.models).stage_folders()  # a missing model stops the batch now, not once per case
+        self.device = select_device(options.device)
+        self.precision = inference_precision(self.device, options.precision)
+        self.config = InferenceConfig(spacing_fallback=options.spacing_fallback)
+        self.resume = Resume(self.cases, self.label, overwrite=options.overwrite)
+        self.monitor = CaseMonitor(self.cases, self.device)
+        self.segmenter: Segmenter | None = None
+
+    def run(self) -> BatchReport:
+        """Segment every case; returns what happened to each. Writes the report if asked, even after a failure."""
+        todo = self.resume.todo
+        logger.info(
+            "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
+        )
+        report, reads = BatchReport(), None
+        loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
+        stop = StopRequest()
+        try:
+            with stop_on_signals() as stop:
+                if todo:  # nothing to segment: no minutes spent loading models
+                    loading = loader.submit(self._load_segmenter, todo[0].source)
+                    keep_as_read = any(writer.needs_ct_as_read for writer in self.writers)
+                    # the first CT is read while the models load
+                    reads = ReadAhead(todo, reader, self.config.max_voxels, self.config.spacing_fallback, keep_as_read)
+                    self.segmenter = _wait_for(loading, stop)
+                report = run_batch(
+                    self.cases,
+                    lambda case: self._process(case, case in todo, reads),
+                    name_of=lambda case: case.name,
+                    description="predict",
+                    progress=self.options.progress,
+                    stop=stop,
+                )
+        finally:
+            for executor in (loader, reader):  # stopped: no waiting for models still loading or a CT being read
+                executor.shutdown(wait=not stop.requested, cancel_futures=True)
+            self.monitor.close()
+            self._finish_writers()
+            if self.options.report is not None:
+                run = run_facts(
+                    device=self.device, precision=self.precision, segmenter=self.segmenter, utils=self.options.utils
+                )
+                write_report(self.options.report, run, self.monitor.records_list(), self.monitor.process_peak_mb())
+        return report
+
+    def _finish_writers(self) -> None:
+        """The batch-level files of the outputs (`statistics.csv`), from every case that is done."""
+        done = [DoneCase(case.id, case.source) for case in self.cases if case.output.exists()]
+        for writer in self.writers:
+            try:
+                writer.finish(self.options.output, done)
+            except (InputError, OSError) as error:  # the report still follows
+                logger.error("%s: batch file not written: %s", writer.name, error)
+
+    def _load_segmenter(self, first_ct: Path) -> Segmenter:
+        """The segmenter of the options; networks in the original's format are imported, checked on `first_ct`."""
+        options = self.options
+        return Segmenter(
+            options.models,
+            device=self.device,
+            precision=self.precision,
+            utils=options.utils,
+            import_originals=options.import_originals,
+            config=self.config,
+            probe=first_ct,
+        )
+
+    def _process(self, case: Case, needed: bool, reads: ReadAhead | None) -> Outcome:
+        record = self.monitor.record(case)
+        if (refusal := self.resume.refusal(case)) is not None:
+            record.status, record.error = "failed", refusal
+            raise InputError(refusal)
+        if not needed:
+            record.status = "skipped"
+            logger.info("%s: %s exists, skipped", case.name, case.output)
+            return "skipped"
+        assert reads is not None and self.segmenter is not None  # there is something to do
+        try:
+            with case_lock(case.output) as held:  # two runs on one folder share its cases
+                overwrite = self.resume.claim(case) if held else None
+                if overwrite is None:
+                    reads.drop(case)
+                    record.status = "skipped"
+                    logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
+                    return "skipped"
+                remove_leftovers(case, self.writers, self.options.output)
+                return self._segment(case, reads, overwrite=overwrite)
+        except OSError as error:
+            if record.status == "pending":  # failed before its segmentation started (the lock, the clean-up)
+                record.status, record.error = "failed", str(error)
+                reads.drop(case)
+            raise
+
+    def _segment(self, case: Case, reads: ReadAhead, *, overwrite: bool) -> Outcome:
+        """Read, segment and write one case whose lock is held."""
+        assert self.segmenter is not None
+        with self.monitor.measuring(case) as record:
+            ct, record.seconds["read"] = reads.take(case)
+            segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
+            record.warn(check_organs(segmentation.label, ct.spacing_zyx))
+            record.seconds.update(segmentation.seconds)
+            record.details = {"spacing": ct.spacing_source, **segmentation.details}
+            start = time.perf_counter()
+            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source)
+            restore_seconds = time.perf_counter() - start
+            for writer in self.writers:  # the label last: its file marks the case as done
+                if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
+                    record.warn([f"no {writer.name}: {refusal}"])
+                    continue
+                path = writer.path(self.options.output, case.id, case.source)
+                start = time.perf_counter()
+                # a companion belongs to this case, which is not done: one of an earlier attempt is replaced
+                writer.write(result, path, overwrite=overwrite if writer is self.label else True)
+                record.written.append(str(path))
+                record.seconds[writer.name] = time.perf_counter() - start
+            record.seconds[self.label.name] += restore_seconds  # the way back onto the CT's grid
+            record.status = "done"
+        return "done"
+
+    def _gate(self, case: Case, record: CaseRecord, ct: CanonicalCT) -> None:
+        """The plausibility check of a CT the networks can take, before they run: refused, or warned about."""
+        record.warn(gate_input(ct.array_zyx, case.source, force=self.options.force))
+
+
+def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
+    """The loaded segmenter, or None if a stop was asked for while it loaded (the loading itself still ends)."""
+    while True:
+        try:
+            return loading.result(timeout=0.2)
+        except FuturesTimeout:
+            if stop.requested:
+                logger.warning("stopping before the first case, while the models load")
+                return None
+
+
+def predict(options: PredictOptions) -> BatchReport:
+    """Run `efficientscn predict`; InputError when the batch cannot start (no CT, no models, bad output folder)."""
+    return Predictor(options).run()
