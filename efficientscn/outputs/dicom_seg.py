@@ -26,32 +26,16 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import DIRECTION_TOLERANCE, grid_of
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.read import dicom_series_files
-from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
+from efficientscn.labels import NUM_LABELS, ORGAN_CATEGORY, ORGAN_NAMES, ORGANS
 from efficientscn.versions import __version__
 
 logger = logging.getLogger(__name__)
 
-ORGAN_CODES: dict[int, Code] = {
-    1: Code("10200004", "SCT", "Liver"),
-    2: Code("64033007", "SCT", "Kidney"),
-    3: Code("78961009", "SCT", "Spleen"),
-    4: Code("15776009", "SCT", "Pancreas"),
-}
-"""Organ label value -> SNOMED CT code of the organ (the segment's property type)."""
-
-ANATOMICAL_STRUCTURE: Code = codes.cid7150.AnatomicalStructure
+ANATOMICAL_STRUCTURE = Code(ORGAN_CATEGORY[0], "SCT", ORGAN_CATEGORY[1])
 """The property category of every segment: SCT 91723000 "Anatomical Structure" (DICOM CID 7150)."""
 
 ARTIFICIAL_INTELLIGENCE: Code = codes.cid7162.ArtificialIntelligence
 """The algorithm family: DCM 123110 "Artificial Intelligence" (DICOM CID 7162)."""
-
-ORGAN_COLORS_RGB: dict[int, tuple[int, int, int]] = {
-    1: (221, 130, 101),
-    2: (185, 102, 83),
-    3: (157, 108, 162),
-    4: (249, 180, 111),
-}
-"""Organ label value -> recommended display colour (RGB 0-255): the 3D Slicer / TotalSegmentator colours."""
 
 SEG_SERIES_NUMBER = 300
 SEG_SERIES_DESCRIPTION = "EfficientSCN organs"
@@ -281,12 +265,12 @@ def _segment_description(number: int, value: int) -> highdicom.seg.SegmentDescri
         segment_number=number,
         segment_label=ORGAN_NAMES[value],
         segmented_property_category=ANATOMICAL_STRUCTURE,
-        segmented_property_type=ORGAN_CODES[value],
+        segmented_property_type=Code(ORGANS[value].snomed_code, "SCT", ORGANS[value].snomed_meaning),
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=highdicom.AlgorithmIdentificationSequence(
             name=SEG_MODEL_NAME, family=ARTIFICIAL_INTELLIGENCE, version=__version__
         ),
-        display_color=highdicom.color.CIELabColor.from_rgb(*ORGAN_COLORS_RGB[value]),
+        display_color=highdicom.color.CIELabColor.from_rgb(*ORGANS[value].colour_rgb),
     )
     description.SegmentDescription = f"FLARE label {value}"
     return description

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from efficientscn.atomic import atomic_output
 from efficientscn.imaging.itk_path import itk_path
+from efficientscn.labels import ORGANS
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +21,8 @@ WINDOW_HU = (40.0, 400.0)
 ALPHA = 0.45
 """Opacity of the organ fill; the outlines are opaque."""
 
-LABEL_COLOURS = np.array(
-    [[0, 0, 0], [230, 60, 40], [255, 210, 0], [40, 120, 255], [50, 200, 80]],
-    dtype=np.float64,
-)
-"""RGB per label value: background (unused), liver red, kidney yellow, spleen blue, pancreas green."""
+LABEL_COLOURS = np.array([(0, 0, 0), *(organ.colour_rgb for organ in ORGANS.values())], dtype=np.float64)
+"""RGB per label value: background (unused), then each organ's colour (`labels.ORGANS`)."""
 
 MAX_SIDE = 512
 """Longest side of each view in pixels."""

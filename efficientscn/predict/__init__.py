@@ -2,8 +2,25 @@
 
 `run` orchestrates; `cases` finds the CTs and names their outputs, `resume` decides which cases this run does,
 `locks` keeps two runs off one case, `read_ahead` reads the next CT while one is segmented, `plausibility` gates
-inputs and results, `monitor` measures and reports."""
+inputs and results, `monitor` measures and reports.
 
-from efficientscn.predict.run import PredictOptions, predict
+`from efficientscn.predict import PredictOptions, predict` loads `run` (and TensorFlow) on first use only, so that
+the command line reads the other modules before it has set TensorFlow's environment up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from efficientscn.predict.run import PredictOptions, predict
 
 __all__ = ["PredictOptions", "predict"]
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        from efficientscn.predict import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'efficientscn.predict' has no attribute {name!r}")

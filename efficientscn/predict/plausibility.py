@@ -7,7 +7,7 @@ mostly soft tissue or much of it above 500 HU, is clearly not such a CT: an MR i
 intensities (air at +1000), noise, a blank volume. It is refused unless forced. The
 organs found are checked against the volumes of whole adult organs and for being in one piece (two for the
 kidneys): what falls outside is said as a warning, since a scan may cut an organ off or not reach it at all.
-The thresholds are below; the README lists them (docs/fidelity.md #47).
+The thresholds are below, the organs' in `labels.ORGANS`; the README lists them (docs/fidelity.md #47).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
-from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
+from efficientscn.labels import NUM_LABELS, ORGANS
 
-AIR_HU = -900
-"""At or below: air."""
+AIR_THRESHOLD_HU = -900
+"""At or below: air (a threshold; `imaging.resample.AIR_HU` is the value air is filled in with)."""
 SOFT_TISSUE_HU = (-100, 200)
 """Soft tissue: organs, muscle, fat's upper end."""
 DENSE_HU = 500
@@ -41,20 +41,14 @@ class Share:
     warn_above: float = 1.0
 
 
-AIR = Share("air (<= -900 HU) of all voxels", refuse_below=0.001, warn_below=0.01)
-SOFT_TISSUE = Share("soft tissue (-100 to 200 HU) of the non-air voxels", refuse_below=0.2, warn_below=0.4)
-DENSE = Share("voxels above 500 HU of the non-air voxels", refuse_above=0.15, warn_above=0.05)
+AIR = Share(f"air (<= {AIR_THRESHOLD_HU} HU) of all voxels", refuse_below=0.001, warn_below=0.01)
+SOFT_TISSUE = Share(
+    f"soft tissue ({SOFT_TISSUE_HU[0]} to {SOFT_TISSUE_HU[1]} HU) of the non-air voxels",
+    refuse_below=0.2,
+    warn_below=0.4,
+)
+DENSE = Share(f"voxels above {DENSE_HU} HU of the non-air voxels", refuse_above=0.15, warn_above=0.05)
 
-ORGAN_VOLUME_ML: dict[int, tuple[float, float]] = {
-    1: (500.0, 4000.0),
-    2: (100.0, 800.0),
-    3: (40.0, 1500.0),
-    4: (20.0, 300.0),
-}
-"""Label -> (smallest, largest) volume in ml of the whole organ(s) in adults (kidney: both); outside: a warning."""
-ORGAN_PIECES = {1: 1, 2: 2, 3: 1, 4: 2}
-"""How many pieces an organ may show: the kidneys two, the pancreas two (thin, it often looks split in thick
-slices), the liver and the spleen one."""
 MAIN_PIECES_SHARE = 0.9
 """The main pieces must hold this share of an organ's voxels; less: a warning (scattered islands)."""
 SAMPLING = 2
@@ -73,7 +67,7 @@ def check_intensities(ct_zyx: np.ndarray) -> Findings:
     """The share of air, and the shares of soft tissue and dense voxels in what is not air, of an int16 HU CT,
     against the thresholds."""
     sample = ct_zyx[::SAMPLING, ::SAMPLING, ::SAMPLING]
-    air = sample <= AIR_HU
+    air = sample <= AIR_THRESHOLD_HU
     not_air = max(int(sample.size - np.count_nonzero(air)), 1)
     soft = np.count_nonzero((sample >= SOFT_TISSUE_HU[0]) & (sample <= SOFT_TISSUE_HU[1]))
     shares = {
@@ -113,8 +107,8 @@ def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[st
     voxel_ml = float(np.prod(spacing_zyx)) * SAMPLING**3 / 1000.0
     counts = np.bincount(sample.ravel(), minlength=NUM_LABELS)
     warnings = []
-    for label, (smallest, largest) in ORGAN_VOLUME_ML.items():
-        name, volume = ORGAN_NAMES[label], counts[label] * voxel_ml
+    for label, organ in ORGANS.items():
+        (smallest, largest), name, volume = organ.volume_ml, organ.name, counts[label] * voxel_ml
         if counts[label] == 0:
             warnings.append(f"{name}: none found (not in the scan?)")
             continue
@@ -122,9 +116,9 @@ def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[st
             warnings.append(f"{name}: {volume:.3g} ml, less than a whole one ({smallest:g} ml; cut off by the scan?)")
         elif volume > largest:
             warnings.append(f"{name}: {volume:.3g} ml, more than a whole one ({largest:g} ml)")
-        main = _main_pieces_share(label_zyx, label, _bounding_box(sample == label, SAMPLING), ORGAN_PIECES[label])
+        main = _main_pieces_share(label_zyx, label, _bounding_box(sample == label, SAMPLING), organ.pieces)
         if main < MAIN_PIECES_SHARE:
-            pieces = "piece holds" if ORGAN_PIECES[label] == 1 else f"{ORGAN_PIECES[label]} pieces hold"
+            pieces = "piece holds" if organ.pieces == 1 else f"{organ.pieces} pieces hold"
             warnings.append(f"{name}: scattered; its largest {pieces} only {100 * main:.0f} % of it")
     return warnings
 

@@ -28,12 +28,8 @@ from helpers import dicom_headers, seg_label_volume, seg_source_slices, shared_c
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPECTED_CODES = {"liver": "10200004", "kidney": "64033007", "spleen": "78961009", "pancreas": "15776009"}
-EXPECTED_RGB = {
-    "liver": (221, 130, 101),
-    "kidney": (185, 102, 83),
-    "spleen": (157, 108, 162),
-    "pancreas": (249, 180, 111),
-}
+EXPECTED_RGB = {"liver": (230, 60, 40), "kidney": (255, 210, 0), "spleen": (40, 120, 255), "pancreas": (50, 200, 80)}
+"""Red, yellow, blue, green: the preview's colours, which the SEG shares."""
 ANONYMISED = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
