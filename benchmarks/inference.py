@@ -72,18 +72,15 @@ def synthetic_ct(
 
 def temporary_models(folder: Path) -> Path:
     """The original's localization weights in our network, and an untrained (seeded) SCN, exported as usual."""
-    from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
-    from efficientscn.model.savedmodel import save_network
     from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
+    from efficientscn.nn.config import LocalizationNetConfig, SCNConfig
     from efficientscn.nn.localization import build_localization_net
     from efficientscn.nn.localization import load_original_localization_weights as load_original
 
     localization = build_localization_net()
     load_original(localization, SHARED / "reference" / "original_saved_models" / "localization")
-    save_network(LOCALIZATION_SPEC, localization, LocalizationNetConfig(), folder / "localization")
-    save_network(
-        SEGMENTATION_SPEC, SEGMENTATION_SPEC.build(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation"
-    )
+    LOCALIZATION_SPEC.save(localization, LocalizationNetConfig(), folder / "localization")
+    SEGMENTATION_SPEC.save(SEGMENTATION_SPEC.build(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation")
     return folder
 
 

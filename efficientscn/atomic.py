@@ -11,10 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from efficientscn.imaging.itk_path import itk_can_take
-
 NAME_MAX = 255
 """The longest file name, in bytes, of the file systems in use (ext4, XFS, APFS, NTFS)."""
+
+
+def encodes_as_utf8(name: str) -> bool:
+    """Whether a path or name encodes as UTF-8 (no undecodable bytes): what libraries that take paths as text need
+    (ITK aborts the whole process on any other)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @contextmanager
@@ -46,15 +54,15 @@ _TAG_LENGTH = 12
 
 
 def _temporary_stem(path: Path, suffix: str) -> str:
-    """The readable part of the temporary names of `path`: its name without `suffix`, or a plain word where ITK
-    could not take it (not UTF-8), shortened so that the whole temporary name stays within NAME_MAX bytes."""
+    """The readable part of the temporary names of `path`: its name without `suffix`, or a plain word where it is
+    not UTF-8 (ITK could not take it), shortened so that the whole temporary name stays within NAME_MAX bytes."""
     stem = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
     tail = len(os.fsencode(f"..{'0' * _TAG_LENGTH}.partial{suffix}"))
-    if itk_can_take(stem) and len(os.fsencode(stem)) + tail <= NAME_MAX:
+    if encodes_as_utf8(stem) and len(os.fsencode(stem)) + tail <= NAME_MAX:
         return stem
     # a hash of the whole name keeps two such outputs apart (leftover_temporaries must never take another's)
     digest = "-" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
-    plain = stem if itk_can_take(stem) else "output"
+    plain = stem if encodes_as_utf8(stem) else "output"
     while len(os.fsencode(plain + digest)) + tail > NAME_MAX:
         plain = plain[:-1]
     return plain + digest

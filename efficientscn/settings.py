@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,14 +19,46 @@ def to_record(config: Any) -> dict[str, Any]:
 def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
     """The dataclass `cls` from a record written by `to_record`; nested dataclasses and tuples are restored.
 
-    Keys missing from the record keep their defaults (older run folders); unknown keys are an error.
+    Keys missing from the record keep their defaults (older run folders); unknown keys are an error. A class whose
+    settings were renamed gives a static `upgrade_record(record) -> record` that maps older records to its fields.
     """
+    upgrade = getattr(cls, "upgrade_record", None)
+    if upgrade is not None:
+        record = upgrade(record)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(record) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
     return cls(**{key: _restore(hints[key], value) for key, value in record.items()})
+
+
+def renamed(record: Mapping[str, Any], old: str, new: str, convert: Any = None) -> dict[str, Any]:
+    """`record` with the setting `old` (of an older record) as `new`, its value passed through `convert` if given;
+    as it was where it has no `old`."""
+    record = dict(record)
+    if old in record:
+        value = record.pop(old)
+        record[new] = value if convert is None else convert(value)
+    return record
+
+
+def older_valid_sizes(
+    record: Mapping[str, Any], axes_of: Mapping[str, tuple[int, ...]], default_zyx: Sequence[Sequence[int]]
+) -> dict[str, Any]:
+    """`record` with older per-axis valid-size settings (each name -> the zyx axes it set) merged into
+    `valid_sizes_zyx`: over the record's own `valid_sizes_zyx` where it has one (a change given under an old name),
+    else over `default_zyx`."""
+    older = {name: record[name] for name in axes_of if name in record}
+    if not older:
+        return dict(record)
+    upgraded = {key: value for key, value in record.items() if key not in axes_of}
+    sizes = list(record.get("valid_sizes_zyx", default_zyx))
+    for name, value in older.items():
+        for axis in axes_of[name]:
+            sizes[axis] = value
+    upgraded["valid_sizes_zyx"] = sizes
+    return upgraded
 
 
 def _restore(hint: Any, value: Any) -> Any:

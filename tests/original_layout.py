@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from efficientscn.model.networks import SCNConfig
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import IMAGE_SIGNATURE, MODEL_VARIABLES, SIGNATURE
 from efficientscn.model.specs import SEGMENTATION_SPEC
+from efficientscn.nn.config import SCNConfig
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
 from helpers import REPO_ROOT

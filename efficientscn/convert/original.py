@@ -37,7 +37,6 @@ from efficientscn.model.savedmodel import (
     publish_folder,
     read_metadata,
     refuse_existing,
-    save_network,
     staging_folder,
     update_metadata,
 )
@@ -86,7 +85,7 @@ def _convert(stage: StageName, source: Path, output: Path) -> None:
     if stage == "localization":
         fields[UNSUITABLE_PRECISIONS] = LOCALIZATION_UNSUITABLE_PRECISIONS
         fields[f"{UNSUITABLE_PRECISIONS}_reason"] = LOCALIZATION_UNSUITABLE_REASON
-    save_network(spec, model, network, output, source=fields)  # `imported` is added once verified
+    spec.save(model, network, output, source=fields)  # `imported` is added once verified
     logger.info("%s: %d weights of the original's %s network imported by order", source, len(keys), stage)
 
 

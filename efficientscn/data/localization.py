@@ -12,8 +12,10 @@ No TensorFlow here: the sample source runs in the loader's worker processes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,15 +23,12 @@ import SimpleITK as sitk
 from efficientscn.augment import (
     IntensityAugmentConfig,
     SpatialAugmentConfig,
-    augment_intensity,
-    normalize_intensity,
-    resample_image_and_label,
     sample_transform,
 )
-from efficientscn.data.layout import FlareDataset
-from efficientscn.data.loader import Sample
+from efficientscn.data.samples import SampleSource, smooth_ct
 from efficientscn.imaging.geometry import valid_sizes_per_axis
 from efficientscn.model.contract import PAPER_LOCALIZATION, InputContract
+from efficientscn.settings import older_valid_sizes
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,8 @@ class LocalizationDataConfig:
     """How localization samples are made; the defaults are the paper's."""
 
     spacing_mm: float = PAPER_LOCALIZATION.spacing_mm
-    valid_sizes_xy: tuple[int, ...] = PAPER_LOCALIZATION.valid_sizes_zyx[2]
-    valid_sizes_z: tuple[int, ...] = PAPER_LOCALIZATION.valid_sizes_zyx[0]
+    valid_sizes_zyx: tuple[tuple[int, ...], ...] = PAPER_LOCALIZATION.valid_sizes_zyx
+    """The sizes the network takes along z, y and x, as in the input contract."""
     smoothing_sigma_mm: float = 3.0
     """Training only: inference localizes on the unsmoothed CT, as the original (docs/fidelity.md #3)."""
     training_shrink: bool = True
@@ -46,12 +45,19 @@ class LocalizationDataConfig:
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
     intensity: IntensityAugmentConfig = field(default_factory=IntensityAugmentConfig)
 
+    @staticmethod
+    def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
+        """Run folders and --config files written before the valid sizes were one setting, `valid_sizes_zyx`."""
+        return older_valid_sizes(
+            record, {"valid_sizes_z": (0,), "valid_sizes_xy": (1, 2)}, PAPER_LOCALIZATION.valid_sizes_zyx
+        )
+
     def input_contract(self) -> InputContract:
         """The input the network trained on these samples expects at inference (unsmoothed, docs/fidelity.md #3)."""
         return replace(
             PAPER_LOCALIZATION,
             spacing_mm=self.spacing_mm,
-            valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_xy, self.valid_sizes_xy),
+            valid_sizes_zyx=self.valid_sizes_zyx,
             intensity_scale_hu=1 / self.intensity.scale,
         )
 
@@ -69,14 +75,8 @@ def localization_size(image: sitk.Image, config: LocalizationDataConfig) -> tupl
     the same for axial CTs, right for a CT whose index axes are permuted.
     """
     voxels = [math.ceil(e / config.spacing_mm) for e in physical_extent_mm(image)]
-    valid = (config.valid_sizes_xy, config.valid_sizes_xy, config.valid_sizes_z)
+    valid = config.valid_sizes_zyx[::-1]  # x, y, z
     return valid_sizes_per_axis(voxels, valid)  # type: ignore[return-value]
-
-
-def smooth_ct(image: sitk.Image, sigma_mm: float) -> sitk.Image:
-    """The CT as float32, smoothed by a recursive Gaussian of `sigma_mm` (physical units) unless it is 0."""
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    return sitk.SmoothingRecursiveGaussian(image, sigma_mm) if sigma_mm > 0 else image
 
 
 def any_organ_one_hot(label_zyx: np.ndarray) -> np.ndarray:
@@ -96,12 +96,13 @@ class LocalizationCase:
     spacing_xyz: tuple[float, float, float]
 
 
-class LocalizationSamples:
+class LocalizationSamples(SampleSource[LocalizationCase]):
     """Localization samples of the cases of one dataset folder (picklable, for the loader's workers)."""
 
+    config: LocalizationDataConfig
+
     def __init__(self, dataset_root: str | Path, config: LocalizationDataConfig = LocalizationDataConfig()) -> None:
-        self.dataset = FlareDataset(Path(dataset_root))
-        self.config = config
+        super().__init__(dataset_root, config)
 
     def load(self, case: str, *, training: bool) -> LocalizationCase:
         """Read and smooth a case; for training also subsample the CT by floor(spacing_mm / spacing) per axis.
@@ -119,30 +120,10 @@ class LocalizationSamples:
         size = localization_size(image, config)
         return LocalizationCase(case, image, label, size, (config.spacing_mm,) * 3)  # type: ignore[arg-type]
 
-    def arrays(
-        self, loaded: LocalizationCase, transform: sitk.Transform, rng: np.random.Generator | None = None
-    ) -> Sample:
-        """The sample of a loaded case through `transform`; augmented (dense field, intensities) when `rng` is given.
+    def transform(self, loaded: LocalizationCase, rng: np.random.Generator | None = None) -> sitk.Transform:
+        """The CT centre to the grid centre; with `rng`, randomly augmented (the `spatial` config)."""
+        spatial = self.config.spatial if rng is not None else None
+        return sample_transform(loaded.image, loaded.size_xyz, loaded.spacing_xyz, spatial, rng)
 
-        A random transform is sampled once as a dense displacement field and used for image and label alike.
-        """
-        size, spacing = loaded.size_xyz, loaded.spacing_xyz
-        sampling = self.config.spatial.field_sampling if rng is not None else None
-        image, label = resample_image_and_label(loaded.image, loaded.label, transform, size, spacing, sampling)
-        if rng is None:
-            image = normalize_intensity(image, self.config.intensity)
-        else:
-            image = augment_intensity(image, self.config.intensity, rng)
-        return {"image": image[..., np.newaxis].astype(np.float32), "label": any_organ_one_hot(label)}
-
-    def sample(self, case: str, rng: np.random.Generator) -> Sample:
-        """A randomly augmented training sample."""
-        loaded = self.load(case, training=True)
-        transform = sample_transform(loaded.image, loaded.size_xyz, loaded.spacing_xyz, self.config.spatial, rng)
-        return self.arrays(loaded, transform, rng)
-
-    def test_sample(self, case: str) -> tuple[LocalizationCase, sitk.Transform, Sample]:
-        """The unaugmented sample of a case, with the loaded case and the transform to map predictions back."""
-        loaded = self.load(case, training=False)
-        transform = sample_transform(loaded.image, loaded.size_xyz, loaded.spacing_xyz, None, None)
-        return loaded, transform, self.arrays(loaded, transform)
+    def one_hot(self, label_zyx: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        return any_organ_one_hot(label_zyx)

@@ -13,10 +13,11 @@ No TensorFlow here: the sample source runs in the loader's worker processes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,19 +26,15 @@ from scipy import ndimage
 from efficientscn.augment import (
     IntensityAugmentConfig,
     SpatialAugmentConfig,
-    augment_intensity,
-    normalize_intensity,
-    resample_image_and_label,
     sample_transform,
 )
-from efficientscn.data.layout import FlareDataset
-from efficientscn.data.loader import Sample
-from efficientscn.data.localization import smooth_ct
+from efficientscn.data.samples import SampleSource, smooth_ct
 from efficientscn.data.setup_files import BoundingBox, read_landmark_bb
 from efficientscn.errors import InputError
 from efficientscn.imaging.geometry import bounding_box_index, valid_sizes_per_axis
 from efficientscn.labels import NUM_LABELS
 from efficientscn.model.contract import PAPER_SEGMENTATION, InputContract
+from efficientscn.settings import older_valid_sizes
 
 
 @dataclass(frozen=True)
@@ -45,9 +42,8 @@ class SegmentationDataConfig:
     """How SCN samples are made; the defaults are the paper's (sizes in voxels, lengths in mm)."""
 
     spacing_mm: float = PAPER_SEGMENTATION.spacing_mm
-    valid_sizes_x: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[2]
-    valid_sizes_y: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[1]
-    valid_sizes_z: tuple[int, ...] = PAPER_SEGMENTATION.valid_sizes_zyx[0]
+    valid_sizes_zyx: tuple[tuple[int, ...], ...] = PAPER_SEGMENTATION.valid_sizes_zyx
+    """The sizes the network takes along z, y and x, as in the input contract."""
     roi_margin_mm: float = 32.0
     """Kept as the original (docs/fidelity.md #2): training sees the ground-truth box + 32 mm, inference the
     predicted box + 10 mm grown to a valid size; the trained networks expect this context, and both margins are
@@ -57,12 +53,21 @@ class SegmentationDataConfig:
     spatial: SpatialAugmentConfig = field(default_factory=SpatialAugmentConfig)
     intensity: IntensityAugmentConfig = field(default_factory=lambda: IntensityAugmentConfig(gamma_range=None))
 
+    @staticmethod
+    def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
+        """Run folders and --config files written before the valid sizes were one setting, `valid_sizes_zyx`."""
+        return older_valid_sizes(
+            record,
+            {"valid_sizes_z": (0,), "valid_sizes_y": (1,), "valid_sizes_x": (2,)},
+            PAPER_SEGMENTATION.valid_sizes_zyx,
+        )
+
     def input_contract(self) -> InputContract:
         """The input the network trained on these samples expects at inference: the box at this spacing and valid
         sizes, smoothed as in training (the 32 mm margin is training's; inference adds its own, docs/fidelity.md #2)."""
         return InputContract(
             spacing_mm=self.spacing_mm,
-            valid_sizes_zyx=(self.valid_sizes_z, self.valid_sizes_y, self.valid_sizes_x),
+            valid_sizes_zyx=self.valid_sizes_zyx,
             smoothing_sigma_mm=self.smoothing_sigma_mm,
             intensity_scale_hu=1 / self.intensity.scale,
         )
@@ -94,7 +99,7 @@ def segmentation_roi(
     # docs/fidelity.md #23: rounded to 1e-6 voxels so that decimal noise of the csv's millimetres cannot move a
     # ceiling or floor
     voxels = np.round((high - low + 2 * config.roi_margin_mm) / config.spacing_mm, 6)
-    valid = (config.valid_sizes_x, config.valid_sizes_y, config.valid_sizes_z)
+    valid = config.valid_sizes_zyx[::-1]  # x, y, z
     size = valid_sizes_per_axis([math.ceil(v) for v in voxels], valid)
     scale = max(1.0, *(math.floor(v) / max(sizes) for v, sizes in zip(voxels, valid, strict=True)))
     # docs/fidelity.md #22: the centre is the middle of the box, (min + max) / 2. The original computes
@@ -149,16 +154,22 @@ class SegmentationCase:
     roi: SegmentationRoi
     spacing_xyz: tuple[float, float, float]
 
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """The network grid: the ROI's."""
+        return self.roi.size_xyz
 
-class SegmentationSamples:
+
+class SegmentationSamples(SampleSource[SegmentationCase]):
     """SCN samples of the cases of one dataset folder (picklable, for the loader's workers).
 
     The organ boxes of `setup/landmark_bb.csv` are read once, on first use.
     """
 
+    config: SegmentationDataConfig
+
     def __init__(self, dataset_root: str | Path, config: SegmentationDataConfig = SegmentationDataConfig()) -> None:
-        self.dataset = FlareDataset(Path(dataset_root))
-        self.config = config
+        super().__init__(dataset_root, config)
 
     @cached_property
     def boxes(self) -> dict[str, BoundingBox]:
@@ -176,8 +187,9 @@ class SegmentationSamples:
             raise InputError(f"{self.dataset.landmark_bb_csv}: no organ box for case {case}")
         return segmentation_roi(*box, self.config)
 
-    def load(self, case: str) -> SegmentationCase:
-        """Read a case at full resolution and smooth its CT by `smoothing_sigma_mm`; the mask must share its grid."""
+    def load(self, case: str, *, training: bool = True) -> SegmentationCase:
+        """Read a case at full resolution and smooth its CT by `smoothing_sigma_mm`; the mask must share its grid.
+        Training and tests load a case alike."""
         roi = self.roi(case)  # before the images: a case without a box fails at once
         ct, label = self.dataset.read_training_case(case)
         spacing = (self.config.spacing_mm,) * 3
@@ -200,38 +212,10 @@ class SegmentationSamples:
             fixed_scale=roi.scale,
         )
 
-    def arrays(
-        self, loaded: SegmentationCase, transform: sitk.Transform, rng: np.random.Generator | None = None
-    ) -> Sample:
-        """The sample of a loaded case through `transform`: image (z, y, x, 1) float32, label (z, y, x, 5) uint8.
-
-        With `rng` (training): the transform is sampled once as a dense displacement field for image and label,
-        the intensities are augmented and the labels smoothed. Without (test): /2048 and the clamp only, and the
-        nearest-neighbour label as it is. The test label is not smoothed (docs/fidelity.md #24), because the
-        original validates against the ground truth on the CT's own grid; the test sample's label is informative
-        only, and unsmoothed it is the exact resampled ground truth.
-        """
-        size, spacing = loaded.roi.size_xyz, loaded.spacing_xyz
-        sampling = self.config.spatial.field_sampling if rng is not None else None
-        image, label = resample_image_and_label(loaded.image, loaded.label, transform, size, spacing, sampling)
-        if rng is None:
-            image = normalize_intensity(image, self.config.intensity)
-        else:
-            image = augment_intensity(image, self.config.intensity, rng)
-            label = smooth_labels(label, self.config.label_smoothing_sigma_voxels)
-        return {"image": image[..., np.newaxis].astype(np.float32), "label": label_one_hot(label)}
-
-    def sample(self, case: str, rng: np.random.Generator) -> Sample:
-        """A randomly augmented training sample."""
-        loaded = self.load(case)
-        return self.arrays(loaded, self.transform(loaded, rng), rng)
-
-    def test_sample(self, case: str) -> tuple[SegmentationCase, sitk.Transform, Sample]:
-        """The unaugmented sample of a case, with the loaded case and the transform to map predictions back.
-
-        Map a prediction (z, y, x, C) back onto the CT with
-        `resample_to_input(prediction, transform, loaded.spacing_xyz, loaded.label)`.
-        """
-        loaded = self.load(case)
-        transform = self.transform(loaded)
-        return loaded, transform, self.arrays(loaded, transform)
+    def one_hot(self, label_zyx: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Training labels are smoothed first (`label_smoothing_sigma_voxels`). The test label is not
+        (docs/fidelity.md #24), because the original validates against the ground truth on the CT's own grid; the test
+        sample's label is informative only, and unsmoothed it is the exact resampled ground truth."""
+        if rng is not None:
+            label_zyx = smooth_labels(label_zyx, self.config.label_smoothing_sigma_voxels)
+        return label_one_hot(label_zyx)

@@ -12,14 +12,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from efficientscn.atomic import encodes_as_utf8
+
 
 def itk_can_take(name: str) -> bool:
     """Whether SimpleITK can take this path or name: it must encode as UTF-8 (no undecodable bytes)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return encodes_as_utf8(name)
 
 
 DETACHED_HEADERS = (".mhd", ".nhdr")

@@ -16,18 +16,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.model.contract import InputContract
-from efficientscn.settings import to_record
-from efficientscn.versions import versions
-
-if TYPE_CHECKING:
-    from efficientscn.model.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -177,30 +172,6 @@ def publish_folder(staging: Path, output: Path) -> None:
             replaced.rename(output)  # the old one back where it was
         raise
     shutil.rmtree(replaced, ignore_errors=True)
-
-
-def save_network(
-    spec: ModelSpec,
-    model: keras.Model,
-    network: Any,
-    output: str | Path,
-    *,
-    contract: InputContract | None = None,
-    overwrite: bool = False,
-    source: dict[str, Any] | None = None,
-) -> Path:
-    """Save a stage's network (built from the configuration `network`) as its SavedModel, with the metadata
-    inference rebuilds it from and the input contract it was trained for (None: the spec's default, the paper's);
-    `source` holds further metadata fields: where the weights came from (a run and iteration, for example), or
-    precisions the network must not run in."""
-    metadata = {
-        "stage": spec.name,
-        "network": to_record(network),
-        "contract": (contract or spec.default_contract).to_record(),
-        **(source or {}),
-        "versions": versions(),
-    }
-    return save_module(spec.module(model), output, overwrite=overwrite, metadata=metadata)
 
 
 def read_contract(folder: Path, metadata: dict[str, Any] | None) -> InputContract | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from efficientscn.model.contract import PAPER_LOCALIZATION, PAPER_SEGMENTATION, InputContract
-from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
-from efficientscn.settings import from_record
+from efficientscn.nn.config import LocalizationNetConfig, SCNConfig
+from efficientscn.settings import from_record, to_record
+from efficientscn.versions import versions
 
 if TYPE_CHECKING:
     import keras
@@ -52,6 +53,31 @@ class ModelSpec:
     def network_config(self, record: Mapping[str, Any]) -> Any:
         """The network configuration from its record in a config.json or export metadata."""
         return from_record(self.network_config_type, record)
+
+    def save(
+        self,
+        model: keras.Model,
+        network: Any,
+        output: str | Path,
+        *,
+        contract: InputContract | None = None,
+        overwrite: bool = False,
+        source: dict[str, Any] | None = None,
+    ) -> Path:
+        """Save this stage's network (built from the configuration `network`) as its SavedModel, with the metadata
+        inference rebuilds it from and the input contract it was trained for (None: the default, the paper's);
+        `source` holds further metadata fields: where the weights came from (a run and iteration, for example), or
+        precisions the network must not run in."""
+        from efficientscn.model.savedmodel import save_module
+
+        metadata = {
+            "stage": self.name,
+            "network": to_record(network),
+            "contract": (contract or self.default_contract).to_record(),
+            **(source or {}),
+            "versions": versions(),
+        }
+        return save_module(self.module(model), output, overwrite=overwrite, metadata=metadata)
 
 
 def _build_localization(network: LocalizationNetConfig) -> keras.Model:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from efficientscn.model.networks import LocalizationNetConfig
+from efficientscn.nn.config import LocalizationNetConfig
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
@@ -36,7 +36,7 @@ def build_localization_net(config: LocalizationNetConfig | None = None) -> keras
         convs_per_block=config.convs_per_block,
         activation="leaky_relu",
         negative_slope=config.leaky_relu_alpha,
-        dropout=config.dropout,
+        dropout=config.dropout_rate,
         upsampling="linear",
         l2_factor=config.l2_factor,
         seed=config.seed,

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from efficientscn.model.networks import SCNConfig
+from efficientscn.nn.config import SCNConfig
 from efficientscn.nn.noise import SaltAndPepperNoise
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.upsample import UpSampling3DCubic

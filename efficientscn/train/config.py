@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from efficientscn.data.localization import LocalizationDataConfig
 from efficientscn.data.segmentation import SegmentationDataConfig
-from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
 from efficientscn.model.precision import Precision
+from efficientscn.nn.config import LocalizationNetConfig, SCNConfig
 
 
 @dataclass(frozen=True)

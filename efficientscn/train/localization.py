@@ -31,8 +31,8 @@ from efficientscn.imaging.geometry import bounding_box_index, box_corners
 from efficientscn.imaging.resample import labels_on_input
 from efficientscn.imaging.write import write_label
 from efficientscn.metrics import dice_coefficient
-from efficientscn.model.networks import LocalizationNetConfig
-from efficientscn.nn import build_localization_net
+from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.nn.localization import build_localization_net
 from efficientscn.train.loop import Predict
 from efficientscn.train.losses import generalized_dice_loss_from_logits
 

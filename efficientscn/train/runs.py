@@ -16,7 +16,7 @@ from typing import Any
 from efficientscn.data.layout import FlareDataset
 from efficientscn.errors import InputError
 from efficientscn.model.precision import training_precision
-from efficientscn.model.savedmodel import refuse_existing, save_network
+from efficientscn.model.savedmodel import refuse_existing
 from efficientscn.settings import from_record, to_record, with_changes
 from efficientscn.train.checkpoints import checkpoint_iteration, load_averaged_model
 from efficientscn.train.loop import Trainer
@@ -152,8 +152,7 @@ def export_stage(
     iteration = checkpoint_iteration(run, iteration)
     model = load_averaged_model(run, iteration, lambda: stage.model.build(config.network))
     source = {"run": str(Path(run).resolve()), "iteration": iteration}
-    return save_network(
-        stage.model,
+    return stage.model.save(
         model,
         config.network,
         output,

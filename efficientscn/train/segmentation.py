@@ -29,8 +29,8 @@ from efficientscn.imaging.resample import labels_on_input
 from efficientscn.imaging.write import write_label
 from efficientscn.labels import NUM_LABELS, ORGAN_NAMES
 from efficientscn.metrics import FLARE21_NSD_TOLERANCE_MM, flare_scores
-from efficientscn.model.networks import SCNConfig
-from efficientscn.nn import build_scn
+from efficientscn.nn.config import SCNConfig
+from efficientscn.nn.scn import build_scn
 from efficientscn.train.config import SegmentationLoss
 from efficientscn.train.loop import Predict
 from efficientscn.train.losses import generalized_dice_loss, sigmoid_cross_entropy

@@ -23,7 +23,7 @@ from efficientscn.cli import main
 from efficientscn.convert.onnx import INSTALL_HINT, METADATA_KEY, export_network, export_onnx, onnx_paths
 from efficientscn.errors import InputError
 from efficientscn.model.contract import INTENSITY_SCALE_HU
-from efficientscn.model.networks import LocalizationNetConfig, SCNConfig
+from efficientscn.nn.config import LocalizationNetConfig, SCNConfig
 from efficientscn.phantom import PhantomGrid, make_phantom
 
 from helpers import REPO_ROOT, require_original_models, skip_or_fail
@@ -99,12 +99,11 @@ def compare(models: Path, onnx_folder: Path, stage: str, sizes_zyx: list[tuple[i
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder as export writes it, with tiny seeded networks (the paper's contracts)."""
     _require_onnx()
-    from efficientscn.model.savedmodel import save_network
     from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
 
     folder = tmp_path_factory.mktemp("tiny_models")
     for spec, network in ((LOCALIZATION_SPEC, TINY_LOCALIZATION), (SEGMENTATION_SPEC, TINY_SCN)):
-        save_network(spec, spec.build(network), network, folder / spec.name)
+        spec.save(spec.build(network), network, folder / spec.name)
     return folder
 
 

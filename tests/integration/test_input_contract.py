@@ -28,14 +28,12 @@ SHORT = {"test_iter": 100, "snapshot_iter": 30, "log_iter": 10, "ema_decay": 0.5
 LOCALIZATION_RUN = LocalizationRunConfig(
     # 8 mm; z only 64 or 128: ts_example_ct (366 x 303 x 336 mm) is 46 x 38 x 42 voxels at 8 mm, which the
     # paper's sizes would pad to 48 along z, these to 64
-    data=LocalizationDataConfig(spacing_mm=8.0, valid_sizes_xy=(48, 96), valid_sizes_z=(64, 128), small_images=False),
+    data=LocalizationDataConfig(spacing_mm=8.0, valid_sizes_zyx=((64, 128), (48, 96), (48, 96)), small_images=False),
     training=TrainingConfig(learning_rate=1e-3, max_iter=30, **SHORT),
 )
 SEGMENTATION_RUN = SegmentationRunConfig(
     # 3 mm and one input size, 64 voxels along each axis, smoothed by 2 mm
-    data=SegmentationDataConfig(
-        spacing_mm=3.0, valid_sizes_x=(64,), valid_sizes_y=(64,), valid_sizes_z=(64,), smoothing_sigma_mm=2.0
-    ),
+    data=SegmentationDataConfig(spacing_mm=3.0, valid_sizes_zyx=((64,), (64,), (64,)), smoothing_sigma_mm=2.0),
     training=TrainingConfig(learning_rate=1e-4, max_iter=2, **{**SHORT, "snapshot_iter": 2}),
 )
 

@@ -35,7 +35,6 @@ from efficientscn.infer.utils_module import load_utils
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.contract import PAPER_LOCALIZATION
 from efficientscn.model.folder import SHIPPED_MODELS
-from efficientscn.model.savedmodel import save_network
 from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
 from efficientscn.nn.localization import (
     LocalizationNetConfig,
@@ -72,9 +71,7 @@ GEOMETRY_CASES = (
 
 def _untrained_scn(folder: Path, seed: int) -> None:
     """An SCN of the paper's size with seeded random weights, exported: labels are arbitrary, geometry is not."""
-    save_network(
-        SEGMENTATION_SPEC, SEGMENTATION_SPEC.build(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation"
-    )
+    SEGMENTATION_SPEC.save(SEGMENTATION_SPEC.build(SCNConfig(seed=seed)), SCNConfig(seed=seed), folder / "segmentation")
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +80,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     localization = build_localization_net()
     load_original_localization_weights(localization, require_original_models() / "localization")
-    save_network(LOCALIZATION_SPEC, localization, LocalizationNetConfig(), folder / "localization")
+    LOCALIZATION_SPEC.save(localization, LocalizationNetConfig(), folder / "localization")
     _untrained_scn(folder, seed=0)
     return folder
 

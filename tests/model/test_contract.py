@@ -18,11 +18,12 @@ def test_the_papers_training_settings_give_the_papers_contracts() -> None:
 
 
 def test_a_contract_follows_the_training_data_except_the_localization_smoothing() -> None:
-    localization = LocalizationDataConfig(spacing_mm=8.0, valid_sizes_xy=(48, 96), valid_sizes_z=(64,))
+    localization = LocalizationDataConfig(spacing_mm=8.0, valid_sizes_zyx=((64,), (48, 96), (48, 96)))
     contract = localization.input_contract()
     assert (contract.spacing_mm, contract.valid_sizes_zyx) == (8.0, ((64,), (48, 96), (48, 96)))
     assert contract.smoothing_sigma_mm == 0.0 != localization.smoothing_sigma_mm  # docs/fidelity.md #3
-    segmentation = SegmentationDataConfig(spacing_mm=3.0, valid_sizes_x=(64,), smoothing_sigma_mm=2.5)
+    z, y, _ = PAPER_SEGMENTATION.valid_sizes_zyx
+    segmentation = SegmentationDataConfig(spacing_mm=3.0, valid_sizes_zyx=(z, y, (64,)), smoothing_sigma_mm=2.5)
     contract = segmentation.input_contract()
     assert contract.valid_sizes_zyx == (
         PAPER_SEGMENTATION.valid_sizes_zyx[0],

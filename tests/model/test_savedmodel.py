@@ -13,17 +13,16 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.model.contract import PAPER_LOCALIZATION, InputContract
-from efficientscn.model.networks import LocalizationNetConfig
 from efficientscn.model.savedmodel import (
     METADATA_FILE,
     SIGNATURE,
     read_contract,
     read_metadata,
     save_module,
-    save_network,
 )
 from efficientscn.model.specs import LOCALIZATION_SPEC
-from efficientscn.nn import build_localization_net
+from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.nn.localization import build_localization_net
 from efficientscn.settings import to_record
 from efficientscn.versions import versions
 
@@ -127,7 +126,7 @@ def test_unreadable_metadata_is_refused_naming_the_file(tmp_path: Path, content:
         read_metadata(tmp_path)
 
 
-# --- save_network -------------------------------------------------------------------------------------------------
+# --- ModelSpec.save -------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +137,7 @@ def tiny_localization_net() -> Any:
 def test_a_network_is_saved_with_its_stage_network_default_contract_and_versions(
     tmp_path: Path, tiny_localization_net: Any
 ) -> None:
-    output = save_network(LOCALIZATION_SPEC, tiny_localization_net, TINY_NETWORK, tmp_path / "localization")
+    output = LOCALIZATION_SPEC.save(tiny_localization_net, TINY_NETWORK, tmp_path / "localization")
     metadata = read_metadata(output)
     assert metadata is not None
     assert {"stage", "network", "contract", "versions"} <= set(metadata)
@@ -159,13 +158,13 @@ def test_a_network_is_saved_with_its_stage_network_default_contract_and_versions
 def test_a_network_is_saved_with_the_contract_and_source_given(tmp_path: Path, tiny_localization_net: Any) -> None:
     source = {"run": "runs/localization/cv1", "iteration": 1200}
     output = tmp_path / "model"
-    save_network(LOCALIZATION_SPEC, tiny_localization_net, TINY_NETWORK, output, contract=OTHER_CONTRACT, source=source)
+    LOCALIZATION_SPEC.save(tiny_localization_net, TINY_NETWORK, output, contract=OTHER_CONTRACT, source=source)
     metadata = read_metadata(output)
     assert metadata is not None
     assert metadata["run"] == "runs/localization/cv1" and metadata["iteration"] == 1200
     assert read_contract(output, metadata) == OTHER_CONTRACT != LOCALIZATION_SPEC.default_contract
     with pytest.raises(FileExistsError):
-        save_network(LOCALIZATION_SPEC, tiny_localization_net, TINY_NETWORK, output, contract=OTHER_CONTRACT)
+        LOCALIZATION_SPEC.save(tiny_localization_net, TINY_NETWORK, output, contract=OTHER_CONTRACT)
 
 
 # --- read_contract ------------------------------------------------------------------------------------------------

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientscn.nn import (
-    CombineLocalSpatial,
-    SaltAndPepperNoise,
-    SCNConfig,
-    SpatialConfiguration,
-    build_scn,
-    checkpoint_shapes,
-    original_scn_variable_keys,
-)
+from efficientscn.nn.config import SCNConfig
+from efficientscn.nn.noise import SaltAndPepperNoise
+from efficientscn.nn.scn import CombineLocalSpatial, SpatialConfiguration, build_scn, original_scn_variable_keys
+from efficientscn.nn.weights import checkpoint_shapes
 
 from helpers import ORIGINAL_MODELS, require_original_models
 

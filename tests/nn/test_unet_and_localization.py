@@ -14,20 +14,11 @@ import tensorflow as tf
 from efficientscn.imaging.canonical import to_canonical
 from efficientscn.imaging.geometry import spacing_with_fallback
 from efficientscn.imaging.read import read_ct
-from efficientscn.nn import (
-    LocalizationNetConfig,
-    UNet3D,
-    UpSampling3DCubic,
-    UpSampling3DLinear,
-    assign_weights_by_order,
-    build_localization_net,
-    checkpoint_shapes,
-    keys_cubic_kernel,
-    linear_kernel,
-    load_original_localization_weights,
-    numbered_variable_keys,
-    phase_taps,
-)
+from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.nn.localization import build_localization_net, load_original_localization_weights
+from efficientscn.nn.unet import UNet3D
+from efficientscn.nn.upsample import UpSampling3DCubic, UpSampling3DLinear, keys_cubic_kernel, linear_kernel, phase_taps
+from efficientscn.nn.weights import assign_weights_by_order, checkpoint_shapes, numbered_variable_keys
 
 from helpers import ORIGINAL_MODELS, require_original_models, shared_case
 

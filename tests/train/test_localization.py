@@ -25,7 +25,8 @@ from efficientscn.data.layout import FlareDataset, write_phantom_dataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
 from efficientscn.data.preprocess import PreprocessConfig, preprocess_dataset
 from efficientscn.data.setup_files import read_landmark_bb
-from efficientscn.nn import LocalizationNetConfig, build_localization_net
+from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.nn.localization import build_localization_net
 from efficientscn.phantom import PhantomGrid
 from efficientscn.settings import from_record
 from efficientscn.train.checkpoints import load_averaged_model
@@ -273,7 +274,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from efficientscn.data.layout import FlareDataset
 from efficientscn.data.localization import LocalizationDataConfig, LocalizationSamples
-from efficientscn.nn import LocalizationNetConfig
+from efficientscn.nn.config import LocalizationNetConfig
 from efficientscn.train.config import LocalizationRunConfig
 from efficientscn.train.localization import LocalizationTask
 from efficientscn.train.stages import LOCALIZATION
@@ -286,7 +287,7 @@ devices = ["/cpu:0", "/cpu:1"]
 data = LocalizationDataConfig(spacing_mm=12.0)
 
 # the same sample on both replicas must give exactly the update one device makes from it (no dropout noise)
-task = LocalizationTask(FlareDataset(dataset), 1, data, LocalizationNetConfig(dropout=0.0))
+task = LocalizationTask(FlareDataset(dataset), 1, data, LocalizationNetConfig(dropout_rate=0.0))
 training = TrainingConfig(learning_rate=1e-3, workers=0)
 sample = LocalizationSamples(dataset, data).sample("train_000", np.random.default_rng(0))
 batch = {key: tf.constant(value[np.newaxis]) for key, value in sample.items()}

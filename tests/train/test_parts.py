@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -10,8 +11,13 @@ import pytest
 import tensorflow as tf
 
 from efficientscn.data.localization import LocalizationDataConfig
+from efficientscn.data.segmentation import SegmentationDataConfig
 from efficientscn.errors import InputError
-from efficientscn.settings import from_record, to_record
+from efficientscn.model.contract import PAPER_LOCALIZATION
+from efficientscn.model.folder import SHIPPED_MODELS
+from efficientscn.model.savedmodel import METADATA_FILE
+from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.settings import from_record, to_record, with_changes
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.config import LocalizationRunConfig, SegmentationRunConfig, TrainingConfig
 from efficientscn.train.ema import WeightAverage
@@ -118,13 +124,31 @@ def test_weight_average_follows_the_decay_and_swaps_back_the_trained_weights():
 
 
 def test_run_configuration_survives_a_json_round_trip_with_nested_dataclasses_and_tuples():
-    config = LocalizationRunConfig(data=LocalizationDataConfig(spacing_mm=12.0, valid_sizes_xy=(16, 32)))
+    config = LocalizationRunConfig(
+        data=LocalizationDataConfig(
+            spacing_mm=12.0, valid_sizes_zyx=(PAPER_LOCALIZATION.valid_sizes_zyx[0], (16, 32), (16, 32))
+        )
+    )
     import json
 
     record = json.loads(json.dumps(to_record(config)))
     assert from_record(LocalizationRunConfig, record) == config
     with pytest.raises(ValueError, match="unknown"):
         from_record(LocalizationDataConfig, {"spacing": 6.0})
+
+
+def test_records_written_before_the_settings_were_renamed_still_load() -> None:
+    """Run folders and exports of earlier versions: `dropout` is now `dropout_rate` (as the SCN's), the per-axis
+    valid sizes one `valid_sizes_zyx` (as the input contract's); an old name in a --config change still applies."""
+    shipped = json.loads((SHIPPED_MODELS / "localization" / METADATA_FILE).read_text())["network"]
+    assert "dropout" in shipped  # exported before the rename
+    assert from_record(LocalizationNetConfig, shipped) == LocalizationNetConfig(dropout_rate=shipped["dropout"])
+    old = {"spacing_mm": 6.0, "valid_sizes_xy": [48, 96], "valid_sizes_z": [32]}
+    assert from_record(LocalizationDataConfig, old).valid_sizes_zyx == ((32,), (48, 96), (48, 96))
+    old = {"valid_sizes_x": [64], "valid_sizes_y": [96], "valid_sizes_z": [32, 64]}
+    assert from_record(SegmentationDataConfig, old).valid_sizes_zyx == ((32, 64), (96,), (64,))
+    changed = with_changes(SegmentationDataConfig(), {"valid_sizes_x": [96]})  # the others as they were
+    assert changed.valid_sizes_zyx == (*SegmentationDataConfig().valid_sizes_zyx[:2], (96,))
 
 
 def test_run_folders_are_new_per_run_and_checkpoints_are_found_by_iteration(tmp_path):

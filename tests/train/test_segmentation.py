@@ -25,7 +25,7 @@ from efficientscn.errors import InputError
 from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model import specs
-from efficientscn.nn import SCNConfig
+from efficientscn.nn.config import SCNConfig
 from efficientscn.settings import from_record
 from efficientscn.train.checkpoints import load_averaged_model
 from efficientscn.train.config import SegmentationLoss, SegmentationRunConfig, TrainingConfig

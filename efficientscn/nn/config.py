@@ -3,7 +3,11 @@ the command line and the run configurations read them without importing it; `eff
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from efficientscn.settings import renamed
 
 
 @dataclass(frozen=True)
@@ -13,13 +17,19 @@ class LocalizationNetConfig:
     levels: int = 5
     filters: int = 32
     convs_per_block: int = 2
-    dropout: float = 0.1
+    dropout_rate: float = 0.1
+    """Dropout after every U-Net convolution, in training."""
     leaky_relu_alpha: float = 0.1
     num_labels: int = 2
     l2_factor: float = 1.0
     """Factor of the L2 regulariser on the U-Net kernels (not the head); the loss scales it by 1e-6 again."""
     seed: int | None = None
     """Seed of the initial weights; None draws them at random."""
+
+    @staticmethod
+    def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
+        """Exports and run folders written before `dropout` was named `dropout_rate`, as the SCN's."""
+        return renamed(record, "dropout", "dropout_rate")
 
 
 @dataclass(frozen=True)
