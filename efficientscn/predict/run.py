@@ -109,7 +109,9 @@ class Predictor:
                     loading = loader.submit(self._load_segmenter, todo[0].source)
                     keep_as_read = any(writer.needs_ct_as_read for writer in self.writers)
                     # the first CT is read while the models load
-                    reads = ReadAhead(todo, reader, self.config.max_voxels, self.config.spacing_fallback, keep_as_read)
+                    reads = ReadAhead(
+                        todo, reader, self.config.max_voxels, self.config.spacing_fallback, keep_as_read=keep_as_read
+                    )
                     self.segmenter = _wait_for(loading, stop)
                 report = run_batch(
                     self.cases,
