@@ -11,6 +11,7 @@ the graph is traced and used all the same; a cached file that cannot be used is 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -36,21 +37,52 @@ logger = logging.getLogger(__name__)
 GRAPHS_FOLDER = "graphs"
 _SIGNATURE = "call"
 _PACKAGE = Path(__file__).resolve().parents[1]
-GRAPH_SOURCES = ("nn", "model", "infer", "imaging/resample.py")
-"""The package's code that decides what a traced graph holds: a change to any of it keys new graphs."""
+GRAPH_ROOTS = ("efficientscn.infer.ops", "efficientscn.infer.utils_module", "efficientscn.infer.models", __name__)
+"""The modules that trace and freeze graphs: the pre/post-processing functions, the networks rebuilt from exports,
+and the freezing itself. What they import decides what a graph holds too (`graph_sources`)."""
+
+
+def graph_sources(package: Path = _PACKAGE) -> list[Path]:
+    """The package's files whose code decides what a traced graph holds: `GRAPH_ROOTS` and every package module they
+    import, directly or through others, lazily or not (the networks, their configurations, the precision policy).
+    The outputs, the `predict` batch, the conversions and the cascade around the graphs are not among them, so an
+    edit there keeps the cache."""
+    seen: dict[str, Path] = {}
+    todo, inside = list(GRAPH_ROOTS), f"{package.name}."
+    while todo:
+        module = todo.pop()
+        path = _module_file(package, module)
+        if module in seen or path is None:
+            continue
+        seen[module] = path
+        for node in ast.walk(ast.parse(path.read_bytes())):
+            if isinstance(node, ast.Import):
+                todo.extend(alias.name for alias in node.names if alias.name.startswith(inside))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and f"{node.module}.".startswith(inside):
+                todo.append(node.module)
+                todo.extend(f"{node.module}.{alias.name}" for alias in node.names)  # submodules by name
+    return sorted(seen.values())
+
+
+def _module_file(package: Path, module: str) -> Path | None:
+    """The file of a module of `package` (a package's `__init__.py`), or None for a name that is not a module."""
+    parts = module.split(".")[1:]
+    for path in (package.joinpath(*parts).with_suffix(".py"), package.joinpath(*parts, "__init__.py")):
+        if parts and path.is_file():
+            return path
+    return None
 
 
 @functools.cache
-def code_key() -> str:
-    """A short hash of the package's graph-building code (`GRAPH_SOURCES`), the versions of TensorFlow and Keras,
-    and whether TensorFlow's oneDNN operations are on (the CPU fusions the graphs are optimised for)."""
+def code_key(package: Path = _PACKAGE) -> str:
+    """A short hash of the code that decides what a traced graph holds (`graph_sources`), the versions of
+    TensorFlow and Keras, and whether TensorFlow's oneDNN operations are on (the CPU fusions the graphs are
+    optimised for)."""
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
     digest = hashlib.sha256(f"{tf.__version__} {keras.__version__} {onednn}".encode())
-    for source in GRAPH_SOURCES:
-        path = _PACKAGE / source
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(_PACKAGE).as_posix().encode())
-            digest.update(file.read_bytes())
+    for file in graph_sources(package):
+        digest.update(file.relative_to(package).as_posix().encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 import tensorflow as tf
 
 from efficientscn.infer import graphs
-from efficientscn.infer.graphs import as_function, cached_graph, code_key, freeze, without_graph_optimisation
+from efficientscn.infer.graphs import (
+    as_function,
+    cached_graph,
+    code_key,
+    freeze,
+    graph_sources,
+    without_graph_optimisation,
+)
 
 
 class _Scaled(tf.Module):
@@ -108,19 +116,45 @@ def test_an_unwritable_cache_costs_only_the_time(
     assert function(tf.ones([1, 2]), tf.constant(1))[1].numpy().tolist() == [1.75, 1.0]
 
 
-def test_the_code_key_changes_with_the_graph_building_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "nn").mkdir()
-    (tmp_path / "nn" / "net.py").write_text("LAYERS = 3\n")
-    monkeypatch.setattr(graphs, "_PACKAGE", tmp_path)
-    monkeypatch.setattr(graphs, "GRAPH_SOURCES", ("nn",))
-    code_key.cache_clear()
-    try:
-        before = code_key()
-        (tmp_path / "nn" / "net.py").write_text("LAYERS = 4\n")
-        code_key.cache_clear()
-        assert code_key() != before
-    finally:
-        code_key.cache_clear()
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    """A copy of the package's code to edit."""
+    copy = tmp_path / "efficientscn"
+    shutil.copytree(Path(graphs.__file__).parents[1], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "edited",
+    ["nn/unet.py", "nn/config.py", "infer/ops.py", "model/specs.py", "model/precision.py", "imaging/resample.py"],
+)
+def test_an_edit_to_what_the_graphs_are_traced_from_keys_new_graphs(package_copy: Path, edited: str) -> None:
+    before = code_key(package_copy)
+    with (package_copy / edited).open("a") as file:
+        file.write("\nEDITED = True\n")
+    assert code_key.__wrapped__(package_copy) != before
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "outputs/dicom_seg.py",
+        "outputs/writers.py",
+        "predict/run.py",
+        "predict/plausibility.py",
+        "convert/onnx.py",
+        "infer/pipeline.py",
+        "segmenter.py",
+        "cli.py",
+        "train/loop.py",
+    ],
+)
+def test_an_edit_to_an_output_the_batch_or_the_cascade_keeps_the_cached_graphs(package_copy: Path, edited: str) -> None:
+    before = code_key(package_copy)
+    with (package_copy / edited).open("a") as file:
+        file.write("\nEDITED = True\n")
+    assert code_key.__wrapped__(package_copy) == before
+    assert package_copy / edited not in graph_sources(package_copy)
 
 
 def test_graph_optimisation_is_off_on_the_cpu_only_inside_the_block() -> None:
