@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 import efficientscn
+from efficientscn import segmenter as segmenter_module
 from efficientscn.errors import InputError
 from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.segmenter import Segmenter
@@ -75,3 +77,31 @@ def test_the_package_offers_segmenter_without_loading_tensorflow_on_import() -> 
     code = "import sys, efficientscn; print('tensorflow' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+def test_a_ct_is_checked_once_then_gated_then_segmented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`segment_canonical` refuses a CT the networks cannot take before anything else (predict's plausibility gate
+    included), once per CT; a gate that refuses stops it before the networks."""
+    calls: list[str] = []
+    segmenter = _unloaded_segmenter()
+    segmenter.device, segmenter.utils_path = "cpu", None
+    segmenter.pipeline = SimpleNamespace(segment=lambda ct, spacing: calls.append("segment"))
+    checked = segmenter_module.check_processable
+    monkeypatch.setattr(segmenter_module, "check_processable", lambda *a: calls.append("check") or checked(*a))
+    ct = segmenter.canonical(sitk.ReadImage(str(shared_case("ts_example_ct_sm").image)))
+    segmenter.segment_canonical(ct, gate=lambda ct: calls.append("gate"))
+    assert calls == ["check", "gate", "segment"]
+
+    def refuse(ct: object) -> None:
+        calls.append("refused")
+        raise InputError("not a CT in HU")
+
+    calls.clear()
+    with pytest.raises(InputError, match="not a CT in HU"):
+        segmenter.segment_canonical(ct, gate=refuse)
+    assert calls == ["check", "refused"]
+    calls.clear()
+    thin = sitk.Image([64, 64, 3], sitk.sitkInt16)  # 3 slices of 1 mm: too small, refused before the gate
+    with pytest.raises(InputError, match="too small"):
+        segmenter.segment_canonical(segmenter.canonical(thin), gate=refuse)
+    assert calls == ["check"]

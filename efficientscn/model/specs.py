@@ -142,4 +142,7 @@ SEGMENTATION_SPEC = ModelSpec(
 )
 SPECS: dict[StageName, ModelSpec] = {spec.name: spec for spec in (LOCALIZATION_SPEC, SEGMENTATION_SPEC)}
 STAGE_NAMES: tuple[StageName, ...] = tuple(SPECS)
-"""The stages in the order inference runs them: the models subfolders."""
+"""The two stages, in the order inference runs them, and the subfolders of a models folder. Inference is a
+two-stage cascade written for exactly these: the localization finds the organ box, the segmentation segments
+inside it (`infer.pipeline.Pipeline`, the original's import). Training takes any stage of `SPECS`; a third stage
+at inference needs a new cascade, not only an entry here."""
