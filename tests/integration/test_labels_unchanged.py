@@ -22,8 +22,8 @@ import SimpleITK as sitk
 
 from helpers import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case, skip_or_fail
 
-PREVIOUS_LAYOUT = "6d852bf"
-"""The last commit of the previous package layout, before the restructuring."""
+PREVIOUS_LAYOUT = "db09321"
+"""The last commit of the previous package layout, before `infer/` was given its wings (outputs, predict, convert)."""
 
 PREDICT_TIMEOUT_SECONDS = 3600
 LABEL_SUFFIX = ".nii.gz"
