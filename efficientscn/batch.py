@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from efficientscn.errors import InputError
 from efficientscn.stopping import StopRequest
@@ -59,11 +61,26 @@ def run_batch(
     batch at once.
     """
     report = BatchReport()
-    for index, item in enumerate(tqdm(items, desc=description, unit="case", disable=not progress)):
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():  # log lines above the bar, not in it
+        _run_items(items, work, name_of, tqdm(items, desc=description, unit="case", disable=not progress), report, stop)
+    if stop is not None and stop.requested:  # also when it came during the last case: the exit status says so
+        report.stop_signal = stop.signal
+    return report
+
+
+def _run_items(
+    items: Sequence[T],
+    work: Callable[[T], Outcome],
+    name_of: Callable[[T], str],
+    bar: Iterable[T],
+    report: BatchReport,
+    stop: StopRequest | None,
+) -> None:
+    for index, item in enumerate(bar):
         if stop is not None and stop.requested:
             report.stop_signal = stop.signal
             report.not_done = [name_of(left) for left in items[index:]]
-            break
+            return
         name = name_of(item)
         try:
             outcome = work(item)
@@ -75,6 +92,3 @@ def run_batch(
             report.failed[name] = f"{type(error).__name__}: {error}"
         else:
             (report.done if outcome == "done" else report.skipped).append(name)
-    if stop is not None and stop.requested:  # also when it came during the last case: the exit status says so
-        report.stop_signal = stop.signal
-    return report

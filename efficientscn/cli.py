@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError, RunStopped
+from efficientscn.native_logs import native_logs_filtered
 from efficientscn.versions import __version__
 
 logger = logging.getLogger("efficientscn")
@@ -578,7 +579,9 @@ def run_script(command: Sequence[str], defaults: dict[str, object]) -> int:
         if not str(value).startswith(PLACEHOLDER_PREFIX)
         for item in (flag, str(value))
     ]
-    return main([*command, *preset, *sys.argv[1:]])
+    argv = [*command, *preset, *sys.argv[1:]]
+    with native_logs_filtered(verbose=_verbose(argv)):
+        return main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -608,9 +611,17 @@ FAST_EXIT_COMMANDS = ("predict", "import-original")
 """Commands that exit without the interpreter's teardown of TensorFlow, which took 0.6 s of a lone CT's run."""
 
 
+def _verbose(argv: Sequence[str]) -> bool:
+    return any(word in ("-v", "--verbose") for word in argv)
+
+
 def console() -> None:
-    """The `efficientscn` command: `main`, then exit (see `exit_with`)."""
-    exit_with(main(), at_once=_command(sys.argv[1:]) in FAST_EXIT_COMMANDS)
+    """The `efficientscn` command: `main`, with TensorFlow's native log lines off the console unless -v, then exit
+    (see `exit_with`)."""
+    argv = sys.argv[1:]
+    with native_logs_filtered(verbose=_verbose(argv)):
+        status = main(argv)
+    exit_with(status, at_once=_command(argv) in FAST_EXIT_COMMANDS)
 
 
 def exit_with(status: int, *, at_once: bool = False) -> NoReturn:

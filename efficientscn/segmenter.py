@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class Segmenter:
             context = ImportContext(self.device, self.precision, pipeline_utils, self.config, probe)
             folders = import_foreign(folders, context)
         networks = {stage: load_network(folders[stage], stage, self.device, self.precision) for stage in STAGE_NAMES}
+        _warn_of_demonstration_models(self.models, networks.values())
         return Pipeline(networks["localization"], networks["segmentation"], pipeline_utils, self.config)
 
     @property
@@ -135,6 +136,19 @@ class Segmenter:
         optimised when frozen (a saved utils module was not: it keeps Grappler)."""
         with without_graph_optimisation(self.device if self.utils_path is None else "none"):
             yield
+
+
+def _warn_of_demonstration_models(models: Path, networks: Iterable[Network]) -> None:
+    """One warning when a network is a demonstration model, as its export says: its labels look plausible and are
+    not to be relied on."""
+    notes = sorted({network.demonstration for network in networks if network.demonstration})
+    if notes:
+        logger.warning(
+            "%s: %s. For real segmentation, import the original's FLARE21 models (efficientscn import-original) or "
+            "train on FLARE21 (README: Workflow) and give --models",
+            models,
+            "; ".join(notes),
+        )
 
 
 def _as_sitk(

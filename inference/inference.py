@@ -9,8 +9,11 @@ from pathlib import Path
 
 input_folder = "/SET/PATH/TO/INPUTS"  # CTs: *_0000.nii.gz (or any readable CT file) and DICOM folders
 output_folder = "/SET/PATH/TO/OUTPUTS"  # <case>.nii.gz label maps
-# the shipped demonstration models; for your own, "saved_models", where the main_create_model.py scripts export
-models_folder = str(Path(__file__).resolve().parents[1] / "submitted_saved_models")
+# as the original: the models the main_create_model.py scripts export to saved_models/; where there are none yet,
+# the shipped demonstration models (predict then warns that they are not for use)
+repository = Path(__file__).resolve().parents[1]
+exported = repository / "saved_models"
+models_folder = str(exported if exported.is_dir() else repository / "submitted_saved_models")
 
 if __name__ == "__main__":
     from efficientscn.cli import exit_with, run_script

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from efficientscn.model.savedmodel import DEMONSTRATION, update_metadata
 from efficientscn.versions import versions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,8 @@ def main() -> int:
              ITERATIONS[stage], "--output", args.output / stage, *overwrite]
         )  # fmt: skip
     run([python, "inference/inference_tf_utils_module.py", "--output", args.output / "tf_utils_module", *overwrite])
+    for stage in ("localization", "segmentation"):  # inference warns of them, from their own metadata
+        update_metadata(args.output / stage, {DEMONSTRATION: DEMONSTRATION_NOTE})
 
     record = {
         "sources": sources,
@@ -230,6 +233,12 @@ def main() -> int:
     (args.output / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     evaluate_models(args.output, args.work)
     return 0
+
+
+DEMONSTRATION_NOTE = (
+    "a demonstration model, trained on two patients (9 CTs of this project's test data, whose labels are model "
+    "predictions): for trying the tool, not for research results or patient care"
+)
 
 
 def evaluate_models(output: Path, work: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -187,3 +188,23 @@ def test_a_signal_during_the_last_case_still_gives_the_signals_exit_status() -> 
         report = run_batch(["a", "b"], work, name_of=str, description="test", progress=False, stop=stop)
     assert report.done == ["a", "b"] and report.not_done == [] and report.stop_signal == signal.SIGTERM
     assert finish_batch(report, "test") == 143
+
+
+def test_log_lines_never_share_a_line_with_the_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    """A message logged while the bar shows is written on a line of its own, and the bar is drawn again below it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+
+        def work(item: str) -> Outcome:
+            logging.getLogger("efficientscn.test").warning("message about %s", item)
+            return "done"
+
+        run_batch(["a", "b", "c"], work, name_of=str, description="batch", progress=True)
+    finally:
+        root.removeHandler(handler)
+    lines = capsys.readouterr().err.split("\n")
+    written = [line.split("\r")[-1] for line in lines if "message about" in line]
+    assert written == ["message about a", "message about b", "message about c"]

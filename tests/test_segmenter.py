@@ -3,8 +3,10 @@ and refuses. Its labels are compared with the CLI's in tests/integration/test_pr
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -105,3 +107,13 @@ def test_a_ct_is_checked_once_then_gated_then_segmented(monkeypatch: pytest.Monk
     with pytest.raises(InputError, match="too small"):
         segmenter.segment_canonical(segmenter.canonical(thin), gate=refuse)
     assert calls == ["check"]
+
+
+def test_demonstration_models_are_announced_once_and_other_models_not_at_all(caplog: pytest.LogCaptureFixture) -> None:
+    note = "a demonstration model, trained on two patients"
+    demonstration = [SimpleNamespace(demonstration=note), SimpleNamespace(demonstration=note)]
+    with caplog.at_level(logging.INFO):
+        segmenter_module._warn_of_demonstration_models(Path("shipped"), demonstration)
+        segmenter_module._warn_of_demonstration_models(Path("mine"), [SimpleNamespace(demonstration=None)] * 2)
+    (warning,) = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith(f"shipped: {note}.") and "import-original" in warning.getMessage()

@@ -204,6 +204,20 @@ def _cached(path: Path) -> Callable[..., Any] | None:
         return None
 
 
+_building_announced = threading.Event()
+
+
+def _announce_building(folder: Path) -> None:
+    """Say once per process, before the first trace, why this run takes longer than the next ones."""
+    if not _building_announced.is_set():
+        _building_announced.set()
+        logger.info(
+            "building the graphs of these models (once for these models, precision and package version, about 30 s); "
+            "later runs load them from %s",
+            folder,
+        )
+
+
 def cached_graph(name: str, key: str, trace: Callable[[], tf.compat.v1.MetaGraphDef]) -> Callable[..., Any]:
     """The graph `name` for `key` from the cache, or `trace()` (a `freeze`d concrete function) kept there.
 
@@ -213,6 +227,7 @@ def cached_graph(name: str, key: str, trace: Callable[[], tf.compat.v1.MetaGraph
     function = _cached(path)
     if function is not None:
         return function
+    _announce_building(path.parent)
     start = time.perf_counter()
     meta = trace()
     kept = f"kept in {path}" if _write(meta, path) else "not kept"

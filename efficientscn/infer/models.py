@@ -25,6 +25,7 @@ from efficientscn.infer.graphs import cached_graph, freeze
 from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
+    DEMONSTRATION,
     MODEL_VARIABLES,
     SIGNATURE,
     UNSUITABLE_PRECISIONS,
@@ -77,6 +78,8 @@ class Network:
     """The input the network was trained for: recorded in our exports, the paper's for any other SavedModel."""
     imported: dict[str, Any] = field(default_factory=dict)
     """For a network imported from the original's SavedModel: where from, and how it was verified against it."""
+    demonstration: str | None = None
+    """For a demonstration model (its export says so): what it was trained on and what it is not for."""
 
     def describe(self) -> dict[str, Any]:
         """What the report says about this network."""
@@ -86,6 +89,7 @@ class Network:
             "precision": self.precision,
             "contract": self.contract.to_record(),
             **({"imported": self.imported} if self.imported else {}),
+            **({DEMONSTRATION: self.demonstration} if self.demonstration else {}),
         }
 
 
@@ -160,9 +164,10 @@ def load_network(folder: Path, stage: StageName, device: Device, precision: str)
             logger.info("%s: no export metadata; running its serving signature as saved", folder)
             return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
         precision = run_precision(folder, metadata, precision)
-        logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
+        logger.info("%s: loading the %s network in %s", folder, stage, precision)
         run = _rebuilt(stage, folder, metadata, precision, device)
-        return Network(stage, folder, "rebuilt", precision, run, contract, metadata.get("imported", {}))
+        imported, demonstration = metadata.get("imported", {}), metadata.get(DEMONSTRATION)
+        return Network(stage, folder, "rebuilt", precision, run, contract, imported, demonstration)
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model

@@ -38,6 +38,11 @@ its signature, with the paper's input contract.
 """
 
 
+DEMONSTRATION = "demonstration"
+"""The export metadata field that marks a demonstration model: what it was trained on and what it is not for. Inference
+warns when it uses such a model, and the report and the preview say so."""
+
+
 def read_metadata(folder: Path) -> dict[str, Any] | None:
     """The export metadata of one of our SavedModels, or None for a SavedModel exported elsewhere."""
     path = folder / METADATA_FILE

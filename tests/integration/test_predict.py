@@ -135,7 +135,7 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
 
 
 def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With the shipped models, trained on these cases, and every output asked for: the label map, the DICOM
     series' SEG, the statistics; then the Python API on the same CTs gives the same labels, writing nothing."""
@@ -174,6 +174,8 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     report = json.loads(report_path.read_text())
     assert report["device"] == "cpu" and report["precision"] in ("float32", "bfloat16")
     assert {report["models"][stage]["source"] for stage in ("localization", "segmentation")} == {"rebuilt"}
+    for stage in ("localization", "segmentation"):  # the shipped models say what they are, and the report too
+        assert "trained on two patients" in report["models"][stage]["demonstration"]
     assert report["versions"]["tensorflow"].startswith("2.21")
     cases = {Path(case["input"]).name: case for case in report["cases"]}
     assert len(cases) == len(GEOMETRY_CASES) + 1
@@ -217,7 +219,11 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     assert len(table) == 1 + len(sources) * len(ORGAN_NAMES)
 
     # the Python API: one Segmenter, each CT in memory as SimpleITK reads it, the CLI's labels, nothing written
-    segmenter = Segmenter(SHIPPED_MODELS, device="cpu")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        segmenter = Segmenter(SHIPPED_MODELS, device="cpu")
+    warned = [record for record in caplog.records if "demonstration model" in record.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # once, also under -q
 
     def no_writing(*args: object, **kwargs: object) -> None:
         raise AssertionError("the Python API wrote a file")

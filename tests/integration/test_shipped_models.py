@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from efficientscn.cli import main
 from efficientscn.evaluate import SUMMARY_NAME, evaluate_case
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.folder import SHIPPED_MODELS
+from efficientscn.native_logs import NATIVE_LOG_LINE
 
 from helpers import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case
 
@@ -59,8 +61,11 @@ def test_predict_and_the_inference_script_use_the_shipped_models_by_default() ->
     for stage in ("localization", "segmentation", "tf_utils_module"):
         assert (SHIPPED / stage / "saved_model.pb").is_file()
     assert (SHIPPED / "README.md").is_file()
-    script = (REPO_ROOT / "inference" / "inference.py").read_text()
-    assert 'models_folder = str(Path(__file__).resolve().parents[1] / "submitted_saved_models")' in script
+    # the inference script, as the original's, takes the exported saved_models/ where there is one
+    script = REPO_ROOT / "inference" / "inference.py"
+    assert runpy.run_path(str(script))["models_folder"] == str(
+        REPO_ROOT / "saved_models" if (REPO_ROOT / "saved_models").is_dir() else SHIPPED
+    )
 
 
 def test_the_readme_main_command_segments_a_shared_ct(tmp_path: Path) -> None:
@@ -75,6 +80,9 @@ def test_the_readme_main_command_segments_a_shared_ct(tmp_path: Path) -> None:
     arguments = [replacements.get(argument, argument) for argument in arguments]
     result = subprocess.run(arguments, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    # what the user reads: one warning that these are demonstration models, and no TensorFlow logging
+    assert result.stderr.count("demonstration model") == 1
+    assert not [line for line in result.stderr.splitlines() if NATIVE_LOG_LINE.match(line.encode())]
     label = tmp_path / "labels" / "example_ct.nii.gz"
     scores = evaluate_case(label, case.label)
     for organ in _present_organs(case.id):
