@@ -109,7 +109,8 @@ def _evaluate_options(parser: argparse.ArgumentParser) -> None:
         "Score predicted label maps against reference labels with the FLARE21 metrics: per organ (liver, "
         "kidney, spleen, pancreas) Dice and normalised surface Dice at 1 mm; an organ absent from both scores "
         "1, predicted but absent from the reference 0. Files pair by case ID (file name without extension and "
-        f"without _0000) and must share one grid. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
+        "without _0000, and without a --strip-suffix) and must share one grid; files that pair with nothing are "
+        f"named before any score. Writes {CSV_NAME} (per case) and {SUMMARY_NAME} (mean per "
         "organ, failed cases) and prints the mean per organ over the scored cases. A reference case without a "
         "prediction, with an unreadable one or one on another grid is reported as failed, left out of the means "
         "(the printed table says how many), and makes the exit status 1."
@@ -125,6 +126,14 @@ def _evaluate_options(parser: argparse.ArgumentParser) -> None:
         default=FLARE21_NSD_TOLERANCE_MM,
         help="NSD tolerance (default: %(default)s)",
     )
+    parser.add_argument(
+        "--strip-suffix",
+        action="append",
+        default=[],
+        metavar="SUFFIX",
+        help="pair files by their case ID without this suffix, in either folder; repeat for several (e.g. "
+        "--strip-suffix _ct --strip-suffix _flare pairs patient01_ct with patient01_flare)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV and summary")
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_evaluate)
@@ -135,13 +144,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from efficientscn.evaluate import CSV_NAME, SUMMARY_NAME, evaluate_folders, label_files, write_evaluation
 
     for folder in (args.pred, args.ref):
-        label_files(folder)  # refuse a missing or empty folder before anything else
+        label_files(folder, args.strip_suffix)  # refuse a missing or empty folder before anything else
     output = ensure_writable_folder(args.output or args.pred / "evaluation")
     if not args.overwrite:
         existing = [output / name for name in (CSV_NAME, SUMMARY_NAME) if (output / name).exists()]
         if existing:
             raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
-    evaluation = evaluate_folders(args.pred, args.ref, args.tolerance_mm, progress=not args.quiet)
+    evaluation = evaluate_folders(
+        args.pred, args.ref, args.tolerance_mm, progress=not args.quiet, strip_suffixes=args.strip_suffix
+    )
     if evaluation.report.stop_signal is not None:  # partial means would read as the whole set's
         logger.error("evaluate: stopped; nothing written")
         return finish_batch(evaluation.report, "evaluate")

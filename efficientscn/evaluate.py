@@ -1,7 +1,9 @@
 """Evaluate a folder of predicted label maps against reference labels: per-case CSV and a per-organ summary.
 
 Files pair by case ID (`efficientscn.imaging.names.case_id`: `train_000.nii.gz` and `train_000_0000.nii.gz` are both
-`train_000`). Each pair must lie on the same grid; the reference's spacing is used for the surface distances.
+`train_000`), after the suffixes the user names are stripped (`patient01_ct` and `patient01_flare` pair with
+`_ct` and `_flare` stripped). Each pair must lie on the same grid; the reference's spacing is used for the surface
+distances.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +35,25 @@ CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
 
 
-def label_files(folder: str | Path) -> dict[str, Path]:
-    """Label files in a folder by case ID (image files only, hidden files ignored); duplicate IDs are refused."""
+def paired_id(path: Path, strip_suffixes: Sequence[str] = ()) -> str:
+    """The ID a label file pairs by: its case ID without the first of `strip_suffixes` it ends with."""
+    case = case_id(path)
+    for suffix in strip_suffixes:
+        if suffix and case.endswith(suffix) and len(case) > len(suffix):
+            return case[: -len(suffix)]
+    return case
+
+
+def label_files(folder: str | Path, strip_suffixes: Sequence[str] = ()) -> dict[str, Path]:
+    """Label files in a folder by the ID they pair by (image files only, hidden files ignored; see `paired_id`);
+    duplicate IDs are refused."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and image_suffix(path) and not path.name.startswith("."):
-            case = case_id(path)
+            case = paired_id(path, strip_suffixes)
             if case in found:
                 raise InputError(f"{folder}: two files for case {case}: {found[case].name} and {path.name}")
             found[case] = path
@@ -99,19 +112,36 @@ class Evaluation:
             "reference_cases": len(self.scores) + len(self.report.failed),
             "cases": len(self.scores),
             "mean": self.mean(),
+            "not_in_reference": self.absent(),
             "failed": dict(sorted(self.report.failed.items())),
             "unpaired_predictions": self.unpaired_predictions,
         }
 
-    def table(self) -> str:
-        """The per-organ means as a small text table, as printed by `efficientscn evaluate`."""
-        mean = self.mean()
-        lines = [f"{'organ':<10}{'Dice':>8}{'NSD':>8}   (NSD at {self.tolerance_mm:g} mm)"]
+    def absent(self) -> dict[str, dict[str, int]]:
+        """Per organ, the scored cases whose reference lacks it: how many, and how many of them the prediction has
+        it in (scored 0 by the challenge's rule) or not (scored 1)."""
+        counts = {}
         for organ in ORGAN_NAMES.values():
-            if mean is None:
-                lines.append(f"{organ:<10}{'-':>8}{'-':>8}")
-            else:
-                lines.append(f"{organ:<10}{mean[organ]['dice']:>8.4f}{mean[organ]['nsd']:>8.4f}")
+            lacking = [scores[organ] for scores in self.scores.values() if not scores[organ].in_reference]
+            predicted = sum(score.in_prediction for score in lacking)
+            counts[organ] = {"cases": len(lacking), "scored_1": len(lacking) - predicted, "scored_0": predicted}
+        return counts
+
+    def table(self) -> str:
+        """The per-organ means as a small text table, as printed by `efficientscn evaluate`, with the cases whose
+        reference lacks the organ: their scores are the challenge's rule, not a measurement."""
+        mean, absent = self.mean(), self.absent()
+        lines = [f"{'organ':<10}{'Dice':>8}{'NSD':>8}   not in the reference (NSD at {self.tolerance_mm:g} mm)"]
+        for organ in ORGAN_NAMES.values():
+            scores = "-".rjust(8) * 2 if mean is None else f"{mean[organ]['dice']:>8.4f}{mean[organ]['nsd']:>8.4f}"
+            count = absent[organ]
+            rule = f": {count['scored_1']} scored 1, {count['scored_0']} scored 0" if count["cases"] else ""
+            lines.append(f"{organ:<10}{scores}   {count['cases']} of {len(self.scores)}{rule}")
+        if any(count["cases"] for count in absent.values()):
+            lines.append(
+                "An organ a reference lacks scores 1 where the prediction has none either, 0 where it has some "
+                "(FLARE21's rule); the means include these cases."
+            )
         lines.append(self.coverage())
         return "\n".join(lines)
 
@@ -131,18 +161,19 @@ def evaluate_folders(
     reference_dir: str | Path,
     tolerance_mm: float = FLARE21_NSD_TOLERANCE_MM,
     progress: bool = True,
+    strip_suffixes: Sequence[str] = (),
 ) -> Evaluation:
-    """Score every reference case against the prediction with the same case ID.
+    """Score every reference case against the prediction with the same ID (see `paired_id`).
 
-    A reference case without a prediction, an unreadable file or a grid mismatch fails that case only; the
-    others are scored. Predictions without a reference are listed and otherwise ignored.
+    The files that pair with nothing are named in the log before any score. A reference case without a prediction,
+    an unreadable file or a grid mismatch fails that case only; the others are scored. Predictions without a
+    reference are listed and otherwise ignored.
     """
-    references = label_files(reference_dir)
-    predictions = label_files(prediction_dir)
+    references = label_files(reference_dir, strip_suffixes)
+    predictions = label_files(prediction_dir, strip_suffixes)
     evaluation = Evaluation(tolerance_mm=tolerance_mm)
     evaluation.unpaired_predictions = sorted(set(predictions) - set(references))
-    if evaluation.unpaired_predictions:
-        logger.warning("%d prediction(s) without a reference, ignored", len(evaluation.unpaired_predictions))
+    _warn_of_unpaired(references, predictions, strip_suffixes)
 
     def score(case: str) -> str:
         if case not in predictions:
@@ -155,6 +186,19 @@ def evaluate_folders(
             sorted(references), score, name_of=str, description="evaluate", progress=progress, stop=stop
         )
     return evaluation
+
+
+def _warn_of_unpaired(references: dict[str, Path], predictions: dict[str, Path], strip: Sequence[str]) -> None:
+    """Name the files that pair with nothing, and say how names are paired."""
+    without_prediction = [references[case].name for case in sorted(set(references) - set(predictions))]
+    without_reference = [predictions[case].name for case in sorted(set(predictions) - set(references))]
+    if not (without_prediction or without_reference):
+        return
+    how = f"suffixes stripped: {', '.join(strip)}" if strip else "--strip-suffix maps other names, e.g. _ct, _flare"
+    for what, names in (("reference(s) without a prediction (failed)", without_prediction),
+                        ("prediction(s) without a reference (ignored)", without_reference)):  # fmt: skip
+        if names:
+            logger.warning("%d %s: %s (files pair by case ID; %s)", len(names), what, ", ".join(names), how)
 
 
 def write_evaluation(evaluation: Evaluation, output_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:

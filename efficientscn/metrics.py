@@ -21,10 +21,13 @@ FLARE21_NSD_TOLERANCE_MM = 1.0
 
 @dataclass(frozen=True)
 class OrganScore:
-    """Dice and normalised surface Dice of one organ, both in [0, 1]."""
+    """Dice and normalised surface Dice of one organ, both in [0, 1], and whether the organ was in each map (an
+    organ the reference lacks is scored by the challenge's rule, not measured)."""
 
     dice: float
     nsd: float
+    in_reference: bool = True
+    in_prediction: bool = True
 
 
 def dice_coefficient(prediction: np.ndarray, reference: np.ndarray) -> float:
@@ -70,12 +73,14 @@ def organ_score(
     """Dice and NSD of one organ's boolean masks with the FLARE21 empty-mask rules (see module docstring)."""
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} != reference shape {reference.shape}")
+    predicted = bool(prediction.any())
     if not reference.any():
-        score = 0.0 if prediction.any() else 1.0
-        return OrganScore(dice=score, nsd=score)
+        score = 0.0 if predicted else 1.0
+        return OrganScore(dice=score, nsd=score, in_reference=False, in_prediction=predicted)
     return OrganScore(
         dice=dice_coefficient(prediction, reference),
         nsd=normalized_surface_dice(prediction, reference, spacing_zyx, tolerance_mm),
+        in_prediction=predicted,
     )
 
 

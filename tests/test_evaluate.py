@@ -142,3 +142,49 @@ def test_a_prediction_holding_nan_is_refused_not_scored(tmp_path: Path) -> None:
     assert main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-q"]) == 1
     summary = json.loads((prediction / "evaluation" / "summary.json").read_text())
     assert "image contains 1 NaN or infinite values" in summary["failed"]["ts_example_ct_sm"]
+
+
+def test_names_the_user_has_pair_with_stripped_suffixes_and_unpaired_files_are_named_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`predict` names a label after its CT (`patient01_ct`); a dataset names its reference otherwise."""
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    for case in ("ts_example_ct", "ts_example_ct_dicom"):
+        shutil.copy(shared_case(case).label, tmp_path / "pred" / f"{case}_ct.nii.gz")
+        shutil.copy(shared_case(case).label, tmp_path / "ref" / f"{case}_flare.nii.gz")
+    shutil.copy(shared_case("ts_example_ct_sm").label, tmp_path / "ref" / "lonely_flare.nii.gz")
+    arguments = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-q"]
+    assert main([*arguments, "-o", str(tmp_path / "unpaired")]) == 1  # nothing pairs: every reference fails
+    first = capsys.readouterr().err.splitlines()[0]  # before any case is scored
+    assert "3 reference(s) without a prediction (failed): lonely_flare.nii.gz, ts_example_ct_dicom_flare" in first
+    assert "--strip-suffix" in first
+    status = main([*arguments, "-o", str(tmp_path / "out"), "--strip-suffix", "_ct", "--strip-suffix", "_flare"])
+    assert status == 1  # lonely_flare still has no prediction
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"] == 2 and list(summary["failed"]) == ["lonely"]
+    first = capsys.readouterr().err.splitlines()[0]
+    assert "1 reference(s) without a prediction (failed): lonely_flare.nii.gz" in first
+
+
+def test_the_table_says_how_often_an_organ_is_absent_from_the_reference_and_how_that_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """ts_example_ct_dicom has no kidney: its kidney score is the challenge's rule, which the table must say."""
+    reference = _label_folder(tmp_path / "ref", ["ts_example_ct", "ts_example_ct_dicom"])
+    prediction = _label_folder(tmp_path / "pred", ["ts_example_ct"])
+    label = read_label(reference / "ts_example_ct_dicom.nii.gz")
+    values = sitk.GetArrayFromImage(label)
+    values[0, :4, :4] = 2  # a few "kidney" voxels where the reference has none: scored 0
+    predicted = sitk.GetImageFromArray(values)
+    predicted.CopyInformation(label)
+    sitk.WriteImage(predicted, str(prediction / "ts_example_ct_dicom.nii.gz"))
+    assert main(["evaluate", "--pred", str(prediction), "--ref", str(reference), "-q"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    kidney = next(line for line in printed if line.startswith("kidney"))
+    assert kidney.split()[1:3] == ["0.5000", "0.5000"] and "1 of 2: 0 scored 1, 1 scored 0" in kidney
+    assert next(line for line in printed if line.startswith("liver")).endswith("0 of 2")
+    assert any("FLARE21's rule" in line for line in printed)
+    summary = json.loads((prediction / "evaluation" / "summary.json").read_text())
+    assert summary["not_in_reference"]["kidney"] == {"cases": 1, "scored_1": 0, "scored_0": 1}
+    assert summary["not_in_reference"]["liver"] == {"cases": 0, "scored_1": 0, "scored_0": 0}
