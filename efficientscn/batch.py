@@ -31,17 +31,20 @@ class BatchReport:
     """Cases left when the batch was asked to stop."""
     stop_signal: int | None = None
     """The signal that stopped the batch, if one did."""
+    file_errors: list[str] = field(default_factory=list)
+    """Files of the whole batch (a report, a table of all cases) that could not be written, each with the reason."""
 
     @property
     def ok(self) -> bool:
-        """True when no case failed and the batch ran to its end."""
-        return not self.failed and self.stop_signal is None
+        """True when no case failed, every file of the batch was written and the batch ran to its end."""
+        return not self.failed and not self.file_errors and self.stop_signal is None
 
     def summary(self) -> str:
-        """One line: how many cases were done, skipped, failed and (if stopped) not done."""
-        skipped = f", {len(self.skipped)} skipped (already there)" if self.skipped else ""
+        """One line: how many cases were done, skipped, failed and (if stopped) not done, and files not written."""
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         stopped = f", {len(self.not_done)} not done (stopped)" if self.stop_signal is not None else ""
-        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed{stopped}"
+        files = f", {len(self.file_errors)} batch file(s) not written" if self.file_errors else ""
+        return f"{len(self.done)} done{skipped}, {len(self.failed)} failed{stopped}{files}"
 
 
 def run_batch(

@@ -514,6 +514,8 @@ def finish_batch(report: BatchReport, what: str) -> int:
     logger.info("%s: %s", what, report.summary())
     if report.failed:  # each failure was logged with its reason when it happened
         logger.error("%s: %d failed: %s", what, len(report.failed), ", ".join(report.failed))
+    for error in report.file_errors:
+        logger.error("%s: %s", what, error)
     if report.stop_signal is not None:
         logger.error("%s: stopped by a signal; not done: %s", what, ", ".join(report.not_done) or "none")
         return 128 + report.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM, as a shell expects

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from efficientscn.errors import InputError
+from efficientscn.errors import InputError, LabelMapGiven
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.names import image_suffix
@@ -344,7 +344,7 @@ def _refuse_label_map(path: Path | str, values: np.ndarray) -> None:
     an offset, far above 4)."""
     low, high = int(values.min()), int(values.max())
     if 0 <= low < high < NUM_LABELS:
-        raise InputError(
+        raise LabelMapGiven(
             f"{path}: holds only the values {low}-{high}: a label map, not a CT (are the input and output swapped?)"
         )
 

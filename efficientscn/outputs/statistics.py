@@ -299,10 +299,11 @@ def _optional_xyz(values: Any) -> tuple[float, float, float] | None:
 def write_statistics_csv(path: str | os.PathLike[str], rows: Mapping[str, Mapping[str, OrganStatistics]]) -> None:
     """Write a batch's `statistics.csv` atomically, replacing any earlier one: the header `CSV_COLUMNS`, then one
     row per case (the keys of `rows`, in their order) and organ, rounded as the JSON; the bounding box flattened to
-    bbox_min_x_mm ... bbox_extent_z_mm, empty cells where the JSON has null, booleans as true/false."""
+    bbox_min_x_mm ... bbox_extent_z_mm, empty cells where the JSON has null, booleans as true/false. A case name
+    that is not UTF-8 (a file name from another system) is written as its bytes, as its files are named."""
     with (
         atomic_output(path, suffix=".csv", overwrite=True) as temporary,
-        temporary.open("w", encoding="utf-8", newline="") as file,
+        temporary.open("w", encoding="utf-8", errors="surrogateescape", newline="") as file,
     ):
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)

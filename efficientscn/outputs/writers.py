@@ -24,7 +24,7 @@ from efficientscn.atomic import leftover_temporaries
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.names import LABEL_SUFFIX, image_suffix, label_suffix_for
-from efficientscn.imaging.read import is_dicom_folder
+from efficientscn.imaging.read import is_dicom_folder, read_ct, read_label
 from efficientscn.imaging.write import write_label
 from efficientscn.outputs.existing import existing_label_problem, label_grid_problem, refuse_replacing_foreign_file
 from efficientscn.outputs.preview import write_preview
@@ -73,6 +73,9 @@ class DoneCase:
 
     case_id: str
     source: Path
+    """Its CT file or DICOM folder."""
+    label: Path
+    """Its label's file."""
 
 
 class CaseWriter:
@@ -109,7 +112,8 @@ class CaseWriter:
 
     def finish(self, output: Path, done: Sequence[DoneCase]) -> list[Path]:
         """Write the batch-level files of this output (after the batch, also a stopped one) from the cases that are
-        done; the files written. OSError or InputError naming the file when one cannot be written."""
+        done; the files written. InputError naming the file when one cannot be written, or is written without some
+        case."""
         return []
 
 
@@ -216,20 +220,35 @@ class StatisticsWriter(CaseWriter):
         write_statistics_json(path, result.statistics, overwrite=overwrite)
 
     def finish(self, output: Path, done: Sequence[DoneCase]) -> list[Path]:
-        """`statistics.csv` from the `<case>.json` of every done case, from this run or an earlier."""
-        rows = {}
+        """`statistics.csv` from the `<case>.json` of every done case, from this run or an earlier; a done case
+        whose JSON is missing or damaged gets it again, from its CT and its label."""
+        csv_path, rows, left_out = output / STATISTICS_CSV, {}, []
         for case in done:
-            path = self.path(output, case.case_id, case.source)
-            if not path.exists():
-                continue
             try:
-                rows[case.case_id] = read_statistics_json(path)
+                rows[case.case_id] = self._statistics_of(case, self.path(output, case.case_id, case.source))
             except (InputError, OSError) as error:
-                logger.warning("%s: left out of %s: %s", case.source.name, STATISTICS_CSV, error)
-        if not rows:
-            return []
-        write_statistics_csv(output / STATISTICS_CSV, rows)
-        return [output / STATISTICS_CSV]
+                left_out.append(f"{case.source.name}: {error}")
+        if rows:
+            try:
+                write_statistics_csv(csv_path, rows)
+            except OSError as error:
+                raise InputError(f"{csv_path}: not written: {error.strerror or error}") from error
+        if left_out:
+            raise InputError(f"{csv_path}: {len(left_out)} done case(s) left out: {'; '.join(left_out)}")
+        return [csv_path] if rows else []
+
+    @staticmethod
+    def _statistics_of(case: DoneCase, path: Path) -> dict[str, OrganStatistics]:
+        """The case's statistics from its JSON or, where that is missing or damaged, made again and written."""
+        if path.exists():
+            try:
+                return read_statistics_json(path)
+            except InputError as error:
+                logger.warning("%s: making its statistics again: %s", case.source.name, error)
+        statistics = organ_statistics(read_ct(case.source), read_label(case.label))
+        write_statistics_json(path, statistics, overwrite=True)
+        logger.info("%s: wrote %s, from its CT and its label", case.source.name, path.name)
+        return statistics
 
 
 class PreviewWriter(CaseWriter):

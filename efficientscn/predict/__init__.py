@@ -13,14 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from efficientscn.predict.run import PredictOptions, predict
+    from efficientscn.predict.options import PredictOptions
+    from efficientscn.predict.run import predict
 
 __all__ = ["PredictOptions", "predict"]
 
 
 def __getattr__(name: str) -> object:
-    if name in __all__:
-        from efficientscn.predict import run
+    if name == "PredictOptions":
+        from efficientscn.predict.options import PredictOptions
 
-        return getattr(run, name)
+        return PredictOptions
+    if name == "predict":
+        from efficientscn.predict.run import predict
+
+        return predict
     raise AttributeError(f"module 'efficientscn.predict' has no attribute {name!r}")

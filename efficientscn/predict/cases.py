@@ -6,9 +6,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import IMAGE_SUFFIXES, case_id, is_image_path
-from efficientscn.imaging.read import is_dicom_file, is_dicom_folder
+from efficientscn.imaging.read import is_dicom_file, is_dicom_folder, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +68,55 @@ def find_sources(inputs: Path, output: Path) -> list[Path]:
     return sources
 
 
-def label_owners(cases: list[Case]) -> dict[Path, Path]:
-    """The first case of each label name: a later case whose label would overwrite it is refused."""
-    owners: dict[Path, Path] = {}
+def case_owners(cases: list[Case]) -> dict[str, Path]:
+    """The first CT of each case ID: a later one with the same ID (`x.mha` beside `x.nii.gz`, `x.nii` beside
+    `x_0000.nii.gz`) would share its label and every other output, and is refused. Every such clash is named in one
+    warning up front."""
+    owners: dict[str, Path] = {}
+    clashes: dict[str, list[str]] = {}
     for case in cases:
-        owners.setdefault(case.output, case.source)
+        owner = owners.setdefault(case.id, case.source)
+        if owner != case.source:
+            clashes.setdefault(case.id, [owner.name]).append(case.source.name)
+    if clashes:
+        named = "; ".join(f"{case_id}: {', '.join(names)}" for case_id, names in clashes.items())
+        logger.warning(
+            "%d case ID(s) given by more than one input, whose outputs would share names: %s; the first of each is "
+            "segmented, the others fail: rename them",
+            len(clashes),
+            named,
+        )
     return owners
+
+
+def label_maps_among(sources: list[Path]) -> list[Path]:
+    """The image files among `sources` that are label maps by their header (8-bit unsigned: no CT in Hounsfield
+    units is stored so), as a dataset ships them beside its CTs. A label map stored otherwise is found when read."""
+    found = []
+    for source in sources:
+        if source.is_dir():
+            continue
+        try:
+            if read_header(source).pixel_id == sitk.sitkUInt8:
+                found.append(source)
+        except (InputError, OSError):  # unreadable: its turn says why
+            continue
+    return found
+
+
+def without_label_maps(sources: list[Path], inputs: Path) -> list[Path]:
+    """The CTs among `sources`: label maps beside them (as datasets ship them) are named in one warning and left
+    out; nothing but label maps stops the batch (swapped input and output folders?)."""
+    label_maps = label_maps_among(sources)
+    if not label_maps:
+        return sources
+    if len(label_maps) == len(sources):
+        raise InputError(f"{inputs}: label maps only, no CT (8-bit labels): are the input and output folders swapped?")
+    names = [path.name for path in label_maps]
+    shown = ", ".join(names[:LISTED]) + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+    logger.warning("%s: %d file(s) are label maps, not CTs, and are skipped: %s", inputs, len(names), shown)
+    return [source for source in sources if source not in label_maps]
+
+
+LISTED = 20
+"""Names a warning lists at most."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from efficientscn.atomic import NAME_MAX
 from efficientscn.errors import InputError
 from efficientscn.outputs.writers import CaseOutput, CaseWriter, leftovers_of
-from efficientscn.predict.cases import Case, label_owners
+from efficientscn.predict.cases import Case, case_owners
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +26,19 @@ class Resume:
     def __init__(self, cases: Sequence[Case], label: CaseOutput, *, overwrite: bool) -> None:
         self.label = label
         self.overwrite = overwrite
-        self._owners = label_owners(list(cases))
+        self._owners = case_owners(list(cases))
         self._replace: set[Path] = set()
         """Labels found unusable: replaced by the new ones without --overwrite."""
         self._refused: dict[Path, str] = {}
         """Outputs that are not labels of this tool: never replaced, their cases fail with this message."""
-        self.todo = [case for case in cases if self._owners[case.output] == case.source and self._to_do(case)]
+        self.todo = [case for case in cases if self._owners[case.id] == case.source and self._to_do(case)]
 
     def refusal(self, case: Case) -> str | None:
-        """Why `case` fails without being segmented (its label name taken by an earlier case, or a file there that
-        may not be replaced), or None."""
-        owner = self._owners[case.output]
+        """Why `case` fails without being segmented (its case ID, and so its outputs' names, taken by an earlier
+        input, or a file there that may not be replaced), or None."""
+        owner = self._owners[case.id]
         if owner != case.source:
-            return f"its label {case.output.name} is that of {owner.name}: rename one"
+            return f"its case ID {case.id} is that of {owner.name}, whose outputs it would replace: rename one"
         return self._refused.get(case.output)
 
     def _to_do(self, case: Case) -> bool:

@@ -13,24 +13,24 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from efficientscn.atomic import ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
-from efficientscn.errors import InputError
+from efficientscn.errors import InputError, LabelMapGiven
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.names import case_id
 from efficientscn.infer.models import select_device
 from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.precision import inference_precision
-from efficientscn.outputs.writers import CaseResult, CaseWriter, DoneCase, case_output, companion_writers
-from efficientscn.predict.cases import Case, find_sources
+from efficientscn.outputs.writers import CaseResult, CaseWriter, case_output, companion_writers
+from efficientscn.predict.batch_files import check_report_room, write_batch_files
+from efficientscn.predict.cases import Case, find_sources, without_label_maps
 from efficientscn.predict.locks import case_lock
-from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts, write_report
+from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts
+from efficientscn.predict.options import PredictOptions
 from efficientscn.predict.plausibility import check_organs, gate_input
 from efficientscn.predict.read_ahead import ReadAhead
 from efficientscn.predict.resume import Resume, remove_leftovers
@@ -38,33 +38,6 @@ from efficientscn.segmenter import Segmenter
 from efficientscn.stopping import StopRequest, stop_on_signals
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """What `efficientscn predict` was asked to do."""
-
-    inputs: Path
-    output: Path
-    models: Path
-    device: str | None = None
-    """"cpu", "gpu" or None: a GPU when one is visible."""
-    precision: str = "auto"
-    utils: Path | None = None
-    """A traced tf_utils_module to use instead of the functions in `efficientscn.infer.ops`."""
-    overwrite: bool = False
-    label_format: str | None = None
-    """The label's format (`writers.LABEL_FORMATS`); None: NIfTI, or the CT's own format for MetaImage and NRRD."""
-    companions: tuple[str, ...] = ()
-    """Outputs also written for each case (`writers.COMPANIONS`: "dicom-seg", "statistics", "preview")."""
-    report: Path | None = None
-    progress: bool = True
-    spacing_fallback: SpacingFallback = "missing"
-    """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
-    force: bool = False
-    """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
-    import_originals: bool = True
-    """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
 
 
 class Predictor:
@@ -75,7 +48,7 @@ class Predictor:
         self.label = case_output(options.label_format)  # its file marks a case as done
         self.writers: list[CaseWriter] = [*companion_writers(options.companions, self.label), self.label]
         """In the order they write: the case's label last, so that its file marks a case with all its outputs."""
-        sources = find_sources(options.inputs, options.output)
+        sources = without_label_maps(find_sources(options.inputs, options.output), options.inputs)
         for writer in self.writers:  # an output none of the inputs can have stops the batch now
             if (refusal := writer.batch_refusal(sources)) is not None:
                 flag = f"--format {options.label_format}" if writer is self.label else f"--{writer.name}"
@@ -86,6 +59,7 @@ class Predictor:
             if options.report.is_dir():
                 raise InputError(f"{options.report}: a folder; --report names the JSON file to write")
             ensure_writable_folder(options.report.parent)
+            check_report_room(options.report, len(self.cases))
         ModelsFolder(options.models).stage_folders()  # a missing model stops the batch now, not once per case
         self.device = select_device(options.device)
         self.precision = inference_precision(self.device, options.precision)
@@ -125,22 +99,12 @@ class Predictor:
             for executor in (loader, reader):  # stopped: no waiting for models still loading or a CT being read
                 executor.shutdown(wait=not stop.requested, cancel_futures=True)
             self.monitor.close()
-            self._finish_writers()
-            if self.options.report is not None:
-                run = run_facts(
-                    device=self.device, precision=self.precision, segmenter=self.segmenter, utils=self.options.utils
-                )
-                write_report(self.options.report, run, self.monitor.records_list(), self.monitor.process_peak_mb())
+            run = run_facts(
+                device=self.device, precision=self.precision, segmenter=self.segmenter, utils=self.options.utils
+            )
+            output, path = self.options.output, self.options.report
+            write_batch_files(report, output, self.writers, self.cases, path, run, self.monitor)
         return report
-
-    def _finish_writers(self) -> None:
-        """The batch-level files of the outputs (`statistics.csv`), from every case that is done."""
-        done = [DoneCase(case.id, case.source) for case in self.cases if case.output.exists()]
-        for writer in self.writers:
-            try:
-                writer.finish(self.options.output, done)
-            except (InputError, OSError) as error:  # the report still follows
-                logger.error("%s: batch file not written: %s", writer.name, error)
 
     def _load_segmenter(self, first_ct: Path) -> Segmenter:
         """The segmenter of the options; networks in the original's format are imported, checked on `first_ct`."""
@@ -185,7 +149,12 @@ class Predictor:
         """Read, segment and write one case whose lock is held."""
         assert self.segmenter is not None
         with self.monitor.measuring(case) as record:
-            ct, record.seconds["read"] = reads.take(case)
+            try:
+                ct, record.seconds["read"] = reads.take(case)
+            except LabelMapGiven as error:  # a label map not told by its header: skipped, as those told by it
+                record.status = "skipped"
+                record.warn([f"skipped: {str(error).removeprefix(f'{case.source}: ')}"])
+                return "skipped"
             segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
             record.warn(check_organs(segmentation.label, ct.spacing_zyx))
             record.seconds.update(segmentation.seconds)

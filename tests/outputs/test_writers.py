@@ -1,9 +1,12 @@
-"""What `predict` writes for a case behind the LabelWriter interface: the label map in its format, the DICOM-SEG,
+"""What `predict` writes for a case behind the CaseWriter interface: the label map in its format, the DICOM-SEG,
 the organ statistics and the preview PNG."""
 
 from __future__ import annotations
 
+import csv
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +15,19 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.outputs.statistics import read_statistics_json
+from efficientscn.imaging.read import read_ct, read_label
+from efficientscn.imaging.write import write_image_atomic
+from efficientscn.labels import ORGAN_NAMES
+from efficientscn.outputs.statistics import organ_statistics, read_statistics_json, write_statistics_json
 from efficientscn.outputs.writers import (
     COMPANIONS,
     LABEL_FORMATS,
+    STATISTICS_CSV,
     CaseOutput,
     CaseResult,
     CaseWriter,
     DicomSegWriter,
+    DoneCase,
     ImageLabelWriter,
     PreviewWriter,
     StatisticsWriter,
@@ -287,3 +295,51 @@ def test_a_damaged_dicom_seg_is_replaced_and_a_file_that_is_no_seg_is_not(
     path.write_text("notes\n")
     with pytest.raises(InputError, match="is not a DICOM-SEG; not replaced"):
         writer.refuse_replacing(path)
+
+
+# --- statistics.csv, the batch's file -----------------------------------------------------------------------------
+
+
+def _done_case(folder: Path, case_id: str, shared: str = "ts_example_ct_sm") -> DoneCase:
+    """A done case in `folder`: its CT (a link to a shared one) and its label beside."""
+    case = shared_case(shared)
+    source = folder / "in" / f"{case_id}_0000.nii.gz"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.symlink_to(case.image)
+    label = write_image_atomic(read_label(case.label), folder / f"{case_id}.nii.gz")  # any name: through a link
+    return DoneCase(case_id, source, label)
+
+
+def test_the_statistics_table_holds_every_done_case_and_a_damaged_or_missing_json_is_made_again(
+    tmp_path: Path,
+) -> None:
+    writer = StatisticsWriter()
+    kept, damaged, missing = (_done_case(tmp_path, name) for name in ("kept", "damaged", "missing"))
+    expected = organ_statistics(read_ct(kept.source), read_label(kept.label))
+    write_statistics_json(writer.path(tmp_path, "kept"), expected)
+    writer.path(tmp_path, "damaged").write_text('{"liver": {"voxels": ')  # cut short by a full disk
+    assert writer.finish(tmp_path, [kept, damaged, missing]) == [tmp_path / STATISTICS_CSV]
+    rows = list(csv.DictReader((tmp_path / STATISTICS_CSV).open(encoding="utf-8")))
+    assert [row["case"] for row in rows] == [case for case in ("kept", "damaged", "missing") for _ in ORGAN_NAMES]
+    for name in ("damaged", "missing"):  # made again, equal to the kept one's (the same CT and label)
+        assert read_statistics_json(writer.path(tmp_path, name)) == read_statistics_json(writer.path(tmp_path, "kept"))
+
+
+def test_a_case_name_that_is_not_utf8_is_kept_as_its_bytes_in_the_statistics_table(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9")  # Latin-1, as from an older system: not UTF-8
+    case = _done_case(tmp_path, name)
+    StatisticsWriter().finish(tmp_path, [case])
+    assert b"\ncaf\xe9,liver," in (tmp_path / STATISTICS_CSV).read_bytes()
+
+
+def test_a_statistics_table_that_cannot_be_written_is_named_and_a_case_left_out_too(tmp_path: Path) -> None:
+    writer = StatisticsWriter()
+    case = _done_case(tmp_path, "case")
+    (tmp_path / STATISTICS_CSV).mkdir()  # where the table goes
+    with pytest.raises(InputError, match=rf"{re.escape(str(tmp_path / STATISTICS_CSV))}: not written"):
+        writer.finish(tmp_path, [case])
+    shutil.rmtree(tmp_path / STATISTICS_CSV)
+    unreadable = DoneCase("lost", tmp_path / "in" / "lost_0000.nii.gz", tmp_path / "lost.nii.gz")  # nothing there
+    with pytest.raises(InputError, match=r"statistics.csv: 1 done case\(s\) left out: lost_0000.nii.gz: "):
+        writer.finish(tmp_path, [case, unreadable])
+    assert len(list(csv.DictReader((tmp_path / STATISTICS_CSV).open()))) == len(ORGAN_NAMES)  # the others written

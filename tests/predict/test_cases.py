@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from efficientscn.errors import InputError
-from efficientscn.predict.cases import Case, find_sources, label_owners
+from efficientscn.predict.cases import Case, case_owners, find_sources, label_maps_among, without_label_maps
 
 from helpers import shared_case
 
@@ -142,19 +142,53 @@ def test_outputs_beside_the_input_folder_are_accepted(tmp_path: Path) -> None:
     assert find_sources(inputs, tmp_path) == [inputs / "a_0000.nii.gz"]  # the input folder's parent
 
 
-# --- label_owners -------------------------------------------------------------------------------------------------
+# --- one case, one set of outputs ----------------------------------------------------------------------------------
 
 
-def test_the_first_case_of_each_label_name_owns_it(tmp_path: Path) -> None:
+def test_the_first_input_of_each_case_id_owns_it_and_every_clash_is_named_up_front(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`x.mha` and `x.nii.gz` have different labels (`x.mha`, `x.nii.gz`) but would share `x.json`, `x.seg.dcm` and
+    `preview/x.png`; `x.nii` and `x_0000.nii.gz` would share the label too."""
     out = tmp_path / "out"
     cases = [
-        Case(tmp_path / "x_0000.nii.gz", out / "x.nii.gz"),
-        Case(tmp_path / "y.mha", out / "y.nii.gz"),
-        Case(tmp_path / "x.nii.gz", out / "x.nii.gz"),  # the same label name as the first case
-        Case(tmp_path / "y.nrrd", out / "y.nii.gz"),
+        Case(tmp_path / "x.mha", out / "x.mha"),
+        Case(tmp_path / "x.nii.gz", out / "x.nii.gz"),
+        Case(tmp_path / "y.nii", out / "y.nii.gz"),
+        Case(tmp_path / "y_0000.nii.gz", out / "y.nii.gz"),
+        Case(tmp_path / "z.nrrd", out / "z.nrrd"),
     ]
-    assert label_owners(cases) == {out / "x.nii.gz": tmp_path / "x_0000.nii.gz", out / "y.nii.gz": tmp_path / "y.mha"}
-    assert label_owners([]) == {}
+    with caplog.at_level(logging.WARNING):
+        owners = case_owners(cases)
+    assert owners == {"x": tmp_path / "x.mha", "y": tmp_path / "y.nii", "z": tmp_path / "z.nrrd"}
+    (warning,) = caplog.records
+    assert "2 case ID(s) given by more than one input" in warning.getMessage()
+    assert "x: x.mha, x.nii.gz; y: y.nii, y_0000.nii.gz" in warning.getMessage()
+    assert case_owners([]) == {}
+
+
+def test_label_maps_beside_the_cts_are_told_by_their_header_and_left_out_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As datasets ship them: `x_0000.nii.gz` (the CT) beside `x.nii.gz` (its 8-bit label)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for case_id in ("ts_example_ct_sm", "ts_example_ct"):
+        case = shared_case(case_id)
+        (inputs / f"{case_id}_0000.nii.gz").symlink_to(case.image)
+        (inputs / f"{case_id}.nii.gz").symlink_to(case.label)
+    sources = find_sources(inputs, tmp_path / "out")
+    assert label_maps_among(sources) == [inputs / "ts_example_ct.nii.gz", inputs / "ts_example_ct_sm.nii.gz"]
+    with caplog.at_level(logging.WARNING):
+        cts = without_label_maps(sources, inputs)
+    assert cts == [inputs / "ts_example_ct_0000.nii.gz", inputs / "ts_example_ct_sm_0000.nii.gz"]
+    (warning,) = caplog.records
+    assert "2 file(s) are label maps, not CTs, and are skipped: ts_example_ct.nii.gz, ts_example_ct_sm" in (
+        warning.getMessage()
+    )
+    labels_only = [path for path in sources if path not in cts]  # the folders swapped: nothing to segment
+    with pytest.raises(InputError, match=r"label maps only, no CT .*are the input and output folders swapped"):
+        without_label_maps(labels_only, inputs)
 
 
 def test_a_folder_of_cts_with_loose_dicom_files_is_a_folder_of_cts_and_says_so(
