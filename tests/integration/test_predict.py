@@ -734,3 +734,43 @@ def test_a_case_whose_preview_cannot_be_written_is_not_done_and_a_new_run_does_i
         "ts_example_ct_sm.json",
         "ts_example_ct_sm.nii.gz",
     ]
+
+
+@pytest.mark.slow  # two batches: tens of seconds
+def test_a_dataset_folder_its_clashing_names_and_its_batch_files(models: Path, tmp_path: Path) -> None:
+    """A folder as datasets ship it (CTs with their labels beside, one label stored in 16 bits, two formats of one
+    case), a name that is not UTF-8, and a folder where statistics.csv should go: every CT that can be is done, the
+    label maps are skipped, the clash fails its second input, and the batch's files are written or named."""
+    inputs, out, report_path = tmp_path / "in", tmp_path / "out", tmp_path / "run.json"
+    case = shared_case("ts_example_ct_sm")
+    inputs.mkdir()
+    (inputs / "a_0000.nii.gz").symlink_to(case.image)
+    (inputs / "a.nii.gz").symlink_to(case.label)  # its 8-bit label beside it: told by its header
+    label16 = sitk.Cast(read_label(case.label), sitk.sitkInt16)
+    sitk.WriteImage(label16, str(inputs / "b_0000.nii.gz"))  # a label map in 16 bits: told when read
+    (inputs / "c_0000.nii.gz").symlink_to(case.image)
+    sitk.WriteImage(read_ct(case.image), str(inputs / "c.mha"))  # case c twice: would share c.json, preview/c.png
+    odd = os.fsdecode(b"caf\xe9_0000.nii.gz")  # not UTF-8, as from an older system
+    (inputs / odd).symlink_to(case.image)
+    (out / "statistics.csv").mkdir(parents=True)  # the batch's table cannot be written
+    arguments = ("-i", inputs, "-o", out, "--models", models, "--statistics", "--preview", "--report", report_path)
+    assert _predict(*arguments) == 1
+    report = json.loads(report_path.read_text())  # written although the table was not
+    statuses = {os.fsencode(Path(record["input"]).name): record for record in report["cases"]}
+    assert set(statuses) == {b"a_0000.nii.gz", b"b_0000.nii.gz", b"c.mha", b"c_0000.nii.gz", b"caf\xe9_0000.nii.gz"}
+    assert {name: record["status"] for name, record in statuses.items()} == {
+        b"a_0000.nii.gz": "done",
+        b"b_0000.nii.gz": "skipped",
+        b"c.mha": "done",
+        b"c_0000.nii.gz": "failed",
+        b"caf\xe9_0000.nii.gz": "done",
+    }
+    assert "a label map, not a CT" in statuses[b"b_0000.nii.gz"]["warnings"][0]
+    assert "case ID c is that of c.mha" in statuses[b"c_0000.nii.gz"]["error"]
+    assert report["file_errors"] and report["file_errors"][0].startswith(f"{out / 'statistics.csv'}: not written")
+    (out / "statistics.csv").rmdir()
+    (out / "a.json").write_text("{")  # damaged since: made again, not left out
+    assert _predict(*arguments) == 1  # c_0000 still clashes; nothing else to do
+    rows = (out / "statistics.csv").read_bytes().splitlines()
+    assert sorted({row.split(b",")[0] for row in rows[1:]}) == [b"a", b"c", b"caf\xe9"]
+    assert json.loads((out / "a.json").read_text())["liver"]["voxels"] > 0
