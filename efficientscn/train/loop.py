@@ -192,10 +192,16 @@ class Trainer:
 
         # a float16 step whose gradients overflowed is skipped (the loss scale then shrinks); in float32 or bfloat16
         # a non-finite gradient goes on to a non-finite loss, which stops the run
+        def skip() -> tf.Tensor:
+            # Adam's step counter still advances, as in TF 2.6's LossScaleOptimizer: its bias correction counts the
+            # skipped steps too (docs/fidelity.md, "Made equal")
+            self.optimizer.iterations.assign_add(1)
+            return tf.constant(False)
+
         if loss_scale is None:
             apply()
         else:
-            tf.cond(finite, apply, lambda: tf.constant(False))
+            tf.cond(finite, apply, skip)
             loss_scale.update(finite)
             terms["loss_scale"] = tf.identity(loss_scale.scale)
         self.average.update()  # every step, a skipped one too, as the original

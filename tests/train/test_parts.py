@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -243,4 +244,27 @@ def test_a_float16_step_whose_gradients_overflow_is_skipped_but_still_averaged(t
     trainer.step([{"image": image}])  # 80 x 512 fits: applied
     assert float(trainer.model.weights[0].numpy().squeeze()) < 1.0
     assert int(trainer.loss_scale.finite_steps) == 1
+    # Adam counted the six skipped steps too, as TF 2.6's LossScaleOptimizer: its bias correction uses t = 7, so the
+    # first applied step moves the weight by lr * sqrt(1 - 0.999^7) / (1 - 0.9^7) * m / sqrt(v), with m = 0.1 g and
+    # v = 0.001 g^2 after one gradient: 0.0506 (at t = 1 it would be 0.1)
+    assert int(trainer.optimizer.iterations) == 7
+    expected = 0.1 * math.sqrt(1 - 0.999**7) / (1 - 0.9**7) * 0.1 / math.sqrt(0.001)
+    assert 1.0 - float(trainer.model.weights[0].numpy().squeeze()) == pytest.approx(expected, rel=1e-3)
     assert keras.config.dtype_policy().name == "float32"  # the network was built in float16, the policy restored
+
+
+class _RandomTask(_TinyTask):
+    """As `_TinyTask`, with a randomly initialised kernel (the seed decides it)."""
+
+    def build_model(self):
+        return keras.Sequential([keras.Input((None, None, None, 1)), keras.layers.Conv3D(4, 3, use_bias=False)])
+
+
+def test_every_run_is_seeded_with_0_by_default_so_every_fold_starts_from_the_same_weights(tmp_path):
+    """The original seeds nothing; runs here are reproducible by default (docs/fidelity.md #50): the four folds of
+    one configuration start from equal initial weights, and another seed gives other ones."""
+    assert TrainingConfig().seed == 0
+    first, second = (Trainer(_RandomTask(), TrainingConfig(), tmp_path / k, record={}, progress=False) for k in "ab")
+    np.testing.assert_array_equal(first.model.weights[0].numpy(), second.model.weights[0].numpy())
+    other = Trainer(_RandomTask(), TrainingConfig(seed=1), tmp_path / "c", record={}, progress=False)
+    assert not np.array_equal(first.model.weights[0].numpy(), other.model.weights[0].numpy())
