@@ -8,11 +8,11 @@ through it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,7 +37,7 @@ CANONICAL_ORIENTATION = "LPS"
 """Processing orientation: index axes run towards patient left, posterior, superior (ITK's identity direction)."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Reorientation:
     """How an image's voxels were permuted and flipped into the canonical LPS orientation, and the way back.
 
@@ -128,7 +128,7 @@ def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
         raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CanonicalCT:
     """A CT on the processing grid (canonical LPS, axis-aligned) and the exact way back for its label.
 
@@ -152,6 +152,10 @@ class CanonicalCT:
     """The grid of an oblique CT as read, where its label goes back to; None if not oblique."""
     oblique_image: sitk.Image | None = None
     """An oblique CT as read, kept only if asked (`keep_as_read`): organ statistics are measured on its grid."""
+    reading_warnings: tuple[str, ...] = ()
+    """What reading the file had to assume or choose, which the label depends on: the orientation of a NIfTI that
+    states none, the series read from a folder of several. Each was logged as a warning; `predict` puts them in the
+    case's report."""
 
     @property
     def image_as_read(self) -> sitk.Image:
@@ -178,9 +182,10 @@ class CanonicalCT:
         `from_image`."""
         if max_voxels is not None:
             check_voxel_count(header_size(path), max_voxels)
-        ct = read_ct(path)
+        notes: list[str] = []
+        ct = read_ct(path, notes)
         stored = spacing_fallback != "missing" or ct.GetSpacing() != (1.0, 1.0, 1.0) or spacing_is_stored(path)
-        return cls.from_image(
+        canonical = cls.from_image(
             ct,
             str(path),
             max_voxels=max_voxels,
@@ -188,6 +193,7 @@ class CanonicalCT:
             spacing_stored=stored,
             keep_as_read=keep_as_read,
         )
+        return dataclasses.replace(canonical, reading_warnings=tuple(notes))
 
     @classmethod
     def from_image(

@@ -186,6 +186,7 @@ class Predictor:
         assert self.segmenter is not None
         with self.monitor.measuring(case) as record:
             ct, record.seconds["read"] = reads.take(case)
+            record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
             segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
             record.warn(check_organs(segmentation.label, ct.spacing_zyx))
             record.seconds.update(segmentation.seconds)
