@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.dicom_check import check_geometry_tags, check_pixel_data_lengths, check_slice_positions
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.metaimage_check import check_metaimage_decoded, check_metaimage_length
@@ -125,69 +126,6 @@ def _has_dicom_signature(path: Path) -> bool:
         return False
     with path.open("rb") as stream:
         return stream.read(132)[128:] == b"DICM"
-
-
-DICOM_GEOMETRY_TAGS = {
-    "0020|0032": "ImagePositionPatient (0020,0032)",
-    "0020|0037": "ImageOrientationPatient (0020,0037)",
-    "0028|0030": "PixelSpacing (0028,0030)",
-}
-"""The type 1 tags that place a CT slice in space. Without them ITK guesses (1 mm pixels, slices 1 mm apart or
-spaced from whichever positions there are, axes as the identity): a series lacking one is refused."""
-
-
-def _check_geometry_tags(folder: Path, reader: sitk.ImageSeriesReader) -> None:
-    """Refuse a series in which any file lacks a tag that places it in space (anonymisers drop them), naming the
-    tags and files: a label and organ volumes on a guessed grid would look as right as true ones."""
-    files = [Path(name).name for name in reader.GetFileNames()]
-    lacking = {
-        tag: sorted(
-            name
-            for index, name in enumerate(files)
-            if not reader.HasMetaDataKey(index, tag) or not reader.GetMetaData(index, tag).strip()  # or empty
-        )
-        for tag in DICOM_GEOMETRY_TAGS
-    }
-    missing = [
-        f"{DICOM_GEOMETRY_TAGS[tag]} in {len(names)} of {len(files)} files ({', '.join(names[:3])}"
-        f"{', ...' if len(names) > 3 else ''})"
-        for tag, names in lacking.items()
-        if names
-    ]
-    if missing:
-        raise InputError(
-            f"{folder}: DICOM series without {'; without '.join(missing)}: where its voxels lie is unknown, and a "
-            "label on a guessed grid would have wrong volumes; export the series with its geometry"
-        )
-
-
-def _check_slice_positions(folder: Path, reader: sitk.ImageSeriesReader, slice_spacing_mm: float) -> None:
-    """Refuse a series whose slices are not evenly spaced (a missing slice would silently stretch the volume)."""
-    files = reader.GetFileNames()
-    try:
-        positions = np.array([_numbers(reader.GetMetaData(i, "0020|0032"), 3) for i in range(len(files))])
-        row_col = np.array(_numbers(reader.GetMetaData(0, "0020|0037"), 6))
-    except ValueError as error:
-        raise InputError(f"{folder}: unreadable slice geometry ({error})") from error
-    if len(positions) < 3:
-        return
-    gaps = np.diff(positions @ np.cross(row_col[:3], row_col[3:]))
-    if np.abs(np.abs(gaps) - slice_spacing_mm).max() > 0.01 * slice_spacing_mm + 1e-3:
-        raise InputError(
-            f"{folder}: slice positions are not evenly spaced (gaps {np.round(np.abs(gaps), 3).min()} to "
-            f"{np.round(np.abs(gaps), 3).max()} mm): missing or duplicate slices?"
-        )
-
-
-def _numbers(value: str, count: int) -> list[float]:
-    """The `count` finite numbers of a multi-valued DICOM decimal string; ValueError saying what it holds if not."""
-    try:
-        numbers = [float(v) for v in value.split("\\")]
-    except ValueError:
-        numbers = []
-    if len(numbers) != count or not all(np.isfinite(numbers)):
-        raise ValueError(f"{value.strip()!r} where {count} numbers belong")
-    return numbers
 
 
 def _undecodable_slices(folder: Path, files: Sequence[str]) -> str:
@@ -323,8 +261,9 @@ def _read_dicom_series(folder: Path, readable: Path, notes: list[str]) -> sitk.I
     except RuntimeError as error:
         culprits = _undecodable_slices(folder, reader.GetFileNames())
         raise InputError(f"{folder}: DICOM series cannot be read: {culprits or itk_reason(error)}") from error
-    _check_geometry_tags(folder, reader)
-    _check_slice_positions(folder, reader, image.GetSpacing()[2])
+    check_geometry_tags(folder, reader)
+    check_slice_positions(folder, reader, image.GetSpacing()[2])
+    check_pixel_data_lengths(folder, reader.GetFileNames())
     _check_3d_volume(
         folder,
         image.GetDimension(),

@@ -421,6 +421,26 @@ def test_a_dicom_slice_whose_jpeg2000_data_cannot_be_decoded_is_named(tmp_path: 
     assert "Implicit Transfer Syntax" in message  # ITK's reason, now with the slice it concerns
 
 
+@pytest.mark.parametrize("change", [-1000, 1000], ids=["short", "long"])
+def test_a_dicom_slice_whose_pixel_data_has_another_length_than_its_header_needs_is_named(
+    tmp_path: Path, change: int
+) -> None:
+    """GDCM decodes an uncompressed slice 1000 bytes short into a slice with 500 wrong voxels, without a word."""
+    folder = tmp_path / "series"
+    shutil.copytree(shared_case("dcmqi_ct3slice").image, folder)
+    damaged = sorted(folder.iterdir())[1]
+    dataset = pydicom.dcmread(damaged)
+    length = len(dataset.PixelData)
+    dataset.PixelData = dataset.PixelData[:change] if change < 0 else dataset.PixelData + bytes(change)
+    dataset.save_as(damaged)
+    with pytest.raises(InputError) as refusal:
+        read_ct(folder)
+    assert str(refusal.value) == (
+        f"{folder}: 1 slice(s) whose pixel data does not have the length their header needs: "
+        f"{damaged.name} ({length + change} bytes where its header needs {length})"
+    )
+
+
 def test_a_folder_of_two_series_says_once_which_it_reads_and_names_both(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
