@@ -8,11 +8,11 @@ through it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,7 +37,7 @@ CANONICAL_ORIENTATION = "LPS"
 """Processing orientation: index axes run towards patient left, posterior, superior (ITK's identity direction)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Reorientation:
     """How an image's voxels were permuted and flipped into the canonical LPS orientation, and the way back.
 
@@ -128,7 +128,7 @@ def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
         raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class CanonicalCT:
     """A CT on the processing grid (canonical LPS, axis-aligned) and the exact way back for its label.
 
@@ -193,7 +193,7 @@ class CanonicalCT:
             spacing_stored=stored,
             keep_as_read=keep_as_read,
         )
-        return dataclasses.replace(canonical, reading_warnings=tuple(notes))
+        return replace(canonical, reading_warnings=tuple(notes))
 
     @classmethod
     def from_image(
