@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from efficientscn.errors import InputError
+from efficientscn.imaging.arrays import ct_from_array
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.read import as_int16_ct
 from efficientscn.infer.graphs import without_graph_optimisation
@@ -96,9 +96,12 @@ class Segmenter:
         `image`: a SimpleITK image (any orientation; integer or float HU, rounded and clipped to int16 as files
         are), or a NumPy array indexed (z, y, x), as `sitk.GetArrayFromImage` gives, with `spacing` (x, y, z mm,
         required), `origin` (x, y, z mm, default 0) and `direction` (9 cosines, default identity) in SimpleITK's
-        convention. `name` names the CT in messages. Raises `InputError` for a CT `efficientscn predict` cannot
-        segment (not 3-D, a label map, too small or too large, no organ found); predict's plausibility checks of the
-        intensities (`plausibility.check_intensities`) are not run.
+        convention. An array may be of any integer or float type and byte order (float16 is taken as float32).
+        `name` names the CT in messages. Raises `InputError` for a CT `efficientscn predict` cannot segment (not 3-D,
+        a label map, too small or too large, no organ found) and for an array or geometry that cannot be a CT's
+        (boolean, complex or object values; spacing, origin or direction not 3, 3 and 9 finite numbers, spacing not
+        positive, direction not orthonormal); `ValueError` for an array without spacing or an image given with one.
+        Predict's plausibility checks of the intensities (`plausibility.check_intensities`) are not run.
         """
         ct = self.canonical(image, spacing=spacing, origin=origin, direction=direction, name=name)
         return ct.restore(self.segment_canonical(ct).label)
@@ -164,15 +167,6 @@ def _as_sitk(
         if spacing is not None or origin is not None or direction is not None:
             raise ValueError(f"{name}: a SimpleITK image carries its own geometry; give spacing etc. with arrays only")
         return image
-    array = np.asarray(image)
-    if array.ndim != 3:
-        raise InputError(f"{name}: {array.ndim}-D array {array.shape}; expected a 3-D CT indexed (z, y, x)")
     if spacing is None:
         raise ValueError(f"{name}: a NumPy array needs its spacing (x, y, z mm)")
-    converted = sitk.GetImageFromArray(array)
-    converted.SetSpacing([float(value) for value in spacing])
-    if origin is not None:
-        converted.SetOrigin([float(value) for value in origin])
-    if direction is not None:
-        converted.SetDirection([float(value) for value in direction])
-    return converted
+    return ct_from_array(image, spacing, origin, direction, name)

@@ -72,6 +72,60 @@ def test_what_is_not_a_ct_is_refused_naming_it(image: object, geometry: dict, er
         _unloaded_segmenter().canonical(image, name="ct", **geometry)  # type: ignore[arg-type]
 
 
+_CT = np.full((40, 40, 40), -1000, np.int16)
+_CT[10:30, 10:30, 10:30] = 40
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">f4", "<f8", np.float16, np.int32, np.uint16], ids=str)
+def test_an_array_of_any_number_type_and_byte_order_is_read_as_the_values_it_holds(dtype: object) -> None:
+    """SimpleITK refuses big-endian and float16 arrays with a TypeError; they hold HU like any other."""
+    values = (_CT + 1024).astype(dtype) if np.dtype(dtype).kind == "u" else _CT.astype(dtype)
+    ct = _unloaded_segmenter().canonical(values, spacing=(0.8, 0.8, 2.5), name="ct")
+    expected = _CT + 1024 if np.dtype(dtype).kind == "u" else _CT
+    np.testing.assert_array_equal(ct.array_zyx, expected)
+    assert ct.spacing_zyx == (2.5, 0.8, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("image", "geometry", "message"),
+    [
+        (_CT > 0, {}, r"^ct: a boolean array \(a mask\?\)"),
+        (_CT.astype(object), {}, r"^ct: an array of object"),
+        (_CT.astype(np.complex64), {}, r"^ct: an array of complex64"),
+        (_CT.astype("U4"), {}, r"^ct: an array of <U4"),
+        (_CT, {"spacing": (0.0, 1.0, 1.0)}, r"^ct: spacing \(0\.0, 1\.0, 1\.0\) is not positive"),
+        (_CT, {"spacing": (1.0, -1.0, 1.0)}, r"^ct: spacing \(1\.0, -1\.0, 1\.0\) is not positive"),
+        (_CT, {"spacing": (1.0, 1.0)}, r"^ct: spacing has 2 values \(1\.0, 1\.0\); expected 3"),
+        (_CT, {"spacing": (1.0, 1.0, 1.0, 1.0)}, r"^ct: spacing has 4 values"),  # SimpleITK kept the first three
+        (_CT, {"spacing": "111"}, r"^ct: spacing '111' is not a sequence of 3 numbers"),
+        (_CT, {"direction": (1, 0, 0, 0, 1, 0)}, r"^ct: direction has 6 values .*expected 9"),
+        (_CT, {"origin": (0.0, 0.0)}, r"^ct: origin has 2 values"),
+        (_CT, {"origin": (np.nan, 0.0, 0.0)}, r"^ct: origin \(nan, 0\.0, 0\.0\) is not finite"),
+    ],
+    ids=[
+        "bool",
+        "object",
+        "complex",
+        "strings",
+        "zero spacing",
+        "negative spacing",
+        "short spacing",
+        "long spacing",
+        "spacing as text",
+        "short direction",
+        "short origin",
+        "NaN origin",
+    ],
+)
+def test_a_bad_array_or_geometry_is_an_input_error_naming_the_ct_before_simpleitk_sees_it(
+    image: np.ndarray, geometry: dict, message: str
+) -> None:
+    """SimpleITK's TypeError and RuntimeError (with its C++ source paths) used to come through instead."""
+    with pytest.raises(InputError, match=message) as refusal:
+        _unloaded_segmenter().canonical(image, name="ct", **{"spacing": (1.0, 1.0, 1.0), **geometry})
+    assert ".h:" not in str(refusal.value) and ".hxx" not in str(refusal.value)
+
+
 def test_the_package_offers_segmenter_without_loading_tensorflow_on_import() -> None:
     assert efficientscn.Segmenter is Segmenter
     with pytest.raises(AttributeError, match="no attribute 'Segmentor'"):

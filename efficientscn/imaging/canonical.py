@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -152,6 +152,10 @@ class CanonicalCT:
     """The grid of an oblique CT as read, where its label goes back to; None if not oblique."""
     oblique_image: sitk.Image | None = None
     """An oblique CT as read, kept only if asked (`keep_as_read`): organ statistics are measured on its grid."""
+    reading_warnings: tuple[str, ...] = ()
+    """What reading the file had to assume or choose, which the label depends on: the orientation of a NIfTI that
+    states none, the series read from a folder of several. Each was logged as a warning; `predict` puts them in the
+    case's report."""
 
     @property
     def image_as_read(self) -> sitk.Image:
@@ -178,9 +182,10 @@ class CanonicalCT:
         `from_image`."""
         if max_voxels is not None:
             check_voxel_count(header_size(path), max_voxels)
-        ct = read_ct(path)
+        notes: list[str] = []
+        ct = read_ct(path, notes)
         stored = spacing_fallback != "missing" or ct.GetSpacing() != (1.0, 1.0, 1.0) or spacing_is_stored(path)
-        return cls.from_image(
+        canonical = cls.from_image(
             ct,
             str(path),
             max_voxels=max_voxels,
@@ -188,6 +193,7 @@ class CanonicalCT:
             spacing_stored=stored,
             keep_as_read=keep_as_read,
         )
+        return replace(canonical, reading_warnings=tuple(notes))
 
     @classmethod
     def from_image(

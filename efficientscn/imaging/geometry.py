@@ -65,11 +65,11 @@ class Grid:
             found.append(f"size {self.size} != {other.size}")
         scale = np.asarray(self.spacing)
         if not np.allclose(self.spacing, other.spacing, rtol=0, atol=tolerance * scale.max()):
-            found.append(f"spacing {_fmt(self.spacing)} != {_fmt(other.spacing)}")
+            found.append(f"spacing {_fmt_pair(self.spacing, other.spacing)}")
         if not np.allclose(self.origin, other.origin, rtol=0, atol=tolerance * scale.max()):
-            found.append(f"origin {_fmt(self.origin)} != {_fmt(other.origin)}")
+            found.append(f"origin {_fmt_pair(self.origin, other.origin)}")
         if not np.allclose(self.direction, other.direction, rtol=0, atol=tolerance):
-            found.append(f"direction {_fmt(self.direction)} != {_fmt(other.direction)}")
+            found.append(f"direction {_fmt_pair(self.direction, other.direction)}")
         return found
 
 
@@ -83,8 +83,16 @@ def grid_of(image: sitk.Image) -> Grid:
     )
 
 
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+def _fmt(values: Sequence[float], digits: int = 6) -> str:
+    return "(" + ", ".join(f"{v:.{digits}g}" for v in values) + ")"
+
+
+def _fmt_pair(values: Sequence[float], others: Sequence[float]) -> str:
+    """`values != others`, with as many significant digits as show where they differ (a far origin that a float32
+    header moved by a few micrometres needs ten), and the largest difference."""
+    digits = next((d for d in range(6, 18) if _fmt(values, d) != _fmt(others, d)), 17)
+    largest = float(np.abs(np.subtract(values, others)).max())
+    return f"{_fmt(values, digits)} != {_fmt(others, digits)} (differ by up to {largest:.3g})"
 
 
 def is_orthonormal(direction: Sequence[float], tolerance: float = DIRECTION_TOLERANCE) -> bool:

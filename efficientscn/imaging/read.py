@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError, LabelMapGiven
+from efficientscn.imaging.dicom_check import check_geometry_tags, check_pixel_data_lengths, check_slice_positions
 from efficientscn.imaging.geometry import Grid, grid_of, is_orthonormal
 from efficientscn.imaging.itk_path import itk_path
+from efficientscn.imaging.metaimage_check import check_metaimage_decoded, check_metaimage_length
 from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete, check_nifti_header, nifti_states_orientation
 from efficientscn.labels import NUM_LABELS
@@ -48,12 +51,13 @@ def itk_reason(error: RuntimeError) -> str:
     return text[:400]
 
 
-def dicom_series_files(folder: Path, readable: Path) -> list[str]:
-    """The files of the largest DICOM series in a folder (warning if there are several), as ITK reads them in
-    `readable` (the folder, or a folder of links to its files with plain names).
+def dicom_series_files(folder: Path, readable: Path, notes: list[str] | None = None) -> list[str]:
+    """The files of the largest DICOM series in a folder, as ITK reads them in `readable` (the folder, or a folder
+    of links to its files with plain names).
 
     GDCM silently leaves out files it cannot parse, which turns a truncated slice into a missing one; a file
-    that carries the DICOM signature but belongs to no series is therefore refused.
+    that carries the DICOM signature but belongs to no series is therefore refused. Where the folder holds several
+    series, which one is read is said once, naming each, where `notes` (the reading's warnings) is given.
     """
     entries = sorted(p for p in readable.iterdir() if not p.name.startswith("."))
     if not entries:
@@ -70,11 +74,34 @@ def dicom_series_files(folder: Path, readable: Path) -> list[str]:
             + ", ".join(unreadable[:5])
         )
     chosen = max(series, key=lambda sid: len(series[sid]))
-    if len(series) > 1:
-        logger.warning(
-            "%s: %d DICOM series; reading the largest (%s, %d files)", folder, len(series), chosen, len(series[chosen])
-        )
+    if len(series) > 1 and notes is not None:
+        others = "; ".join(_series_name(series[sid]) for sid in series if sid != chosen)
+        chosen_name = _series_name(series[chosen])
+        _note(notes, f"{folder}: {len(series)} DICOM series; reading the largest, {chosen_name}, not {others}")
     return list(series[chosen])
+
+
+def _series_name(files: Sequence[str]) -> str:
+    """How a user finds a series again: its number and description (from its first file), file count and UID."""
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    try:
+        header.ReadImageInformation()
+    except RuntimeError:  # GDCM parsed it to group it; ITK may still balk at its image
+        return f"series ({len(files)} files)"
+    keys = ("0020|0011", "0008|103e", "0020|000e")  # SeriesNumber, SeriesDescription, SeriesInstanceUID
+    tags = {key: header.GetMetaData(key).strip() for key in keys if header.HasMetaDataKey(key)}
+    number = f"series {tags['0020|0011']}" if tags.get("0020|0011") else "series"
+    description = f" {tags['0008|103e']!r}" if tags.get("0008|103e") else ""
+    uid = f", {tags['0020|000e']}" if tags.get("0020|000e") else ""
+    return f"{number}{description} ({len(files)} files{uid})"
+
+
+def _note(notes: list[str] | None, message: str) -> None:
+    """Log a warning about what reading assumed or chose, and keep it in `notes` where given (for the report)."""
+    logger.warning("%s", message)
+    if notes is not None:
+        notes.append(message)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -101,26 +128,19 @@ def _has_dicom_signature(path: Path) -> bool:
         return stream.read(132)[128:] == b"DICM"
 
 
-def _check_slice_positions(folder: Path, reader: sitk.ImageSeriesReader, slice_spacing_mm: float) -> None:
-    """Refuse a series whose slices are not evenly spaced (a missing slice would silently stretch the volume)."""
-    try:
-        positions = np.array(
-            [
-                [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
-                for i in range(len(reader.GetFileNames()))
-            ]
-        )
-        row_col = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
-    except (RuntimeError, ValueError):
-        return  # no patient position tags: nothing to compare
-    if len(positions) < 3:
-        return
-    gaps = np.diff(positions @ np.cross(row_col[:3], row_col[3:]))
-    if np.abs(np.abs(gaps) - slice_spacing_mm).max() > 0.01 * slice_spacing_mm + 1e-3:
-        raise InputError(
-            f"{folder}: slice positions are not evenly spaced (gaps {np.round(np.abs(gaps), 3).min()} to "
-            f"{np.round(np.abs(gaps), 3).max()} mm): missing or duplicate slices?"
-        )
+def _undecodable_slices(folder: Path, files: Sequence[str]) -> str:
+    """The slices of a series that cannot be decoded alone (a corrupt JPEG 2000 stream, say), with ITK's reason,
+    found after the series as a whole failed; empty if each slice reads alone."""
+    failures = []
+    for name in files:
+        try:
+            sitk.ReadImage(name)
+        except RuntimeError as error:
+            failures.append(f"{Path(name).name} ({itk_reason(error)})")
+    if not failures:
+        return ""
+    more = ", ..." if len(failures) > 3 else ""
+    return f"{len(failures)} slice(s) cannot be decoded: {', '.join(failures[:3])}{more}"
 
 
 def _check_3d_volume(path: Path | str, dimension: int, components: int, size: tuple[int, ...], pixel: str) -> None:
@@ -130,7 +150,9 @@ def _check_3d_volume(path: Path | str, dimension: int, components: int, size: tu
     if dimension != 3:
         raise InputError(f"{path}: {dimension}-D image (size {size}); expected a 3-D CT or label")
     if min(size) < 2:
-        raise InputError(f"{path}: 2-D image (size {size}, a single slice); expected a 3-D volume")
+        thin = ", ".join(f"{count} along {axis}" for axis, count in zip("xyz", size, strict=True) if count < 2)
+        flat = "no voxels" if min(size) == 0 else "a single plane of voxels"
+        raise InputError(f"{path}: {flat} (size {size}: {thin}); expected a 3-D volume")
 
 
 def _text_header(path: Path) -> str:
@@ -168,6 +190,8 @@ def _check_geometry(path: Path | str, image: sitk.Image) -> None:
     spacing = image.GetSpacing()
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"{path}: spacing {spacing} is not positive and finite")
+    if not all(np.isfinite(image.GetOrigin())):
+        raise InputError(f"{path}: origin {image.GetOrigin()} is not finite")
     if not is_orthonormal(image.GetDirection()):
         raise InputError(f"{path}: direction {image.GetDirection()} is not orthonormal (a sheared or scaled grid)")
 
@@ -179,47 +203,37 @@ def _missing(path: Path) -> str:
     return f"{path}: no such file or folder"
 
 
-def read_image(path: str | os.PathLike[str]) -> sitk.Image:
+def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> sitk.Image:
     """Read a 3-D single-component image from a file (NIfTI, MHA, MHD, NRRD) or a DICOM series folder.
 
     The pixel type is left as stored. Raises `InputError` for a missing path, an empty folder, a file that is
-    not an image or is truncated, anything that is not a 3-D single-component volume, and odd geometry
-    (non-positive spacing, non-orthonormal direction).
+    not an image or is truncated or corrupt, anything that is not a 3-D single-component volume, odd geometry
+    (non-positive spacing, non-finite origin, non-orthonormal direction), and a DICOM series that does not say
+    where its slices lie. What reading chose (the series read from a folder of several) is logged as a warning and
+    added to `notes`.
     """
     path = Path(path)
     with itk_path(path) as readable:
-        return _read_image(path, readable)
+        return _read_image(path, readable, [] if notes is None else notes)
 
 
-def _read_image(path: Path, readable: Path) -> sitk.Image:
+def _read_image(path: Path, readable: Path, notes: list[str]) -> sitk.Image:
     """`read_image` of `path`, which ITK reads as `readable` (the same, or a link with a plain name)."""
     if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(dicom_series_files(path, readable))
-        reader.MetaDataDictionaryArrayUpdateOn()
-        try:
-            image = reader.Execute()
-        except RuntimeError as error:
-            raise InputError(f"{path}: DICOM series cannot be read: {itk_reason(error)}") from error
-        _check_slice_positions(path, reader, image.GetSpacing()[2])
-        _check_3d_volume(
-            path,
-            image.GetDimension(),
-            image.GetNumberOfComponentsPerPixel(),
-            image.GetSize(),
-            image.GetPixelIDTypeAsString(),
-        )
+        image = _read_dicom_series(path, readable, notes)
     else:
         if not path.exists():
             raise InputError(_missing(path))
         reader = _file_information(path, readable)
         pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
-        nifti = image_suffix(path) in (".nii", ".nii.gz")
+        suffix = image_suffix(path)
+        nifti, metaimage = suffix in (".nii", ".nii.gz"), suffix in (".mha", ".mhd")
         if nifti:
             check_nifti_header(path)
-        elif image_suffix(path) in (".mha", ".mhd"):
+        elif metaimage:
             _check_metaimage_spacing(path)
+            check_metaimage_length(readable, path)  # ITK calls a truncated one "No such file or directory"
         try:
             image = reader.Execute()
         except RuntimeError as error:
@@ -230,7 +244,33 @@ def _read_image(path: Path, readable: Path) -> sitk.Image:
             ) from error
         if nifti:  # ITK's NIfTI reader pads a truncated file with zeros without a word
             check_nifti_complete(path, decoded=sitk.GetArrayViewFromImage(image))
+        elif metaimage:  # and its MetaImage reader decodes a corrupt zlib stream into garbage
+            check_metaimage_decoded(readable, sitk.GetArrayViewFromImage(image), path)
     _check_geometry(path, image)
+    return image
+
+
+def _read_dicom_series(folder: Path, readable: Path, notes: list[str]) -> sitk.Image:
+    """The largest DICOM series of a folder as one volume, refused if a slice cannot be decoded or the series does
+    not say (or contradicts) where its slices lie."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(dicom_series_files(folder, readable, notes))
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        culprits = _undecodable_slices(folder, reader.GetFileNames())
+        raise InputError(f"{folder}: DICOM series cannot be read: {culprits or itk_reason(error)}") from error
+    check_geometry_tags(folder, reader)
+    check_slice_positions(folder, reader, image.GetSpacing()[2])
+    check_pixel_data_lengths(folder, reader.GetFileNames())
+    _check_3d_volume(
+        folder,
+        image.GetDimension(),
+        image.GetNumberOfComponentsPerPixel(),
+        image.GetSize(),
+        image.GetPixelIDTypeAsString(),
+    )
     return image
 
 
@@ -295,10 +335,25 @@ def _scalar_array(path: Path | str, image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayViewFromImage(image)
 
 
-def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
-    """Read a CT as int16 HU, geometry kept (size, origin, spacing, direction as stored); see `as_int16_ct`."""
+def read_ct(path: str | os.PathLike[str], notes: list[str] | None = None) -> sitk.Image:
+    """Read a CT as int16 HU, geometry kept (size, origin, spacing, direction as stored); see `as_int16_ct`.
+
+    What reading had to assume or choose (a NIfTI's orientation that it does not state, the series read from a
+    folder of several) is logged as a warning and added to `notes`.
+    """
     path = Path(path)
-    return _int16_ct(path, read_image(path))
+    image = read_image(path, notes)
+    if image_suffix(path) in (".nii", ".nii.gz") and not nifti_states_orientation(path):
+        _note(notes, f"{path}: {NO_ORIENTATION}")
+    return _int16_ct(path, image)
+
+
+NO_ORIENTATION = (
+    "NIfTI without qform and sform: where the patient lies is unknown; its voxel axes are assumed to run to the "
+    "patient's left, posterior and superior (LPS) from an origin of 0, and the label is wrong (mirrored or rotated) "
+    "if they do not"
+)
+"""What is assumed of a NIfTI CT that states no orientation (ITK's reading of it), said in the log and the report."""
 
 
 def as_int16_ct(image: sitk.Image, source: str = "image") -> sitk.Image:

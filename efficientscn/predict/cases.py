@@ -42,12 +42,7 @@ def find_sources(inputs: Path, output: Path) -> list[Path]:
     if not inputs.exists():
         raise InputError(f"{inputs}: no such file or folder")
     single = inputs.is_file() or is_dicom_folder(inputs)
-    folder = inputs.parent if inputs.is_file() else inputs
-    # a folder of CTs would take labels written inside it for CTs on the next run; a single CT's folder is its own
-    inside = output.resolve() == folder.resolve() or (not single and folder.resolve() in output.resolve().parents)
-    beside = single and output.resolve() == inputs.parent.resolve()  # a DICOM folder's label among its siblings
-    if inside or beside or (inputs.is_dir() and single and folder.resolve() in output.resolve().parents):
-        raise InputError(f"{output}: the output folder is (inside) the input folder {folder}; choose another one")
+    _refuse_output_among_inputs(inputs, output, dicom_folder=single and inputs.is_dir())
     if single:
         return [inputs]
     entries = sorted(p for p in inputs.iterdir() if not p.name.startswith("."))
@@ -66,6 +61,25 @@ def find_sources(inputs: Path, output: Path) -> list[Path]:
     if not sources:
         raise InputError(f"{inputs}: no CT found (image files {', '.join(IMAGE_SUFFIXES)} or DICOM folders)")
     return sources
+
+
+def _refuse_output_among_inputs(inputs: Path, output: Path, *, dicom_folder: bool) -> None:
+    """InputError where labels would go among CTs, where a later run would take them for CTs: into the input folder
+    (a single file's folder), inside a folder of CTs or a DICOM folder, or beside a DICOM folder given alone (among
+    its sibling series and files, which a run on their folder reads). A single file's labels may go in a subfolder
+    beside it: its folder is not scanned for CTs."""
+    folder = inputs.parent if inputs.is_file() else inputs
+    target, source = output.resolve(), folder.resolve()
+    if target == source:
+        what = f"the folder of the input {inputs.name}" if inputs.is_file() else "the input folder"
+        raise InputError(f"{output}: the output folder is {what}; labels never go among the CTs, choose another one")
+    if inputs.is_dir() and source in target.parents:
+        raise InputError(f"{output}: the output folder is inside the input folder {folder}; choose another one")
+    if dicom_folder and target == source.parent:
+        raise InputError(
+            f"{output}: the output folder holds the input DICOM folder {inputs.name}: its label would lie beside it, "
+            f"among what a run on {output} reads as CTs; choose another one (say {output / 'labels'})"
+        )
 
 
 def case_owners(cases: list[Case]) -> dict[str, Path]:

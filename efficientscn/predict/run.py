@@ -155,6 +155,7 @@ class Predictor:
                 record.status = "skipped"
                 record.warn([f"skipped: {str(error).removeprefix(f'{case.source}: ')}"])
                 return "skipped"
+            record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
             segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
             record.warn(check_organs(segmentation.label, ct.spacing_zyx))
             record.seconds.update(segmentation.seconds)

@@ -146,3 +146,20 @@ def test_axis_aligned_grid_covers_an_oblique_grid_with_its_spacings_along_the_ne
     assert np.all(inside >= -1e-6) and np.all(inside <= np.asarray(covering.size) - 1 + 1e-6)
     straight = Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert axis_aligned_grid(straight) == Grid((10, 20, 30), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0), straight.direction)
+
+
+def test_grid_differences_show_where_a_far_origin_differs() -> None:
+    """A NIfTI header's float32 moves an origin 100 m from the scanner's centre by a millimetre; printed to six
+    digits, both origins looked the same."""
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    far = Grid((122, 101, 30), (3.0, 3.0, 3.0), (123456.78, -98765.43, 4321.09), identity)
+    stored = Grid(far.size, far.spacing, tuple(float(np.float32(value)) for value in far.origin), identity)
+    (difference,) = far.differences(stored)
+    before, after = difference.removeprefix("origin ").split(" (differ by up to ")[0].split(" != ")
+    assert before != after
+    assert tuple(float(v) for v in before.strip("()").split(", ")) == pytest.approx(far.origin, abs=0.01)
+    assert tuple(float(v) for v in after.strip("()").split(", ")) == pytest.approx(stored.origin, abs=0.01)
+    assert difference.endswith(f"(differ by up to {np.abs(np.subtract(far.origin, stored.origin)).max():.3g})")
+    assert Grid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), identity).differences(
+        Grid((2, 2, 2), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), identity)
+    ) == ["spacing (1, 1, 1) != (1, 1, 2) (differ by up to 1)"]

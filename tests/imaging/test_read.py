@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.geometry import grid_of
 from efficientscn.imaging.read import header_size, read_ct, read_header, read_label
 from efficientscn.imaging.write import write_label
@@ -146,13 +150,58 @@ def test_multi_member_gzip_nifti_still_reads(tmp_path: Path) -> None:
     assert np.array_equal(sitk.GetArrayFromImage(read_ct(path)), expected)
 
 
-@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
-def test_truncated_mha_and_nrrd_are_refused(tmp_path: Path, suffix: str) -> None:
-    full = tmp_path / f"full{suffix}"
+def test_truncated_nrrd_is_refused(tmp_path: Path) -> None:
+    full = tmp_path / "full.nrrd"
     sitk.WriteImage(read_ct(shared_case("ts_example_ct_sm").image), str(full), useCompression=True)
-    path = _truncated_copy(full, tmp_path / f"cut{suffix}")
-    with pytest.raises(InputError, match=rf"cut\{suffix}: image data cannot be read"):
+    path = _truncated_copy(full, tmp_path / "cut.nrrd")
+    with pytest.raises(InputError, match=r"cut\.nrrd: image data cannot be read"):
         read_ct(path)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "zlib"])
+def test_a_truncated_metaimage_is_called_truncated_not_a_missing_file(tmp_path: Path, compressed: bool) -> None:
+    """ITK's reason for a cut .mha or .mhd is "No such file or directory", naming the header."""
+    ct = read_ct(shared_case("ts_example_ct_sm").image)
+    sitk.WriteImage(ct, str(tmp_path / "full.mha"), useCompression=compressed)
+    path = _truncated_copy(tmp_path / "full.mha", tmp_path / "cut.mha")
+    kind = "compressed voxel data where the header \\(CompressedDataSize\\) says" if compressed else "voxel data where"
+    with pytest.raises(InputError, match=rf"cut\.mha: truncated MetaImage: \d+ bytes of {kind}") as refusal:
+        read_ct(path)
+    assert "No such file" not in str(refusal.value)
+    sitk.WriteImage(ct, str(tmp_path / "scan.mhd"), useCompression=compressed)  # the data in scan.raw / scan.zraw
+    data = tmp_path / ("scan.zraw" if compressed else "scan.raw")
+    _truncated_copy(data, data)
+    with pytest.raises(InputError, match=r"scan\.mhd: truncated MetaImage"):
+        read_ct(tmp_path / "scan.mhd")
+    data.unlink()
+    with pytest.raises(InputError, match=rf"scan\.mhd: the data file '{data.name}' that its header names is not"):
+        read_ct(tmp_path / "scan.mhd")
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.99])
+@pytest.mark.parametrize("suffix", [".mha", ".mhd"])
+def test_a_compressed_metaimage_with_corrupt_zlib_data_is_refused_naming_it(
+    tmp_path: Path, suffix: str, where: float
+) -> None:
+    """ITK decodes such a file into a CT with garbage slabs, printing "Uncompress failed" without a name."""
+    ct = read_ct(shared_case("ts_example_ct_sm").image)
+    path = tmp_path / f"scan{suffix}"
+    sitk.WriteImage(ct, str(path), useCompression=True)
+    data = path if suffix == ".mha" else tmp_path / "scan.zraw"
+    raw = bytearray(data.read_bytes())
+    start = raw.index(b"ElementDataFile = LOCAL\n") + 24 if suffix == ".mha" else 0
+    position = start + int((len(raw) - start) * where)
+    raw[position : position + 8] = bytes(b ^ 0xA5 for b in raw[position : position + 8])
+    data.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=rf"scan\{suffix}: (corrupt|truncated) compressed voxel data"):
+        read_ct(path)
+
+
+def test_an_intact_compressed_metaimage_reads_as_written(tmp_path: Path) -> None:
+    ct = read_ct(shared_case("ts_example_ct").image)
+    for name in ("scan.mha", "scan.mhd"):
+        sitk.WriteImage(ct, str(tmp_path / name), useCompression=True)
+        assert np.array_equal(sitk.GetArrayViewFromImage(read_ct(tmp_path / name)), sitk.GetArrayViewFromImage(ct))
 
 
 def test_text_file_is_not_an_image(tmp_path: Path) -> None:
@@ -174,7 +223,12 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
         (
             "one_slice.mha",
             lambda: sitk.GetImageFromArray(np.zeros((1, 5, 6), np.int16)),
-            r"2-D image \(size \(6, 5, 1\)",
+            r"a single plane of voxels \(size \(6, 5, 1\): 1 along z\)",
+        ),
+        (
+            "one_row.mha",  # not "a single slice": the slices have one row each
+            lambda: sitk.GetImageFromArray(np.zeros((5, 1, 6), np.int16)),
+            r"a single plane of voxels \(size \(6, 1, 5\): 1 along y\)",
         ),
         ("series.nii.gz", lambda: sitk.Image([6, 5, 4, 2], sitk.sitkInt16), r"4-D image"),
         (
@@ -296,3 +350,112 @@ def test_a_metaimage_header_whose_name_is_not_utf8_finds_its_data_file(tmp_path:
     header = tmp_path / os.fsdecode(b"scan_\xff.mhd")
     (tmp_path / "scan.mhd").rename(header)
     assert read_ct(header).GetSize() == tuple(case.meta["size_xyz"])
+
+
+def _series_with(tmp_path: Path, change: Callable[[pydicom.Dataset], None], which: slice) -> tuple[Path, list[str]]:
+    """A copy of the shared JPEG 2000 series with `change` made to the files `which` picks (in name order), and the
+    names of those files."""
+    folder = tmp_path / "series"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, folder)
+    changed = sorted(folder.iterdir())[which]
+    for path in changed:
+        dataset = pydicom.dcmread(path)
+        change(dataset)
+        dataset.save_as(path)
+    return folder, [path.name for path in changed]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "tag"),
+    [
+        ("ImagePositionPatient", "(0020,0032)"),
+        ("PixelSpacing", "(0028,0030)"),
+        ("ImageOrientationPatient", "(0020,0037)"),
+    ],
+)
+@pytest.mark.parametrize("which", [slice(None), slice(7, 8)], ids=["every file", "one file"])
+def test_a_dicom_series_that_does_not_say_where_its_slices_lie_is_refused_naming_the_tag_and_files(
+    tmp_path: Path, keyword: str, tag: str, which: slice
+) -> None:
+    """ITK would take 1 mm pixels, 1 mm slices, or space the slices from whichever positions there are (50 mm where
+    one file lacks its position and the truth is 2 mm), and the label and its volumes would lie on that grid."""
+    folder, stripped = _series_with(tmp_path, lambda dataset: delattr(dataset, keyword), which)
+    count = len(stripped)
+    with pytest.raises(InputError) as refusal:
+        read_ct(folder)
+    message = str(refusal.value)
+    assert message.startswith(f"{folder}: DICOM series without {keyword} {tag} in {count} of 20 files (")
+    assert stripped[0] in message and "guessed grid" in message
+
+
+def test_a_dicom_series_whose_pixel_spacing_is_empty_is_refused_as_one_without_it(tmp_path: Path) -> None:
+    """An anonymiser may blank a value instead of removing the tag: ITK then takes 1 mm pixels just the same."""
+    folder, (blank,) = _series_with(tmp_path, lambda dataset: setattr(dataset, "PixelSpacing", None), slice(0, 1))
+    with pytest.raises(InputError, match=rf"without PixelSpacing \(0028,0030\) in 1 of 20 files \({blank}\)"):
+        read_ct(folder)
+
+
+def test_a_dicom_series_with_an_unreadable_slice_position_is_refused(tmp_path: Path) -> None:
+    folder, _ = _series_with(
+        tmp_path, lambda dataset: setattr(dataset, "ImagePositionPatient", [1.0, 2.0]), slice(3, 4)
+    )
+    with pytest.raises(
+        InputError, match=r"series: unreadable slice geometry \('1\.0\\\\2\.0' where 3 numbers belong\)"
+    ):
+        read_ct(folder)
+
+
+def _cut_codestream(dataset: pydicom.Dataset) -> None:
+    """Cut the JPEG 2000 codestream of a one-frame slice short by a third (as a damaged transfer would)."""
+    frame = next(pydicom.encaps.generate_frames(dataset.PixelData, number_of_frames=1))
+    dataset.PixelData = pydicom.encaps.encapsulate([frame[: 2 * len(frame) // 3]])
+
+
+def test_a_dicom_slice_whose_jpeg2000_data_cannot_be_decoded_is_named(tmp_path: Path) -> None:
+    """GDCM's reason alone is "Failed to change to Implicit Transfer Syntax", for the series as a whole."""
+    folder, (damaged,) = _series_with(tmp_path, _cut_codestream, slice(11, 12))
+    with pytest.raises(InputError) as refusal:
+        read_ct(folder)
+    message = str(refusal.value)
+    assert message.startswith(f"{folder}: DICOM series cannot be read: 1 slice(s) cannot be decoded: {damaged} (")
+    assert "Implicit Transfer Syntax" in message  # ITK's reason, now with the slice it concerns
+
+
+@pytest.mark.parametrize("change", [-1000, 1000], ids=["short", "long"])
+def test_a_dicom_slice_whose_pixel_data_has_another_length_than_its_header_needs_is_named(
+    tmp_path: Path, change: int
+) -> None:
+    """GDCM decodes an uncompressed slice 1000 bytes short into a slice with 500 wrong voxels, without a word."""
+    folder = tmp_path / "series"
+    shutil.copytree(shared_case("dcmqi_ct3slice").image, folder)
+    damaged = sorted(folder.iterdir())[1]
+    dataset = pydicom.dcmread(damaged)
+    length = len(dataset.PixelData)
+    dataset.PixelData = dataset.PixelData[:change] if change < 0 else dataset.PixelData + bytes(change)
+    dataset.save_as(damaged)
+    with pytest.raises(InputError) as refusal:
+        read_ct(folder)
+    assert str(refusal.value) == (
+        f"{folder}: 1 slice(s) whose pixel data does not have the length their header needs: "
+        f"{damaged.name} ({length + change} bytes where its header needs {length})"
+    )
+
+
+def test_a_folder_of_two_series_says_once_which_it_reads_and_names_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "study"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, folder)
+    for slice_file in shared_case("dcmqi_ct3slice").image.iterdir():
+        shutil.copy(slice_file, folder / f"other_{slice_file.name}")
+    other = pydicom.dcmread(next(shared_case("dcmqi_ct3slice").image.iterdir()), stop_before_pixels=True)
+    with caplog.at_level(logging.WARNING):
+        ct = CanonicalCT.read(folder, max_voxels=10**8)  # the header is read first, then the series
+    assert ct.array_zyx.shape[0] == 20
+    warnings = [record.getMessage() for record in caplog.records if "DICOM series" in record.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{folder}: 2 DICOM series; reading the largest, series ")
+    # the shared series is anonymised down to its description; the other keeps its number and UID
+    assert "series 'CT Body 3.0' (20 files), not " in warnings[0]
+    assert warnings[0].endswith(f"not series {other.SeriesNumber} (3 files, {other.SeriesInstanceUID})")
+    assert ct.reading_warnings == (warnings[0],)

@@ -17,6 +17,7 @@ from pathlib import Path
 import highdicom
 import keras
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
@@ -774,3 +775,38 @@ def test_a_dataset_folder_its_clashing_names_and_its_batch_files(models: Path, t
     rows = (out / "statistics.csv").read_bytes().splitlines()
     assert sorted({row.split(b",")[0] for row in rows[1:]}) == [b"a", b"c", b"caf\xe9"]
     assert json.loads((out / "a.json").read_text())["liver"]["voxels"] > 0
+
+
+@pytest.mark.slow  # one batch: tens of seconds
+def test_a_ct_read_on_an_assumed_geometry_says_so_in_the_report_and_one_on_a_guessed_grid_is_refused(
+    models: Path, tmp_path: Path
+) -> None:
+    """A NIfTI without qform and sform is segmented with the assumption in its report entry; a DICOM series without
+    slice positions and a MetaImage with corrupt zlib data fail, named, and the batch goes on."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    raw = bytearray(gzip.decompress(shared_case("ts_example_ct_sm").image.read_bytes()))
+    raw[252:256] = bytes(4)  # qform_code and sform_code 0
+    (inputs / "bare_0000.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    series = inputs / "series"
+    shutil.copytree(shared_case("ts_example_ct_dicom").image, series)
+    for path in series.iterdir():
+        dataset = pydicom.dcmread(path)
+        del dataset.ImagePositionPatient
+        dataset.save_as(path)
+    sitk.WriteImage(read_ct(shared_case("ts_example_ct_sm").image), str(inputs / "zlib.mha"), useCompression=True)
+    damaged = bytearray((inputs / "zlib.mha").read_bytes())
+    damaged[-30_000:-29_990] = bytes(10)
+    (inputs / "zlib.mha").write_bytes(bytes(damaged))
+    report_path = tmp_path / "run.json"
+    assert _predict("-i", inputs, "-o", tmp_path / "out", "--models", models, "--report", report_path) == 1
+    cases = {Path(case["input"]).name: case for case in json.loads(report_path.read_text())["cases"]}
+    bare = cases["bare_0000.nii.gz"]
+    assert bare["status"] == "done" or "no organ" in bare["error"]  # an untrained SCN: whatever it finds
+    assert any("NIfTI without qform and sform" in warning and "(LPS)" in warning for warning in bare["warnings"])
+    assert cases["series"]["status"] == "failed"
+    assert "DICOM series without ImagePositionPatient (0020,0032) in 20 of 20 files" in cases["series"]["error"]
+    assert (
+        cases["zlib.mha"]["status"] == "failed"
+        and "zlib.mha: corrupt compressed voxel data" in cases["zlib.mha"]["error"]
+    )

@@ -209,9 +209,17 @@ def test_a_folder_of_cts_with_loose_dicom_files_is_a_folder_of_cts_and_says_so(
     assert find_sources(series, tmp_path / "out") == [series]
 
 
-def test_a_dicom_folders_label_never_goes_beside_it_among_the_other_cts(tmp_path: Path) -> None:
+def test_a_dicom_folders_label_never_goes_beside_it_among_the_other_cts_and_the_refusal_says_so(
+    tmp_path: Path,
+) -> None:
+    """The output is the series' parent, not inside it: the refusal says what is wrong with that (it used to call
+    the parent the input folder)."""
     series = tmp_path / "series"
     shutil.copytree(shared_case("ts_example_ct_dicom").image, series)
-    with pytest.raises(InputError, match=r"the output folder is .*the input folder"):
+    with pytest.raises(InputError) as refusal:
         find_sources(series, tmp_path)
+    message = str(refusal.value)
+    assert message.startswith(f"{tmp_path}: the output folder holds the input DICOM folder series: its label would")
+    assert "among what a run on" in message and str(tmp_path / "labels") in message
+    assert "inside" not in message and "is the input folder" not in message
     assert find_sources(series, tmp_path / "labels") == [series]
