@@ -11,9 +11,7 @@ import warnings
 from pathlib import Path
 
 import highdicom
-import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -21,6 +19,7 @@ from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
 from efficientscn.labels import ORGAN_CATEGORY, ORGAN_NAMES, ORGANS
 from efficientscn.outputs.dicom_source import label_values, organs_present, read_source_series
+from efficientscn.outputs.existing import declares_sop_class, dicom_read_errors, read_dicom_output
 from efficientscn.versions import __version__
 
 ANATOMICAL_STRUCTURE = Code(ORGAN_CATEGORY[0], "SCT", ORGAN_CATEGORY[1])
@@ -127,24 +126,20 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 def dicom_seg_problem(path: Path) -> str | None:
     """Why the file at `path` cannot count as a finished DICOM-SEG of this tool, or None if it can: it must read
     whole (its frames included) as a Segmentation object with at least one segment."""
+    dataset = read_dicom_output(path, SEGMENTATION_STORAGE, "SEG", "a DICOM Segmentation object")
+    if isinstance(dataset, str):
+        return dataset
     try:
-        dataset = pydicom.dcmread(path)
-        if dataset.get("SOPClassUID") != SEGMENTATION_STORAGE or dataset.get("Modality") != "SEG":
-            return "not a DICOM Segmentation object"
         if not dataset.get("SegmentSequence"):
             return "a DICOM-SEG without segments"
         frames = int(dataset.NumberOfFrames) * int(dataset.Rows) * int(dataset.Columns)
         if len(dataset.PixelData) < (frames + 7) // 8:  # BINARY: one bit per pixel
             return f"truncated: {len(dataset.PixelData)} bytes of pixel data for {frames} pixels"
-    except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError) as error:
-        return f"not a readable DICOM-SEG ({type(error).__name__}: {error})"
+    except dicom_read_errors() as error:
+        return f"not readable as a DICOM Segmentation object ({type(error).__name__}: {error})"
     return None
 
 
 def is_dicom_seg_file(path: Path) -> bool:
-    """Whether the file at `path` declares itself a DICOM Segmentation object (its header, pixels not read): one
-    this tool may replace, whole or damaged."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID") == SEGMENTATION_STORAGE
-    except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError):
-        return False
+    """Whether the file at `path` declares itself a DICOM Segmentation object: one this tool may replace."""
+    return declares_sop_class(path, SEGMENTATION_STORAGE)

@@ -332,7 +332,7 @@ def test_only_a_whole_seg_counts_as_a_finished_output(tmp_path: Path) -> None:
     assert dicom_seg_problem(ct_instance) == "not a DICOM Segmentation object"
     path.write_text("not DICOM at all\n")
     problem = dicom_seg_problem(path)
-    assert problem is not None and problem.startswith("not a readable DICOM-SEG")
+    assert problem is not None and problem.startswith("not readable as a DICOM Segmentation object")
 
 
 @pytest.mark.parametrize(
