@@ -298,3 +298,15 @@ def test_a_damaged_dicom_output_is_replaced_and_a_file_of_another_kind_is_not(
     path.write_text("notes\n")
     with pytest.raises(InputError, match=f"is not {kind}; not replaced"):
         writer.refuse_replacing(path)
+
+
+def test_the_cut_off_organs_the_preview_hatches_follow_the_anatomy_not_the_storage() -> None:
+    """The same CT stored axially and sagittally (ts_example_ct_sm and its asl variant, whose head-foot axis runs
+    along index y): the same organs are cut off by the scan, so the same are hatched."""
+    hatched = {}
+    for case_id in ("ts_example_ct_sm", "ts_example_ct_sm_asl"):
+        case = shared_case(case_id)
+        ct = CanonicalCT.read(case.image)
+        label = sitk.ReadImage(str(case.label), sitk.sitkUInt8)
+        hatched[case_id] = CaseResult(ct, ct.array_zyx.astype(np.uint8) * 0, label, case.image).cut_off_labels()
+    assert hatched["ts_example_ct_sm"] == hatched["ts_example_ct_sm_asl"] == [1, 2, 3]  # liver, kidneys, spleen
