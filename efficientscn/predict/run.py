@@ -31,7 +31,7 @@ from efficientscn.outputs.writers import CaseResult, CaseWriter, DoneCase, case_
 from efficientscn.predict.cases import Case, find_sources
 from efficientscn.predict.locks import case_lock
 from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts, write_report
-from efficientscn.predict.plausibility import check_organs, gate_input
+from efficientscn.predict.plausibility import gate_input, gate_organs
 from efficientscn.predict.read_ahead import ReadAhead
 from efficientscn.predict.resume import Resume, remove_leftovers
 from efficientscn.segmenter import Segmenter
@@ -187,7 +187,7 @@ class Predictor:
         with self.monitor.measuring(case) as record:
             ct, record.seconds["read"] = reads.take(case)
             segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
-            record.warn(check_organs(segmentation.label, ct.spacing_zyx))
+            record.warn(gate_organs(segmentation.label, ct.spacing_zyx, case.source))  # no organ: the case fails
             record.seconds.update(segmentation.seconds)
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
