@@ -18,7 +18,16 @@ from pydicom.sr.coding import Code
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
 from efficientscn.labels import ORGAN_CATEGORY, ORGAN_NAMES, ORGANS
-from efficientscn.outputs.dicom_source import label_values, organs_present, read_source_series
+from efficientscn.outputs.dicom_source import (
+    CONTENT_LABEL,
+    MANUFACTURER,
+    MODEL_NAME,
+    SERIES_DESCRIPTION,
+    failures_named,
+    label_values,
+    organs_present,
+    read_source_series,
+)
 from efficientscn.outputs.existing import declares_sop_class, dicom_read_errors, read_dicom_output
 from efficientscn.versions import __version__
 
@@ -29,11 +38,7 @@ ARTIFICIAL_INTELLIGENCE: Code = codes.cid7162.ArtificialIntelligence
 """The algorithm family: DCM 123110 "Artificial Intelligence" (DICOM CID 7162)."""
 
 SEG_SERIES_NUMBER = 300
-SEG_SERIES_DESCRIPTION = "EfficientSCN organs"
-SEG_MANUFACTURER = "efficientscn"
-SEG_MODEL_NAME = "EfficientSCN"
 SEG_DEVICE_SERIAL_NUMBER = "none"
-SEG_CONTENT_LABEL = "ORGANS"
 
 
 def write_dicom_seg(series: Path, label: sitk.Image, path: Path, *, overwrite: bool = False) -> Path:
@@ -63,7 +68,7 @@ def write_dicom_seg(series: Path, label: sitk.Image, path: Path, *, overwrite: b
         raise InputError(f"{series}: no organ in the label: no DICOM-SEG written (a SEG needs at least one frame)")
     with atomic_output(path, suffix=path.suffix, overwrite=overwrite) as temporary:
         sources = read_source_series(series, label, output_kind="DICOM-SEG")
-        try:
+        with failures_named(path, "DICOM-SEG", "highdicom", series):
             with warnings.catch_warnings():
                 # the patient's name is the source's, copied as it is: its form is not ours to warn about
                 warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
@@ -76,29 +81,17 @@ def write_dicom_seg(series: Path, label: sitk.Image, path: Path, *, overwrite: b
                     series_number=SEG_SERIES_NUMBER,
                     sop_instance_uid=highdicom.UID(),
                     instance_number=1,
-                    manufacturer=SEG_MANUFACTURER,
-                    manufacturer_model_name=SEG_MODEL_NAME,
+                    manufacturer=MANUFACTURER,
+                    manufacturer_model_name=MODEL_NAME,
                     software_versions=__version__,
                     device_serial_number=SEG_DEVICE_SERIAL_NUMBER,
-                    content_label=SEG_CONTENT_LABEL,
+                    content_label=CONTENT_LABEL,
                     content_description=f"EfficientSCN: {', '.join(ORGAN_NAMES[v] for v in present)}",
-                    series_description=SEG_SERIES_DESCRIPTION,
+                    series_description=SERIES_DESCRIPTION,
                     omit_empty_frames=True,
                 )
             seg.save_as(temporary, enforce_file_format=True)
-        except BUILD_ERRORS as error:  # highdicom or pydicom find the source headers unfit (or lacking)
-            raise InputError(
-                f"{path}: DICOM-SEG not written: highdicom cannot build one over {series}: {type(error).__name__}: "
-                f"{error}"
-            ) from error
-        except OSError as error:  # named by the file asked for, not by its temporary
-            raise OSError(f"{path}: DICOM-SEG not written: {error.strerror or error}") from error
     return path
-
-
-BUILD_ERRORS = (ValueError, AttributeError, KeyError, TypeError, IndexError, NotImplementedError)
-"""What highdicom and pydicom raise for source headers they cannot take (a SOP class they do not know, a value
-that does not fit its VR, an attribute missing): the input's fault, said in one line, not a traceback."""
 
 
 def _segment_description(value: int) -> highdicom.seg.SegmentDescription:
@@ -111,7 +104,7 @@ def _segment_description(value: int) -> highdicom.seg.SegmentDescription:
         segmented_property_type=Code(ORGANS[value].snomed_code, "SCT", ORGANS[value].snomed_meaning),
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=highdicom.AlgorithmIdentificationSequence(
-            name=SEG_MODEL_NAME, family=ARTIFICIAL_INTELLIGENCE, version=__version__
+            name=MODEL_NAME, family=ARTIFICIAL_INTELLIGENCE, version=__version__
         ),
         display_color=highdicom.color.CIELabColor.from_rgb(*ORGANS[value].colour_rgb),
     )

@@ -8,9 +8,10 @@ the same series references it alike.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,16 @@ TYPE2_ATTRIBUTES = (
 )
 """Type 2 attributes the outputs need from their source: the standard allows them empty, so a missing one is added
 empty."""
+
+MANUFACTURER = "efficientscn"
+MODEL_NAME = "EfficientSCN"
+SERIES_DESCRIPTION = "EfficientSCN organs"
+CONTENT_LABEL = "ORGANS"
+"""What the DICOM outputs say of their maker and content (the SEG's content label, the structure set's label)."""
+
+BUILD_ERRORS = (ValueError, AttributeError, KeyError, TypeError, IndexError, NotImplementedError)
+"""What highdicom, rt-utils and pydicom raise for source headers they cannot take (a SOP class they do not know, a
+value that does not fit its VR, an attribute missing): the input's fault, said in one line, not a traceback."""
 
 UID_SALT = "efficientscn source series"
 """Mixed into every derived UID, so that it cannot equal a UID another tool derives from the same values."""
@@ -85,6 +96,20 @@ def read_source_series(series: Path, label: sitk.Image, *, output_kind: str) -> 
         _fill_missing_attributes(series, datasets, files, label.GetSpacing()[2], output_kind)
     slices = _slice_of_each_instance(series, datasets, label)
     return [datasets[i] for i in np.argsort(slices)]
+
+
+@contextlib.contextmanager
+def failures_named(path: Path, kind: str, builder: str, series: Path) -> Iterator[None]:
+    """Building and saving the DICOM output `kind` at `path` from `series` with `builder` (a library): what fails
+    names `path` and says what happened, in one line (InputError for the headers, OSError for the disk)."""
+    try:
+        yield
+    except BUILD_ERRORS as error:
+        raise InputError(
+            f"{path}: {kind} not written: {builder} cannot build one over {series}: {type(error).__name__}: {error}"
+        ) from error
+    except OSError as error:  # named by the file asked for, not by its temporary
+        raise OSError(f"{path}: {kind} not written: {error.strerror or error}") from error
 
 
 def _read_headers(series: Path, files: Sequence[str]) -> list[Dataset]:

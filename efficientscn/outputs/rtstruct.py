@@ -22,7 +22,16 @@ from pydicom.dataset import Dataset
 from efficientscn.atomic import atomic_output
 from efficientscn.errors import InputError
 from efficientscn.labels import ORGANS
-from efficientscn.outputs.dicom_source import label_values, organs_present, read_source_series
+from efficientscn.outputs.dicom_source import (
+    CONTENT_LABEL,
+    MANUFACTURER,
+    MODEL_NAME,
+    SERIES_DESCRIPTION,
+    failures_named,
+    label_values,
+    organs_present,
+    read_source_series,
+)
 from efficientscn.outputs.existing import declares_sop_class, dicom_read_errors, read_dicom_output
 from efficientscn.versions import __version__
 
@@ -30,10 +39,6 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 """The SOP class of an RT Structure Set."""
 
 RTSTRUCT_SERIES_NUMBER = 301
-RTSTRUCT_SERIES_DESCRIPTION = "EfficientSCN organs"
-RTSTRUCT_LABEL = "ORGANS"
-RTSTRUCT_MANUFACTURER = "efficientscn"
-RTSTRUCT_MODEL_NAME = "EfficientSCN"
 ROI_INTERPRETED_TYPE = "ORGAN"
 """Every ROI's RT ROI Interpreted Type (DICOM defined term)."""
 
@@ -65,34 +70,26 @@ def write_rtstruct(series: Path, label: sitk.Image, path: Path, *, overwrite: bo
         raise InputError(f"{path}: not written: {INSTALL_HINT}") from error
     with atomic_output(path, suffix=path.suffix, overwrite=overwrite) as temporary:
         sources = read_source_series(series, label, output_kind="RT Structure Set")
-        try:
-            with _rt_utils_deprecations_silenced():
-                structure = ds_helper.create_rtstruct_dataset(sources)
-                frame_of_reference = structure.ReferencedFrameOfReferenceSequence[-1].FrameOfReferenceUID
-                for number, value in enumerate(present, start=1):
-                    organ = ORGANS[value]
-                    mask, planes = _organ_contours(values == value, sources)
-                    roi = ROIData(
-                        mask,
-                        list(organ.colour_rgb),
-                        number,
-                        organ.name,
-                        frame_of_reference,
-                        description=f"FLARE label {value}",
-                        roi_generation_algorithm="AUTOMATIC",
-                    )
-                    structure.ROIContourSequence.append(ds_helper.create_roi_contour(roi, planes))
-                    structure.StructureSetROISequence.append(ds_helper.create_structure_set_roi(roi))
-                    structure.RTROIObservationsSequence.append(ds_helper.create_rtroi_observation(roi))
-                _complete(structure, sources[0])
-                structure.save_as(temporary, enforce_file_format=True)
-        except (ValueError, AttributeError, KeyError, TypeError, IndexError) as error:
-            raise InputError(
-                f"{path}: RT Structure Set not written: rt-utils cannot build one over {series}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-        except OSError as error:  # named by the file asked for, not by its temporary
-            raise OSError(f"{path}: RT Structure Set not written: {error.strerror or error}") from error
+        with failures_named(path, "RT Structure Set", "rt-utils", series), _rt_utils_deprecations_silenced():
+            structure = ds_helper.create_rtstruct_dataset(sources)
+            frame_of_reference = structure.ReferencedFrameOfReferenceSequence[-1].FrameOfReferenceUID
+            for number, value in enumerate(present, start=1):
+                organ = ORGANS[value]
+                mask, planes = _organ_contours(values == value, sources)
+                roi = ROIData(
+                    mask,
+                    list(organ.colour_rgb),
+                    number,
+                    organ.name,
+                    frame_of_reference,
+                    description=f"FLARE label {value}",
+                    roi_generation_algorithm="AUTOMATIC",
+                )
+                structure.ROIContourSequence.append(ds_helper.create_roi_contour(roi, planes))
+                structure.StructureSetROISequence.append(ds_helper.create_structure_set_roi(roi))
+                structure.RTROIObservationsSequence.append(ds_helper.create_rtroi_observation(roi))
+            _complete(structure, sources[0])
+            structure.save_as(temporary, enforce_file_format=True)
     return path
 
 
@@ -163,14 +160,14 @@ def _complete(structure: Dataset, source: Dataset) -> None:
     """What rt-utils leaves out or fills with its own names, as the RT Structure Set IOD wants it: this tool as the
     maker, the General Study and Frame of Reference attributes of the source series, the ROIs interpreted as
     organs."""
-    structure.Manufacturer = RTSTRUCT_MANUFACTURER
-    structure.ManufacturerModelName = RTSTRUCT_MODEL_NAME
+    structure.Manufacturer = MANUFACTURER
+    structure.ManufacturerModelName = MODEL_NAME
     structure.SoftwareVersions = __version__
     del structure.InstitutionName  # rt-utils' own laboratory: type 3, left out
-    structure.SeriesDescription = RTSTRUCT_SERIES_DESCRIPTION
+    structure.SeriesDescription = SERIES_DESCRIPTION
     structure.SeriesNumber = RTSTRUCT_SERIES_NUMBER
     structure.InstanceNumber = 1
-    structure.StructureSetLabel = RTSTRUCT_LABEL
+    structure.StructureSetLabel = CONTENT_LABEL
     structure.ReferringPhysicianName = source.ReferringPhysicianName
     structure.AccessionNumber = source.AccessionNumber
     structure.OperatorsName = None
