@@ -115,7 +115,7 @@ def gate_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float], source: Pat
     organ at all: nothing to write, and a label of background only would pass for a result."""
     if not label_zyx.any():
         raise InputError(
-            f"{source}: no organ found in the segmentation: not an abdominal CT, or not one the models can segment "
+            f"{source}: no organs found in the segmentation: not an abdominal CT, or not one the models can segment "
             "(no label written)"
         )
     return check_organs(label_zyx, spacing_zyx)

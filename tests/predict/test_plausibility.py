@@ -100,7 +100,7 @@ def test_an_organ_smaller_than_a_whole_one_is_said_cut_off_only_where_it_fills_a
 
 def test_a_segmentation_without_any_organ_fails_its_case_naming_the_ct(tmp_path) -> None:
     source = tmp_path / "pelvis.nii.gz"
-    with pytest.raises(InputError, match="no organ found in the segmentation") as refused:
+    with pytest.raises(InputError, match="no organs found in the segmentation") as refused:
         gate_organs(np.zeros(SHAPE, np.uint8), (3.0, 3.0, 3.0), source)
     assert str(refused.value).startswith(f"{source}: ")
     label = np.zeros(SHAPE, np.uint8)
