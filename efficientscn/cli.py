@@ -313,7 +313,7 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.imaging.geometry import SPACING_FALLBACKS
     from efficientscn.model.folder import EXPORTED_MODELS, SHIPPED_MODELS
-    from efficientscn.outputs.writers import COMPANIONS, DICOM_SEG_SUFFIX, LABEL_FORMATS
+    from efficientscn.outputs.writers import COMPANIONS, DICOM_SEG_SUFFIX, LABEL_FORMATS, RTSTRUCT_SUFFIX
     from efficientscn.predict.plausibility import AIR, DENSE, SOFT_TISSUE
 
     parser.description = (
@@ -377,8 +377,9 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         choices=LABEL_FORMATS,
         help=(
             "the label's format: nii.gz, nii, mha or nrrd writes OUTPUT/<case>.<format>; dicom-seg writes "
-            f"OUTPUT/<case>{DICOM_SEG_SUFFIX} instead of a label map, for DICOM folders only (default: nii.gz, or the "
-            "CT's own format for a MetaImage or NRRD CT, which keeps its geometry exactly)"
+            f"OUTPUT/<case>{DICOM_SEG_SUFFIX} and rtstruct OUTPUT/<case>{RTSTRUCT_SUFFIX} instead of a label map, for "
+            "DICOM folders only (default: nii.gz, or the CT's own format for a MetaImage or NRRD CT, which keeps its "
+            "geometry exactly)"
         ),
     )
     for name, writer in COMPANIONS.items():  # one flag per output that can go beside the label

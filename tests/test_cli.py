@@ -60,7 +60,7 @@ def test_every_output_option_is_in_the_help_and_in_the_readme(capsys: pytest.Cap
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     text = _help(capsys, "predict")
-    for option in ("--format", "--dicom-seg", "--statistics", "--preview", "--report"):
+    for option in ("--format", "--dicom-seg", "--rtstruct", "--statistics", "--preview", "--report"):
         assert option in text and f"`{option}" in readme, option
     assert _squashed("{" + ",".join(LABEL_FORMATS) + "}") in text
     assert f"`--format {'|'.join(LABEL_FORMATS)}`" in readme

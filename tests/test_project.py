@@ -22,10 +22,10 @@ def _ci_commands() -> list[str]:
 def test_ci_runs_exactly_the_readme_set_up_and_test_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     commands = _ci_commands()
-    assert len(commands) == 3
+    assert len(commands) == 4
     set_up, *tests = commands
     assert "## Set up" in readme and f"\n{set_up}\n" in readme.split("## Set up")[1].split("## ")[0]
-    for test in tests:  # the default suite, then the long checks marked slow
+    for test in tests:  # the validator the tests call, the default suite, then the long checks marked slow
         assert f"\n{test}\n" in readme.split("## Test")[1].split("## ")[0]
     # a clone without ../shared fails instead of skipping the tests that need it
     assert "\nexport CI=true\n" in (REPO_ROOT / ".ci" / "run").read_text()

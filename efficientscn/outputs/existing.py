@@ -7,6 +7,7 @@ replaces a file this tool did not write (a CT, when the input and output folders
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
@@ -14,6 +15,9 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete
 from efficientscn.imaging.read import header_size, read_header, read_image
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def existing_label_problem(label: Path, ct: Path) -> str | None:
@@ -60,3 +64,36 @@ def refuse_replacing_foreign_file(path: Path) -> None:
             f"{path}: exists and holds {header.pixel_type} voxels, not a label of this tool (uint8); not replaced: "
             "move it away, or check that the input and output folders are not swapped"
         )
+
+
+def dicom_read_errors() -> tuple[type[Exception], ...]:
+    """What pydicom raises for a file that is not DICOM, is cut short or holds values it cannot take."""
+    from pydicom.errors import InvalidDicomError  # pydicom only where DICOM outputs are asked for
+
+    return (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError)
+
+
+def read_dicom_output(path: Path, sop_class: str, modality: str, what: str) -> Dataset | str:
+    """The DICOM object at `path` read whole, or why it cannot count as `what` ("a DICOM Segmentation object") of
+    this tool, a string: not readable, or not of `sop_class` and `modality`. The DICOM outputs' `existing_problem`
+    starts here."""
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except dicom_read_errors() as error:
+        return f"not readable as {what} ({type(error).__name__}: {error})"
+    if dataset.get("SOPClassUID") != sop_class or dataset.get("Modality") != modality:
+        return f"not {what}"
+    return dataset
+
+
+def declares_sop_class(path: Path, sop_class: str) -> bool:
+    """Whether the file at `path` declares itself of `sop_class` (its header; pixels not read): a DICOM output this
+    tool may replace, whole or damaged."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID") == sop_class
+    except dicom_read_errors():
+        return False

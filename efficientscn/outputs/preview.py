@@ -1,16 +1,25 @@
-"""Quick-look PNG of a segmented CT: an axial and a coronal slice with the organs overlaid, SimpleITK only."""
+"""Quick-look PNG of a segmented CT: an axial and a coronal slice with the organs overlaid, captions and a legend.
+
+Both slices share one scale (millimetres per pixel), so organs compare in size across them and keep their physical
+proportions; the image is at least `MIN_LONG_SIDE` pixels on its long side whatever the CT's spacing, finer than
+the CT's voxels where they are coarse (nearest neighbour: no invented detail, only larger pixels). A coronal slice
+of a thin slab would be a strip a few pixels high: it is stretched head to foot by a whole factor, which its caption
+states. The legend names each organ's colour (`labels.ORGANS`, shared with the DICOM outputs) and the stripes of
+an organ cut off by the scan.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from PIL import Image, ImageDraw, ImageFont
 
 from efficientscn.atomic import atomic_output
-from efficientscn.imaging.itk_path import itk_path
 from efficientscn.labels import ORGANS
 
 logger = logging.getLogger(__name__)
@@ -24,32 +33,72 @@ ALPHA = 0.45
 LABEL_COLOURS = np.array([(0, 0, 0), *(organ.colour_rgb for organ in ORGANS.values())], dtype=np.float64)
 """RGB per label value: background (unused), then each organ's colour (`labels.ORGANS`)."""
 
-MAX_SIDE = 512
-"""Longest side of each view in pixels."""
+MIN_LONG_SIDE = 512
+"""The two slices side by side are at least this many pixels on their long side..."""
+MAX_LONG_SIDE = 1024
+"""...and at most this many (coarser pixels than the CT's then, for a large field of view at fine spacing)."""
+MIN_PANEL_HEIGHT = 128
+"""A coronal slice lower than this many pixels (a slab of a few slices) is stretched head to foot to reach it."""
 
-GAP_PIXELS = 4
-"""Black gap between the two views."""
-
-
-def _to_square_pixels(plane: np.ndarray, row_mm: float, col_mm: float) -> np.ndarray:
-    """Nearest-neighbour resample of a 2-D slice to square pixels, so anatomy keeps its physical proportions.
-
-    The pixel size is the finer of the two spacings (no invented detail), enlarged if needed so that the longer
-    side stays within `MAX_SIDE`.
-    """
-    height_mm, width_mm = plane.shape[0] * row_mm, plane.shape[1] * col_mm
-    pixel_mm = max(min(row_mm, col_mm), max(height_mm, width_mm) / MAX_SIDE)
-    rows = np.minimum(
-        ((np.arange(max(1, round(height_mm / pixel_mm))) + 0.5) * pixel_mm / row_mm).astype(int), plane.shape[0] - 1
-    )
-    cols = np.minimum(
-        ((np.arange(max(1, round(width_mm / pixel_mm))) + 0.5) * pixel_mm / col_mm).astype(int), plane.shape[1] - 1
-    )
-    return plane[np.ix_(rows, cols)]
-
+GAP_PIXELS = 8
+"""Black gap between the two slices, and between them and the legend."""
+FONT_SIZE = 14
+LINE_PIXELS = 22
+"""Height of a caption line and of a legend row."""
+SWATCH_PIXELS = 14
 
 HATCH_PERIOD = 8
 """Pixels between the diagonal stripes of a hatched organ; half of each period is left without fill."""
+HATCH_SWATCH_RGB = (200, 200, 200)
+"""The colour of the legend's swatch for the stripes (any organ may be striped)."""
+TEXT_RGB = (235, 235, 235)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the two slices go: one scale for both, the coronal one stretched head to foot for a thin slab."""
+
+    pixel_mm: float
+    """The side of a preview pixel in millimetres, in both slices (the coronal one's height: times `stretch`)."""
+    axial_px: tuple[int, int]
+    """Rows (anterior at the top) and columns (the patient's right on the left) of the axial slice."""
+    coronal_px: tuple[int, int]
+    """Rows (head at the top) and columns of the coronal slice, after its stretch."""
+    stretch: int
+    """Whole factor the coronal slice is stretched head to foot by (1: not at all)."""
+
+
+def preview_layout(shape_zyx: Sequence[int], spacing_zyx: Sequence[float]) -> Layout:
+    """The layout of the preview of a canonical CT of `shape_zyx` voxels of `spacing_zyx` mm.
+
+    The scale is the CT's finest spacing, within what keeps the two slices side by side between `MIN_LONG_SIDE` and
+    `MAX_LONG_SIDE` pixels on their long side.
+    """
+    (depth_mm, height_mm, width_mm) = (n * s for n, s in zip(shape_zyx, spacing_zyx, strict=True))
+    long_mm = max(2 * width_mm, height_mm, depth_mm)
+    pixel_mm = min(max(min(spacing_zyx), long_mm / MAX_LONG_SIDE), long_mm / MIN_LONG_SIDE)
+    columns = max(1, round(width_mm / pixel_mm))
+    coronal_rows = max(1, round(depth_mm / pixel_mm))
+    stretch = math.ceil(MIN_PANEL_HEIGHT / coronal_rows) if coronal_rows < MIN_PANEL_HEIGHT else 1
+    return Layout(
+        pixel_mm=pixel_mm,
+        axial_px=(max(1, round(height_mm / pixel_mm)), columns),
+        coronal_px=(round(depth_mm * stretch / pixel_mm) or stretch, columns),
+        stretch=stretch,
+    )
+
+
+def _resampled(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resample of a 2-D slice to `size` (rows, columns) over the same physical extent."""
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * plane.shape[0] / size[0]).astype(int), plane.shape[0] - 1)
+    columns = np.minimum(((np.arange(size[1]) + 0.5) * plane.shape[1] / size[1]).astype(int), plane.shape[1] - 1)
+    return plane[np.ix_(rows, columns)]
+
+
+def _stripes(shape: tuple[int, int]) -> np.ndarray:
+    """Where a hatched fill is left out: every other diagonal band of `HATCH_PERIOD` / 2 pixels."""
+    rows, cols = np.indices(shape)
+    return (rows + cols) % HATCH_PERIOD >= HATCH_PERIOD // 2
 
 
 def _render(ct: np.ndarray, label: np.ndarray, hatched: Sequence[int] = ()) -> np.ndarray:
@@ -60,8 +109,7 @@ def _render(ct: np.ndarray, label: np.ndarray, hatched: Sequence[int] = ()) -> n
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     organ = label > 0
     colour = LABEL_COLOURS[label]
-    rows, cols = np.indices(label.shape)
-    gaps = np.isin(label, list(hatched)) & ((rows + cols) % HATCH_PERIOD >= HATCH_PERIOD // 2)
+    gaps = np.isin(label, list(hatched)) & _stripes(label.shape)
     fill = organ & ~gaps
     rgb[fill] = (1.0 - ALPHA) * rgb[fill] + ALPHA * colour[fill]
     padded = np.pad(label, 1, mode="edge")
@@ -85,6 +133,41 @@ def _centre_of_mass(mask: np.ndarray) -> np.ndarray:
     return np.array([round(float(profile @ np.arange(profile.size)) / total) for profile in profiles])
 
 
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_SIZE)  # Pillow's own font: nothing to find on the machine
+
+
+def _legend(width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> np.ndarray:
+    """The legend rows, `width` pixels wide: a swatch and the name of each organ, then the stripes' meaning."""
+    entries: list[tuple[np.ndarray, str]] = []
+    for organ in ORGANS.values():
+        swatch = np.empty((SWATCH_PIXELS, SWATCH_PIXELS, 3), np.uint8)
+        swatch[:] = organ.colour_rgb
+        entries.append((swatch, organ.name))
+    striped = np.zeros((SWATCH_PIXELS, SWATCH_PIXELS, 3), np.uint8)
+    striped[~_stripes(striped.shape[:2])] = HATCH_SWATCH_RGB
+    entries.append((striped, "striped: cut off by the scan's end"))
+    image = Image.new("RGB", (width, LINE_PIXELS * 2), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    x, y = GAP_PIXELS, 0
+    for swatch, text in entries:
+        needed = SWATCH_PIXELS + 6 + int(draw.textlength(text, font=font)) + 3 * GAP_PIXELS
+        if x + needed > width and x > GAP_PIXELS:  # the rest on the next row
+            x, y = GAP_PIXELS, y + LINE_PIXELS
+        top = y + (LINE_PIXELS - SWATCH_PIXELS) // 2
+        image.paste(Image.fromarray(swatch), (x, top))
+        draw.text((x + SWATCH_PIXELS + 6, y + LINE_PIXELS // 2), text, fill=TEXT_RGB, font=font, anchor="lm")
+        x += needed
+    return np.asarray(image)[: y + LINE_PIXELS]
+
+
+def _captioned(panel: np.ndarray, caption: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> np.ndarray:
+    """The panel below a line of text."""
+    line = Image.new("RGB", (panel.shape[1], LINE_PIXELS), (0, 0, 0))
+    ImageDraw.Draw(line).text((2, LINE_PIXELS // 2), caption, fill=TEXT_RGB, font=font, anchor="lm")
+    return np.concatenate([np.asarray(line), panel])
+
+
 def write_preview(
     ct: np.ndarray,
     label: np.ndarray,
@@ -94,34 +177,46 @@ def write_preview(
     overwrite: bool = False,
     hatched: Sequence[int] = (),
 ) -> Path:
-    """Write a PNG with an axial (left) and a coronal (right) slice through the centre of the labelled organs.
+    """Write a PNG with an axial (left) and a coronal (right) slice through the centre of the labelled organs, each
+    under its caption, and the legend below them.
 
     `ct` (HU) and `label` are zyx arrays on the canonical LPS grid, so the axial view is already radiological
     (patient right on the image left, anterior at the top); the coronal view is flipped to put superior at the
-    top. Both cut through the label's centre of mass, or the volume centre when the label is empty. The views are
-    top-aligned, padded to the same height, with `GAP_PIXELS` black columns between them. The organs whose label
-    values are in `hatched` (those cut off by the scan) are filled in diagonal stripes. An existing `path` raises
-    FileExistsError unless `overwrite`.
+    top. Both cut through the label's centre of mass, or the volume centre when the label is empty, at the scale
+    and sizes of `preview_layout`, top-aligned. The organs whose label values are in `hatched` (those cut off by
+    the scan) are filled in diagonal stripes. An existing `path` raises FileExistsError unless `overwrite`.
     """
     ct, label = np.asarray(ct), np.asarray(label)
     if ct.ndim != 3 or ct.shape != label.shape:
         raise ValueError(f"ct {ct.shape} and label {label.shape} must be 3-D zyx arrays of the same shape")
     if len(spacing_zyx) != 3 or min(spacing_zyx) <= 0:
         raise ValueError(f"spacing_zyx {spacing_zyx} must be three positive sizes in mm")
-    centre = _centre_of_mass(label > 0)
-    z, y, _ = centre
-    dz, dy, dx = spacing_zyx
-    views = [
-        _render(_to_square_pixels(ct[z], dy, dx), _to_square_pixels(label[z], dy, dx), hatched),
-        _render(_to_square_pixels(ct[::-1, y], dz, dx), _to_square_pixels(label[::-1, y], dz, dx), hatched),
+    layout = preview_layout(ct.shape, spacing_zyx)
+    z, y, _ = centre = _centre_of_mass(label > 0)
+    axial = _render(_resampled(ct[z], layout.axial_px), _resampled(label[z], layout.axial_px), hatched)
+    coronal = _render(
+        _resampled(ct[::-1, y], layout.coronal_px), _resampled(label[::-1, y], layout.coronal_px), hatched
+    )
+    font = _font()
+    stretched = f", {layout.stretch}x stretched" if layout.stretch > 1 else ""
+    panels = [
+        _captioned(axial, "axial, patient's right on the left", font),
+        _captioned(coronal, f"coronal, head up{stretched}", font),
     ]
-    height = max(view.shape[0] for view in views)
-    gap = np.zeros((height, GAP_PIXELS, 3), dtype=np.uint8)
-    padded = [np.pad(view, ((0, height - view.shape[0]), (0, 0), (0, 0))) for view in views]
-    canvas = np.concatenate([padded[0], gap, padded[1]], axis=1)
+    height = max(panel.shape[0] for panel in panels)
+    padded = [np.pad(panel, ((0, height - panel.shape[0]), (0, 0), (0, 0))) for panel in panels]
+    row = np.concatenate([padded[0], np.zeros((height, GAP_PIXELS, 3), np.uint8), padded[1]], axis=1)
+    legend = _legend(row.shape[1], font)
+    canvas = np.concatenate([row, np.zeros((GAP_PIXELS, row.shape[1], 3), np.uint8), legend])
     path = Path(path)
-    # through a link with a plain name if ITK cannot take the real one
-    with atomic_output(path, suffix=".png", overwrite=overwrite) as temporary, itk_path(temporary) as writable:
-        sitk.WriteImage(sitk.GetImageFromArray(canvas, isVector=True), str(writable))
-    logger.info("wrote preview %s (%d x %d pixels, centre zyx %s)", path, canvas.shape[1], height, centre.tolist())
+    with atomic_output(path, suffix=".png", overwrite=overwrite) as temporary:
+        Image.fromarray(canvas).save(temporary, format="PNG")
+    logger.info(
+        "wrote preview %s (%d x %d pixels, %.3g mm per pixel, centre zyx %s)",
+        path,
+        canvas.shape[1],
+        canvas.shape[0],
+        layout.pixel_mm,
+        centre.tolist(),
+    )
     return path

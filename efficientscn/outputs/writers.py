@@ -1,9 +1,9 @@
 """What `predict` writes for a case, behind one small interface: the seam new output formats plug into.
 
 A `CaseWriter` names its output for a case and writes it from the `CaseResult`. One of a run's writers is the case's
-label (a label map, or a DICOM-SEG with `--format dicom-seg`), whose presence marks a case as done, so it writes last
-and also judges an existing file (`CaseOutput`); the others are its companions, each asked for by the `predict` flag
-of its name (`COMPANIONS`).
+label (a label map, or a DICOM output with `--format dicom-seg` or `--format rtstruct`), whose presence marks a case
+as done, so it writes last and also judges an existing file (`CaseOutput`); the others are its companions, each
+asked for by the `predict` flag of its name (`COMPANIONS`).
 
 A new output format: a module in `efficientscn.outputs` that writes it, a `CaseWriter` subclass here, one entry in
 `COMPANIONS` (and in `LABEL_FORMATS` if it can be the case's label); the command line builds its flag from the entry.
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_FOLDER = "preview"
 DICOM_SEG_SUFFIX = ".seg.dcm"
+RTSTRUCT_SUFFIX = ".rtstruct.dcm"
 STATISTICS_SUFFIX = ".json"
 STATISTICS_CSV = "statistics.csv"
 """The batch's organ statistics, one row per case and organ, beside the cases' `<case>.json`."""
@@ -161,28 +162,48 @@ class ImageLabelWriter(CaseOutput):
         refuse_replacing_foreign_file(path)
 
 
-class DicomSegWriter(CaseOutput):
-    """The label as a DICOM-SEG, `<case>.seg.dcm`, over the DICOM series the CT was read from: one coded segment
-    per organ found (see `dicom_seg.write_dicom_seg`). Other inputs are refused: a SEG references its series."""
+class DicomSeriesOutput(CaseOutput):
+    """An output that references the DICOM series the CT was read from, `<case><suffix>`: other inputs are refused.
+    A file already there is replaced only if it is an output of the same kind, whole or damaged."""
 
-    name = "dicom-seg"
-    help = (
-        f"also write OUTPUT/<case>{DICOM_SEG_SUFFIX}, a DICOM Segmentation object over the input DICOM series (one "
-        "coded segment per organ found), which PACS and viewers open; other inputs get none, with a warning"
-    )
+    suffix: str = ""
+    kind: str = ""
+    """What the messages call it."""
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
-        return output / f"{case_id}{DICOM_SEG_SUFFIX}"
+        return output / f"{case_id}{self.suffix}"
 
     def refusal(self, source: Path) -> str | None:
         if is_dicom_folder(source):
             return None
-        return f"{source}: not a DICOM series; a DICOM-SEG references the series it segments (DICOM folders only)"
+        return f"{source}: not a DICOM series; {self.kind} references the series it segments (DICOM folders only)"
 
     def batch_refusal(self, sources: Sequence[Path]) -> str | None:
         if any(source.is_dir() for source in sources):
             return None
-        return "no DICOM series among the inputs; a DICOM-SEG references the series it segments"
+        return f"no DICOM series among the inputs; {self.kind} references the series it segments"
+
+    def refuse_replacing(self, path: Path) -> None:
+        if path.exists() and path.stat().st_size > 0 and not self.is_own_kind(path):  # a damaged one is redone
+            raise InputError(f"{path}: exists and is not {self.kind}; not replaced: move it away")
+
+    def is_own_kind(self, path: Path) -> bool:
+        """Whether the file at `path` declares itself an output of this kind (whole or damaged)."""
+        raise NotImplementedError
+
+
+class DicomSegWriter(DicomSeriesOutput):
+    """The label as a DICOM-SEG, `<case>.seg.dcm`, over the DICOM series the CT was read from: four coded segments
+    numbered by the organs' label values (see `dicom_seg.write_dicom_seg`)."""
+
+    name = "dicom-seg"
+    suffix = DICOM_SEG_SUFFIX
+    kind = "a DICOM-SEG"
+    help = (
+        f"also write OUTPUT/<case>{DICOM_SEG_SUFFIX}, a DICOM Segmentation object over the input DICOM series (one "
+        "coded segment per organ, numbered by its label value), which PACS and viewers open; other inputs get none, "
+        "with a warning"
+    )
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
         from efficientscn.outputs.dicom_seg import write_dicom_seg  # highdicom and pydicom: only when asked
@@ -194,11 +215,39 @@ class DicomSegWriter(CaseOutput):
 
         return dicom_seg_problem(path)
 
-    def refuse_replacing(self, path: Path) -> None:
+    def is_own_kind(self, path: Path) -> bool:
         from efficientscn.outputs.dicom_seg import is_dicom_seg_file
 
-        if path.exists() and path.stat().st_size > 0 and not is_dicom_seg_file(path):  # a damaged SEG is redone
-            raise InputError(f"{path}: exists and is not a DICOM-SEG; not replaced: move it away")
+        return is_dicom_seg_file(path)
+
+
+class RTStructWriter(DicomSeriesOutput):
+    """The label as a DICOM RT Structure Set, `<case>.rtstruct.dcm`, over the DICOM series the CT was read from: one
+    contoured ROI per organ found (see `rtstruct.write_rtstruct`; needs the `rtstruct` extra)."""
+
+    name = "rtstruct"
+    suffix = RTSTRUCT_SUFFIX
+    kind = "an RT Structure Set"
+    help = (
+        f"also write OUTPUT/<case>{RTSTRUCT_SUFFIX}, a DICOM RT Structure Set over the input DICOM series (one "
+        "contoured ROI per organ found, for radiotherapy planning systems; needs the rtstruct extra); other inputs "
+        "get none, with a warning"
+    )
+
+    def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
+        from efficientscn.outputs.rtstruct import write_rtstruct  # rt-utils and pydicom: only when asked
+
+        write_rtstruct(result.source, result.label, path, overwrite=overwrite)
+
+    def existing_problem(self, path: Path, source: Path) -> str | None:
+        from efficientscn.outputs.rtstruct import rtstruct_problem
+
+        return rtstruct_problem(path)
+
+    def is_own_kind(self, path: Path) -> bool:
+        from efficientscn.outputs.rtstruct import is_rtstruct_file
+
+        return is_rtstruct_file(path)
 
 
 class StatisticsWriter(CaseWriter):
@@ -279,11 +328,12 @@ LABEL_FORMATS: dict[str, Callable[[], CaseOutput]] = {
         for image_format in ("nii.gz", "nii", "mha", "nrrd")
     },
     "dicom-seg": DicomSegWriter,
+    "rtstruct": RTStructWriter,
 }
-"""What `--format` takes: the label map's file format, or a DICOM-SEG instead of a label map."""
+"""What `--format` takes: the label map's file format, or a DICOM output instead of a label map."""
 
 COMPANIONS: dict[str, type[CaseWriter]] = {
-    writer.name: writer for writer in (DicomSegWriter, StatisticsWriter, PreviewWriter)
+    writer.name: writer for writer in (DicomSegWriter, RTStructWriter, StatisticsWriter, PreviewWriter)
 }
 """The outputs `predict` writes beside the label when asked, by name (its flag: `--<name>`; its help: the class's
 `help`), in the order they are written."""
@@ -296,13 +346,13 @@ def leftovers_of(path: Path) -> list[Path]:
 
 
 def case_output(label_format: str | None = None) -> CaseOutput:
-    """The case's label, whose file marks it as done: the label map in `label_format`, or a DICOM-SEG."""
+    """The case's label, whose file marks it as done: the label map in `label_format`, or a DICOM output."""
     return ImageLabelWriter() if label_format is None else LABEL_FORMATS[label_format]()
 
 
 def companion_writers(names: Sequence[str], label: CaseOutput) -> list[CaseWriter]:
     """The writers of the companions `names` (keys of `COMPANIONS`) beside `label`, in the order they write; one
-    that `label` already is (a DICOM-SEG asked for as both) is left out."""
+    that `label` already is (a DICOM-SEG or RT Structure Set asked for as both) is left out."""
     unknown = sorted(set(names) - set(COMPANIONS))
     if unknown:
         raise ValueError(f"unknown output(s) {unknown}; known: {sorted(COMPANIONS)}")

@@ -24,7 +24,7 @@ class PredictOptions:
     label_format: str | None = None
     """The label's format (`writers.LABEL_FORMATS`); None: NIfTI, or the CT's own format for MetaImage and NRRD."""
     companions: tuple[str, ...] = ()
-    """Outputs also written for each case (`writers.COMPANIONS`: "dicom-seg", "statistics", "preview")."""
+    """Outputs also written for each case (`writers.COMPANIONS`: "dicom-seg", "rtstruct", "statistics", "preview")."""
     report: Path | None = None
     progress: bool = True
     spacing_fallback: SpacingFallback = "missing"

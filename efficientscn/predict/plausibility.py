@@ -2,12 +2,14 @@
 
 The networks segment whatever they are given. An abdominal CT has air (around the body, in the bowel and lungs)
 at or below -900 HU; what is not air is mostly soft tissue, -100 to 200 HU (62-76 % on the shared CTs), and very
-little of it is above 500 HU (dense bone; at most 1.3 % there). An input without air, or whose non-air part is not
-mostly soft tissue or much of it above 500 HU, is clearly not such a CT: an MR image (0-4000), inverted
-intensities (air at +1000), noise, a blank volume. It is refused unless forced. The
+little of it is above 500 HU (dense bone; at most 1.3 % there). The body lies inside the field of view, so the
+edges of the axial slices are mostly air (91-100 % on the shared CTs). An input without air, whose non-air part is
+not mostly soft tissue or much of it above 500 HU, or whose slices' edges are not air, is clearly not such a CT:
+an MR image (0-4000), inverted intensities (air at +1000, or air and soft tissue swapped: -1000 - HU), noise, a
+blank volume. It is refused unless forced. A segmentation without any organ fails its case (`gate_organs`); the
 organs found are checked against the volumes of whole adult organs and for being in one piece (two for the
-kidneys): what falls outside is said as a warning, since a scan may cut an organ off or not reach it at all.
-The thresholds are below, the organs' in `labels.ORGANS`; the README lists them (docs/fidelity.md #47).
+kidneys): what falls outside is said as a warning, naming the likely cause (cut off by the scan's end, or missed
+in part). The thresholds are below, the organs' in `labels.ORGANS`; the README lists them (docs/fidelity.md #47).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import SimpleITK as sitk
 
 from efficientscn.errors import InputError
 from efficientscn.labels import NUM_LABELS, ORGANS
+from efficientscn.outputs.statistics import ScanEnd, cut_off_ends
 
 AIR_THRESHOLD_HU = -900
 """At or below: air (a threshold; `imaging.resample.AIR_HU` is the value air is filled in with)."""
@@ -48,6 +51,10 @@ SOFT_TISSUE = Share(
     warn_below=0.4,
 )
 DENSE = Share(f"voxels above {DENSE_HU} HU of the non-air voxels", refuse_above=0.15, warn_above=0.05)
+AIR_AT_EDGES = Share(
+    f"air (<= {AIR_THRESHOLD_HU} HU) of the voxels at the edges of the axial slices", refuse_below=0.1, warn_below=0.5
+)
+"""The body lies inside the field of view: where air is inside a body of soft tissue, the intensities are inverted."""
 
 MAIN_PIECES_SHARE = 0.9
 """The main pieces must hold this share of an organ's voxels; less: a warning (scattered islands)."""
@@ -64,16 +71,19 @@ class Findings:
 
 
 def check_intensities(ct_zyx: np.ndarray) -> Findings:
-    """The share of air, and the shares of soft tissue and dense voxels in what is not air, of an int16 HU CT,
-    against the thresholds."""
+    """The share of air, the shares of soft tissue and dense voxels in what is not air, and the share of air at the
+    edges of the axial slices (`ct_zyx` on the canonical grid: z is the head-foot axis), of an int16 HU CT, against
+    the thresholds."""
     sample = ct_zyx[::SAMPLING, ::SAMPLING, ::SAMPLING]
     air = sample <= AIR_THRESHOLD_HU
     not_air = max(int(sample.size - np.count_nonzero(air)), 1)
     soft = np.count_nonzero((sample >= SOFT_TISSUE_HU[0]) & (sample <= SOFT_TISSUE_HU[1]))
+    edges = np.concatenate([ct_zyx[::SAMPLING, (0, -1), :].ravel(), ct_zyx[::SAMPLING, :, (0, -1)].ravel()])
     shares = {
         AIR: float(np.mean(air)),
         SOFT_TISSUE: soft / not_air,
         DENSE: np.count_nonzero(sample > DENSE_HU) / not_air,
+        AIR_AT_EDGES: float(np.mean(edges <= AIR_THRESHOLD_HU)),
     }
     refusals, warnings = [], []
     for share, value in shares.items():
@@ -100,9 +110,21 @@ def gate_input(ct_zyx: np.ndarray, source: Path, *, force: bool = False) -> list
     return [*findings.refusals, *findings.warnings]
 
 
+def gate_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float], source: Path) -> list[str]:
+    """The warnings about the organs of a segmentation (`check_organs`); InputError naming `source` when it holds no
+    organ at all: nothing to write, and a label of background only would pass for a result."""
+    if not label_zyx.any():
+        raise InputError(
+            f"{source}: no organs found in the segmentation: not an abdominal CT, or not one the models can segment "
+            "(no label written)"
+        )
+    return check_organs(label_zyx, spacing_zyx)
+
+
 def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[str]:
-    """Warnings about each organ of a label on its CT's grid: absent, a volume outside that of a whole adult
-    organ, or scattered into more pieces than it has."""
+    """Warnings about each organ of a label on its CT's canonical grid (z the head-foot axis, inferior first):
+    absent, a volume outside that of a whole adult organ (smaller: cut off by the scan where it fills an end slice
+    as `statistics.cut_off_ends` judges, else missed in part), or scattered into more pieces than it has."""
     sample = np.ascontiguousarray(label_zyx[::SAMPLING, ::SAMPLING, ::SAMPLING])
     voxel_ml = float(np.prod(spacing_zyx)) * SAMPLING**3 / 1000.0
     counts = np.bincount(sample.ravel(), minlength=NUM_LABELS)
@@ -112,15 +134,37 @@ def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[st
         if counts[label] == 0:
             warnings.append(f"{name}: none found (not in the scan?)")
             continue
+        box = _bounding_box(sample == label, SAMPLING)
         if volume < smallest:
-            warnings.append(f"{name}: {volume:.3g} ml, less than a whole one ({smallest:g} ml; cut off by the scan?)")
+            ends = _cut_off_ends(label_zyx, label, box)
+            if ends:
+                where = " and ".join(SCAN_END_NAMES[end] for end in ends)
+                warnings.append(
+                    f"{name}: {volume:.3g} ml, less than a whole one ({smallest:g} ml): cut off by the scan? (it fills "
+                    f"the scan's {where} slice)"
+                )
+            else:
+                warnings.append(f"{name}: {volume:.3g} ml, smaller than a whole one ({smallest:g} ml): missed in part?")
         elif volume > largest:
             warnings.append(f"{name}: {volume:.3g} ml, more than a whole one ({largest:g} ml)")
-        main = _main_pieces_share(label_zyx, label, _bounding_box(sample == label, SAMPLING), organ.pieces)
+        main = _main_pieces_share(label_zyx, label, box, organ.pieces)
         if main < MAIN_PIECES_SHARE:
             pieces = "piece holds" if organ.pieces == 1 else f"{organ.pieces} pieces hold"
             warnings.append(f"{name}: scattered; its largest {pieces} only {100 * main:.0f} % of it")
     return warnings
+
+
+SCAN_END_NAMES = {"first": "lowest", "last": "highest"}
+"""The scan's ends on the canonical (LPS) grid, whose z runs from the feet to the head."""
+
+
+def _cut_off_ends(label_zyx: np.ndarray, label: int, box: tuple[slice, ...]) -> tuple[ScanEnd, ...]:
+    """The scan ends (along z, the head-foot axis of the canonical grid) that cut the organ off, counted at full
+    resolution inside its bounding box."""
+    sections = np.count_nonzero(label_zyx[box] == label, axis=(1, 2))
+    present = np.flatnonzero(sections)
+    start = box[0].start or 0
+    return cut_off_ends(sections[present[0] : present[-1] + 1], start + present[0], start + present[-1], len(label_zyx))
 
 
 def _bounding_box(mask: np.ndarray, scale: int) -> tuple[slice, ...]:

@@ -56,17 +56,17 @@ class Resume:
             return False
         if not case.output.exists():
             return True
+        try:  # first: a file this tool did not write is refused, not announced as a label to redo
+            self.label.refuse_replacing(case.output)
+        except InputError as error:
+            self._refused[case.output] = str(error)
+            return False
         if not self.overwrite:
             problem = self.label.existing_problem(case.output, case.source)
             if problem is None:
                 return False
             logger.warning("%s: its label %s cannot be kept (%s): segmenting it again", case.name, case.output, problem)
             self._replace.add(case.output)
-        try:
-            self.label.refuse_replacing(case.output)
-        except InputError as error:
-            self._refused[case.output] = str(error)
-            return False
         return True
 
     def claim(self, case: Case) -> bool | None:

@@ -31,7 +31,7 @@ from efficientscn.predict.cases import Case, find_sources, without_label_maps
 from efficientscn.predict.locks import case_lock
 from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts
 from efficientscn.predict.options import PredictOptions
-from efficientscn.predict.plausibility import check_organs, gate_input
+from efficientscn.predict.plausibility import gate_input, gate_organs
 from efficientscn.predict.read_ahead import ReadAhead
 from efficientscn.predict.resume import Resume, remove_leftovers
 from efficientscn.segmenter import Segmenter
@@ -157,7 +157,7 @@ class Predictor:
                 return "skipped"
             record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
             segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
-            record.warn(check_organs(segmentation.label, ct.spacing_zyx))
+            record.warn(gate_organs(segmentation.label, ct.spacing_zyx, case.source))  # no organ: the case fails
             record.seconds.update(segmentation.seconds)
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()

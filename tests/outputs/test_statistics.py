@@ -102,18 +102,37 @@ def test_pieces_are_counted_with_26_connectivity(hand_made: dict[str, OrganStati
     assert hand_made["spleen"].connected_components == 1  # two blocks sharing a corner only
 
 
-def test_organs_in_the_first_or_last_slice_are_flagged_with_that_end(hand_made: dict[str, OrganStatistics]) -> None:
+def test_organs_cut_by_the_first_or_last_slice_along_the_head_foot_axis_are_flagged_with_that_end(
+    hand_made: dict[str, OrganStatistics],
+) -> None:
+    """The grid stores the head-foot axis along index y (j 0 superior, j 11 inferior), not along its slices (k):
+    the kidney, in the last k slice, is not cut off; the spleen, in the last j slice with its full section, is."""
     assert (hand_made["liver"].touches_scan_end, hand_made["liver"].scan_ends_touched) == (False, ())
-    assert (hand_made["kidney"].touches_scan_end, hand_made["kidney"].scan_ends_touched) == (True, ("last",))
-    assert (hand_made["spleen"].touches_scan_end, hand_made["spleen"].scan_ends_touched) == (True, ("first",))
+    assert (hand_made["kidney"].touches_scan_end, hand_made["kidney"].scan_ends_touched) == (False, ())
+    assert (hand_made["spleen"].touches_scan_end, hand_made["spleen"].scan_ends_touched) == (True, ("last",))
 
 
-def test_an_organ_spanning_every_slice_touches_both_ends() -> None:
+def test_an_organ_spanning_the_head_foot_axis_touches_both_ends_and_one_spanning_the_slices_neither() -> None:
     label = np.zeros(SHAPE_ZYX, np.uint8)
-    label[:, 4, 4] = 4
-    pancreas = organ_statistics(*_pair(np.zeros(SHAPE_ZYX), label))["pancreas"]
-    assert pancreas.scan_ends_touched == ("first", "last")
-    assert pancreas.bbox_extent_mm == pytest.approx((21.0, 0.0, 0.0))  # 7 slices of 3 mm along world x
+    label[4, :, 4] = 4  # every j: head to foot
+    label[:, 4, 6] = 3  # every k: the stored slice axis, world x (left-right)
+    statistics = organ_statistics(*_pair(np.zeros(SHAPE_ZYX), label))
+    assert statistics["pancreas"].scan_ends_touched == ("first", "last")
+    assert statistics["pancreas"].bbox_extent_mm == pytest.approx((0.0, 0.0, 22.0))  # 12 rows of 2 mm along z
+    assert statistics["spleen"].scan_ends_touched == ()
+    assert statistics["spleen"].bbox_extent_mm == pytest.approx((21.0, 0.0, 0.0))  # 8 slices of 3 mm along x
+
+
+@pytest.mark.parametrize(("tip_voxels", "cut"), [(1, False), (2, True)])
+def test_an_organ_whose_tip_grazes_the_end_slice_is_not_cut_off(tip_voxels: int, cut: bool) -> None:
+    """A liver with 16 voxels in its widest section: 1 in the end slice is its tip (under a tenth), 2 a cut."""
+    label = np.zeros(SHAPE_ZYX, np.uint8)
+    label[2:6, 4:10, 2:6] = 1  # sections of 4 x 4 = 16 voxels, rows j 4..9
+    label[2, 10:12, 2] = 1  # a thin tail on to the last row, j 11
+    if tip_voxels == 2:
+        label[3, 11, 2] = 1
+    liver = organ_statistics(*_pair(np.zeros(SHAPE_ZYX), label))["liver"]
+    assert liver.scan_ends_touched == (("last",) if cut else ())
 
 
 def test_an_absent_organ_has_zero_voxels_and_no_measurements(hand_made: dict[str, OrganStatistics]) -> None:
@@ -248,11 +267,20 @@ def test_real_boxes_are_the_same_in_world_space_however_the_grid_is_ordered(
             assert other.bbox_min_mm == pytest.approx(statistics.bbox_min_mm, abs=1e-3), organ
             assert other.bbox_max_mm == pytest.approx(statistics.bbox_max_mm, abs=1e-3), organ
             assert other.connected_components == statistics.connected_components, organ
-        # reversing the slices swaps the first and the last slice
+        # reversing the slices swaps the first and the last slice; storing the CT sagittally (its head-foot axis
+        # along index y, running the same way) keeps them
         swapped = {"first": "last", "last": "first"}
         assert sorted(swapped[end] for end in statistics.scan_ends_touched) == sorted(
             reversed_z[organ].scan_ends_touched
         ), organ
+        assert permuted[organ].scan_ends_touched == statistics.scan_ends_touched, organ
+    # the liver is cut at both ends, the kidneys at the lower; the spleen's lower tip lies in the first slice
+    assert {organ: s.scan_ends_touched for organ, s in original.items()} == {
+        "liver": ("first", "last"),
+        "kidney": ("first",),
+        "spleen": ("last",),
+        "pancreas": (),
+    }
 
 
 # ---- refusals and files ---------------------------------------------------------------------------------------------
@@ -329,14 +357,15 @@ def test_csv_has_the_header_and_one_row_per_case_and_organ_and_is_replaced_each_
     assert [(r["case"], r["organ"]) for r in rows] == [
         (case, organ) for case in ("a,1", "b") for organ in ("liver", "kidney", "spleen", "pancreas")
     ]
-    liver, kidney, pancreas = rows[0], rows[1], rows[3]
+    liver, kidney, spleen, pancreas = rows[:4]
     assert (liver["voxels"], float(liver["volume_ml"]), float(liver["median_hu"])) == ("100", 0.3, 49.5)
     assert [float(liver[f"bbox_min_{a}_mm"]) for a in "xyz"] == [16.0, -22.5, 20.0]
     assert [float(liver[f"bbox_max_{a}_mm"]) for a in "xyz"] == [25.0, -20.5, 28.0]
     assert (kidney["connected_components"], kidney["touches_scan_end"], kidney["scan_ends_touched"]) == (
         "2",
-        "true",
-        "last",
+        "false",
+        "",
     )
+    assert (spleen["touches_scan_end"], spleen["scan_ends_touched"]) == ("true", "last")
     assert (pancreas["voxels"], pancreas["mean_hu"], pancreas["bbox_min_x_mm"]) == ("0", "", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["statistics.csv"]

@@ -1,5 +1,5 @@
 """What `predict` writes for a case behind the CaseWriter interface: the label map in its format, the DICOM-SEG,
-the organ statistics and the preview PNG."""
+the RT Structure Set, the organ statistics and the preview PNG."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ from efficientscn.outputs.writers import (
     CaseResult,
     CaseWriter,
     DicomSegWriter,
+    DicomSeriesOutput,
     DoneCase,
     ImageLabelWriter,
     PreviewWriter,
+    RTStructWriter,
     StatisticsWriter,
     case_output,
     companion_writers,
@@ -83,7 +85,7 @@ def test_each_case_output_can_judge_an_existing_file(writer: CaseOutput) -> None
 
 
 def test_the_writers_have_distinct_report_names() -> None:
-    assert set(COMPANIONS) == {"dicom-seg", "statistics", "preview"}  # their flags: --dicom-seg, ...
+    assert set(COMPANIONS) == {"dicom-seg", "rtstruct", "statistics", "preview"}  # their flags: --dicom-seg, ...
     names = list({type(writer): writer.name for writer in WRITERS}.values())  # one per kind of output
     assert all(isinstance(name, str) and name for name in names)
     assert len(set(names)) == len(names)
@@ -168,7 +170,9 @@ def test_the_format_asked_names_the_label_whatever_the_cts_format(tmp_path: Path
         assert writer.path(tmp_path, "x", Path("x.mha")) == tmp_path / f"x.{label_format}"
     assert isinstance(case_output("dicom-seg"), DicomSegWriter)
     assert case_output("dicom-seg").path(tmp_path, "series", tmp_path / "series") == tmp_path / "series.seg.dcm"
-    assert set(LABEL_FORMATS) == {"nii.gz", "nii", "mha", "nrrd", "dicom-seg"}
+    assert isinstance(case_output("rtstruct"), RTStructWriter)
+    assert case_output("rtstruct").path(tmp_path, "series", tmp_path / "series") == tmp_path / "series.rtstruct.dcm"
+    assert set(LABEL_FORMATS) == {"nii.gz", "nii", "mha", "nrrd", "dicom-seg", "rtstruct"}
 
 
 @pytest.mark.parametrize("label_format", ["nii", "mha", "nrrd"])
@@ -193,11 +197,15 @@ def test_the_companions_follow_the_options_and_a_dicom_seg_is_never_written_twic
         companion_writers(("png",), case_output())
 
 
-def test_a_dicom_seg_is_refused_for_a_file_and_allowed_for_a_dicom_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", [DicomSegWriter(), RTStructWriter()], ids=lambda w: w.name)
+def test_a_dicom_output_is_refused_for_a_file_and_allowed_for_a_dicom_folder(
+    tmp_path: Path, writer: DicomSeriesOutput
+) -> None:
     nifti = shared_case("ts_example_ct_sm").image
-    refusal = DicomSegWriter().refusal(nifti)
+    refusal = writer.refusal(nifti)
     assert refusal is not None and refusal.startswith(f"{nifti}: not a DICOM series")
-    assert DicomSegWriter().refusal(shared_case("ts_example_ct_dicom").image) is None
+    assert writer.refusal(shared_case("ts_example_ct_dicom").image) is None
+    assert writer.batch_refusal([nifti]) is not None and writer.batch_refusal([nifti, nifti.parent]) is None
     assert ImageLabelWriter().refusal(nifti) is None and StatisticsWriter().refusal(nifti) is None
 
 
@@ -246,7 +254,7 @@ def test_the_temporary_file_an_interrupted_write_leaves_is_found_as_its_leftover
     monkeypatch.setattr(efficientscn.atomic, "_create", killed)
     monkeypatch.setattr(efficientscn.atomic.os, "replace", killed)
     monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)  # the process died: no clean-up
-    case = dicom_result if isinstance(writer, DicomSegWriter) else result
+    case = dicom_result if isinstance(writer, DicomSeriesOutput) else result
     path = writer.path(tmp_path, "case", case.source)
     with pytest.raises(KeyboardInterrupt):
         writer.write(case, path, overwrite=False)
@@ -278,22 +286,25 @@ def test_a_nifti_label_that_cannot_lie_on_its_metaimage_cts_grid_is_removed_and_
     assert own.existing_problem(own.path(tmp_path / "out", "far", source), source) is None
 
 
-def test_a_damaged_dicom_seg_is_replaced_and_a_file_that_is_no_seg_is_not(
-    tmp_path: Path, dicom_result: CaseResult
+@pytest.mark.parametrize(
+    ("writer", "kind"), [(DicomSegWriter(), "a DICOM-SEG"), (RTStructWriter(), "an RT Structure Set")], ids=str
+)
+def test_a_damaged_dicom_output_is_replaced_and_a_file_of_another_kind_is_not(
+    tmp_path: Path, dicom_result: CaseResult, writer: DicomSeriesOutput, kind: str
 ) -> None:
-    writer = DicomSegWriter()
     path = writer.path(tmp_path, "case")
     writer.write(dicom_result, path, overwrite=False)
+    assert writer.existing_problem(path, dicom_result.source) is None
     whole = path.read_bytes()
-    path.write_bytes(whole[:-300])  # cut in its pixel data
+    path.write_bytes(whole[:-300])  # cut short
     assert writer.existing_problem(path, dicom_result.source) is not None
     writer.refuse_replacing(path)  # not refused: the case is done again
     ct_instance = sorted(dicom_result.source.iterdir())[0]
     path.write_bytes(ct_instance.read_bytes())
-    with pytest.raises(InputError, match="is not a DICOM-SEG; not replaced"):
+    with pytest.raises(InputError, match=f"is not {kind}; not replaced"):
         writer.refuse_replacing(path)
     path.write_text("notes\n")
-    with pytest.raises(InputError, match="is not a DICOM-SEG; not replaced"):
+    with pytest.raises(InputError, match=f"is not {kind}; not replaced"):
         writer.refuse_replacing(path)
 
 
@@ -343,3 +354,15 @@ def test_a_statistics_table_that_cannot_be_written_is_named_and_a_case_left_out_
     with pytest.raises(InputError, match=r"statistics.csv: 1 done case\(s\) left out: lost_0000.nii.gz: "):
         writer.finish(tmp_path, [case, unreadable])
     assert len(list(csv.DictReader((tmp_path / STATISTICS_CSV).open()))) == len(ORGAN_NAMES)  # the others written
+
+
+def test_the_cut_off_organs_the_preview_hatches_follow_the_anatomy_not_the_storage() -> None:
+    """The same CT stored axially and sagittally (ts_example_ct_sm and its asl variant, whose head-foot axis runs
+    along index y): the same organs are cut off by the scan, so the same are hatched."""
+    hatched = {}
+    for case_id in ("ts_example_ct_sm", "ts_example_ct_sm_asl"):
+        case = shared_case(case_id)
+        ct = CanonicalCT.read(case.image)
+        label = sitk.ReadImage(str(case.label), sitk.sitkUInt8)
+        hatched[case_id] = CaseResult(ct, ct.array_zyx.astype(np.uint8) * 0, label, case.image).cut_off_labels()
+    assert hatched["ts_example_ct_sm"] == hatched["ts_example_ct_sm_asl"] == [1, 2, 3]  # liver, kidneys, spleen
