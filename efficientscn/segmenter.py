@@ -77,6 +77,11 @@ class Segmenter:
         return Pipeline(networks["localization"], networks["segmentation"], pipeline_utils, self.config)
 
     @property
+    def demonstration(self) -> str | None:
+        """What the demonstration models among the loaded ones are (their exports' note), or None when none is."""
+        return _demonstration_note(self.networks.values())
+
+    @property
     def networks(self) -> dict[StageName, Network]:
         """The loaded network of each stage."""
         return {"localization": self.pipeline.localization, "segmentation": self.pipeline.segmentation}
@@ -141,16 +146,21 @@ class Segmenter:
             yield
 
 
+def _demonstration_note(networks: Iterable[Network]) -> str | None:
+    notes = sorted({network.demonstration for network in networks if network.demonstration})
+    return "; ".join(notes) if notes else None
+
+
 def _warn_of_demonstration_models(models: Path, networks: Iterable[Network]) -> None:
     """One warning when a network is a demonstration model, as its export says: its labels look plausible and are
     not to be relied on."""
-    notes = sorted({network.demonstration for network in networks if network.demonstration})
-    if notes:
+    note = _demonstration_note(networks)
+    if note:
         logger.warning(
             "%s: %s. For real segmentation, import the original's FLARE21 models (efficientscn import-original) or "
             "train on FLARE21 (README: Workflow) and give --models",
             models,
-            "; ".join(notes),
+            note,
         )
 
 

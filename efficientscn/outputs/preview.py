@@ -161,6 +161,29 @@ def _legend(width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> n
     return np.asarray(image)[: y + LINE_PIXELS]
 
 
+NOTICE_RGB = (170, 20, 20)
+"""The background of a notice: red, above everything else."""
+
+
+def _banner(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> np.ndarray:
+    """`text` in white on red, `width` pixels wide, its words wrapped over as many lines as it needs."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and measure.textlength(candidate, font=font) <= width - 2 * GAP_PIXELS:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    image = Image.new("RGB", (width, LINE_PIXELS * len(lines)), NOTICE_RGB)
+    draw = ImageDraw.Draw(image)
+    for index, line in enumerate(lines):
+        draw.text(
+            (GAP_PIXELS, LINE_PIXELS * index + LINE_PIXELS // 2), line, fill=(255, 255, 255), font=font, anchor="lm"
+        )
+    return np.asarray(image)
+
+
 def _captioned(panel: np.ndarray, caption: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> np.ndarray:
     """The panel below a line of text."""
     line = Image.new("RGB", (panel.shape[1], LINE_PIXELS), (0, 0, 0))
@@ -176,9 +199,11 @@ def write_preview(
     *,
     overwrite: bool = False,
     hatched: Sequence[int] = (),
+    notice: str | None = None,
 ) -> Path:
     """Write a PNG with an axial (left) and a coronal (right) slice through the centre of the labelled organs, each
-    under its caption, and the legend below them.
+    under its caption, and the legend below them; a `notice` (the models are demonstration models, say) stands
+    above them in a red band.
 
     `ct` (HU) and `label` are zyx arrays on the canonical LPS grid, so the axial view is already radiological
     (patient right on the image left, anterior at the top); the coronal view is flipped to put superior at the
@@ -208,6 +233,8 @@ def write_preview(
     row = np.concatenate([padded[0], np.zeros((height, GAP_PIXELS, 3), np.uint8), padded[1]], axis=1)
     legend = _legend(row.shape[1], font)
     canvas = np.concatenate([row, np.zeros((GAP_PIXELS, row.shape[1], 3), np.uint8), legend])
+    if notice:
+        canvas = np.concatenate([_banner(notice, canvas.shape[1], font), canvas])
     path = Path(path)
     with atomic_output(path, suffix=".png", overwrite=overwrite) as temporary:
         Image.fromarray(canvas).save(temporary, format="PNG")

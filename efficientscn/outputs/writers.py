@@ -57,6 +57,8 @@ class CaseResult:
     """uint8 on the exact grid of the CT as read."""
     source: Path
     """The CT file or DICOM folder the case was read from."""
+    notice: str | None = None
+    """What a reader of the outputs must know about how they were made (demonstration models), or None."""
 
     @cached_property
     def statistics(self) -> dict[str, OrganStatistics]:
@@ -319,6 +321,7 @@ class PreviewWriter(CaseWriter):
             path,
             overwrite=True,
             hatched=result.cut_off_labels(),
+            notice=result.notice,
         )
 
 

@@ -161,7 +161,8 @@ class Predictor:
             record.seconds.update(segmentation.seconds)
             record.details = {"spacing": ct.spacing_source, **segmentation.details}
             start = time.perf_counter()
-            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source)
+            notice = f"DEMONSTRATION MODELS: {self.segmenter.demonstration}" if self.segmenter.demonstration else None
+            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source, notice)
             restore_seconds = time.perf_counter() - start
             for writer in self.writers:  # the label last: its file marks the case as done
                 if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply

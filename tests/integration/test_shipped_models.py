@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
 from efficientscn.cli import main
 from efficientscn.evaluate import SUMMARY_NAME, evaluate_case
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.folder import SHIPPED_MODELS
 from efficientscn.native_logs import NATIVE_LOG_LINE
+from efficientscn.outputs.preview import NOTICE_RGB
 
 from helpers import REPO_ROOT, SHARED_CASES, require_shared_data, shared_case
 
@@ -83,6 +85,8 @@ def test_the_readme_main_command_segments_a_shared_ct(tmp_path: Path) -> None:
     # what the user reads: one warning that these are demonstration models, and no TensorFlow logging
     assert result.stderr.count("demonstration model") == 1
     assert not [line for line in result.stderr.splitlines() if NATIVE_LOG_LINE.match(line.encode())]
+    preview = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels" / "preview" / "example_ct.png")))
+    assert (preview[0] == NOTICE_RGB).all(axis=-1).mean() > 0.5  # and the preview says so, in its red band
     label = tmp_path / "labels" / "example_ct.nii.gz"
     scores = evaluate_case(label, case.label)
     for organ in _present_organs(case.id):

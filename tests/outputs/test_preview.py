@@ -16,6 +16,7 @@ from efficientscn.outputs.preview import (
     LABEL_COLOURS,
     LINE_PIXELS,
     MIN_PANEL_HEIGHT,
+    NOTICE_RGB,
     preview_layout,
     write_preview,
 )
@@ -190,3 +191,18 @@ def test_hatched_organs_are_filled_in_stripes_and_the_others_whole(tmp_path: Pat
     stripes = (rows + cols + 81 + 151) % HATCH_PERIOD
     assert unfilled[stripes >= HATCH_PERIOD // 2].all() and not unfilled[stripes < HATCH_PERIOD // 2].any()
     assert _coloured(axial[80, 150:230]).all()  # the outline stays whole
+
+
+def test_a_notice_stands_above_everything_in_red_and_wraps_to_the_width(tmp_path: Path) -> None:
+    """What predict puts on the preview of demonstration models: the words on the image, not only in the log."""
+    plain = _read(write_preview(_ct(), _label(), UNIT, tmp_path / "plain.png"))
+    notice = "DEMONSTRATION MODELS: " + "trained on two patients, not for use " * 4
+    marked = _read(write_preview(_ct(), _label(), UNIT, tmp_path / "marked.png", notice=notice))
+    assert marked.shape[1] == plain.shape[1]
+    lines = (marked.shape[0] - plain.shape[0]) // LINE_PIXELS
+    assert marked.shape[0] - plain.shape[0] == lines * LINE_PIXELS and lines >= 2  # wrapped, not cut
+    band = marked[: lines * LINE_PIXELS]
+    assert (band == NOTICE_RGB).all(axis=-1).mean() > 0.5  # red, with white words on it
+    assert ((band == 255).all(axis=-1)).any()
+    np.testing.assert_array_equal(marked[lines * LINE_PIXELS :], plain)  # the rest as without
+    assert not (plain == NOTICE_RGB).all(axis=-1).any()  # no notice, no red band
