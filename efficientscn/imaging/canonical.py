@@ -128,6 +128,21 @@ def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
         raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}")
 
 
+class _ImageVoxels:
+    """The voxels of a SimpleITK image for NumPy (`__array_interface__`), holding the image: a NumPy view of it then
+    keeps the image alive, which `sitk.GetArrayViewFromImage` alone does not (its view outlived a temporary
+    `CanonicalCT` as freed memory)."""
+
+    def __init__(self, image: sitk.Image) -> None:
+        self.image = image
+        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
+
+
+def voxels_of(image: sitk.Image) -> np.ndarray:
+    """A read-only view of `image`'s voxels (z, y, x), without a copy, that keeps the image alive."""
+    return np.asarray(_ImageVoxels(image))
+
+
 @dataclass(frozen=True)
 class CanonicalCT:
     """A CT on the processing grid (canonical LPS, axis-aligned) and the exact way back for its label.
@@ -228,7 +243,7 @@ class CanonicalCT:
         spacing_source = "header"
         if uses_spacing_fallback(spacing_xyz, spacing_fallback, stored=spacing_stored):
             spacing_xyz, spacing_source = spacing_with_fallback(spacing_xyz, source), "FLARE21 mean"
-        array = reorientation.to_canonical_array(sitk.GetArrayViewFromImage(ct))  # no copy of the CT
+        array = reorientation.to_canonical_array(voxels_of(ct))  # no copy of the CT
         return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, spacing_source, oblique_grid, oblique_image)
 
     def restore(self, label_zyx: np.ndarray) -> sitk.Image:

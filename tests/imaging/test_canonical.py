@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import logging
 import re
@@ -164,3 +165,15 @@ def test_canonical_ct_refuses_a_ct_over_the_voxel_limit_from_its_header_or_in_me
     with pytest.raises(InputError, match="CT too large"):
         CanonicalCT.from_image(image, max_voxels=5_999)
     assert CanonicalCT.read(path, max_voxels=6_000).array_zyx.shape == (10, 20, 30)
+
+
+def test_the_processing_array_keeps_its_ct_alive_after_the_ct_object_is_gone() -> None:
+    """`CanonicalCT.read(path).array_zyx` on a temporary object: the view holds the image, so it never reads memory
+    that was freed (it used to give zeros or another image's voxels)."""
+    path = shared_case("ts_example_ct_sm").image
+    expected = CanonicalCT.read(path).array_zyx.copy()
+    array = CanonicalCT.read(path).array_zyx
+    gc.collect()
+    others = [sitk.Image([122, 101, 30], sitk.sitkInt16) + 1234 for _ in range(8)]  # reuse freed memory, if any
+    np.testing.assert_array_equal(array, expected)
+    assert others and not array.flags.writeable
