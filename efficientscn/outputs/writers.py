@@ -12,7 +12,8 @@ A new output format: a module in `efficientscn.outputs` that writes it, a `CaseW
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -340,6 +341,40 @@ COMPANIONS: dict[str, type[CaseWriter]] = {
 }
 """The outputs `predict` writes beside the label when asked, by name (its flag: `--<name>`; its help: the class's
 `help`), in the order they are written."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one writer did for a case: wrote `path` in `seconds`, or nothing, for the `refusal`."""
+
+    name: str
+    path: Path | None
+    seconds: float = 0.0
+    refusal: str | None = None
+
+
+def write_case(
+    result: CaseResult, writers: Sequence[CaseWriter], output: Path, case_id: str, *, overwrite: bool
+) -> Iterator[Written]:
+    """Write the case's outputs, yielding each writer's work as it ends; the last writer is the case's label, whose
+    file marks the case as done, so it comes once every other output is there.
+
+    A companion replaces its own earlier file (of an attempt that did not finish the case), never a foreign one: a
+    companion that can judge files (a DICOM-SEG or RT Structure Set beside the label) refuses a file at its path it
+    could not have written. The label replaces an existing file only with `overwrite`. A writer that does not apply
+    to this CT yields its refusal and writes nothing.
+    """
+    label = writers[-1]
+    for writer in writers:
+        if (refusal := writer.refusal(result.source)) is not None:
+            yield Written(writer.name, None, refusal=refusal)
+            continue
+        path = writer.path(output, case_id, result.source)
+        if writer is not label and isinstance(writer, CaseOutput):
+            writer.refuse_replacing(path)
+        start = time.perf_counter()
+        writer.write(result, path, overwrite=overwrite if writer is label else True)
+        yield Written(writer.name, path, time.perf_counter() - start)
 
 
 def leftovers_of(path: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from efficientscn.infer.models import select_device
 from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.precision import inference_precision
-from efficientscn.outputs.writers import CaseResult, CaseWriter, case_output, companion_writers
+from efficientscn.outputs.writers import CaseResult, CaseWriter, case_output, companion_writers, write_case
 from efficientscn.predict.batch_files import check_report_room, write_batch_files
 from efficientscn.predict.cases import Case, find_sources, without_label_maps
 from efficientscn.predict.locks import case_lock
@@ -164,16 +164,12 @@ class Predictor:
             notice = f"DEMONSTRATION MODELS: {self.segmenter.demonstration}" if self.segmenter.demonstration else None
             result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source, notice)
             restore_seconds = time.perf_counter() - start
-            for writer in self.writers:  # the label last: its file marks the case as done
-                if (refusal := writer.refusal(case.source)) is not None:  # a companion that does not apply
-                    record.warn([f"no {writer.name}: {refusal}"])
+            for written in write_case(result, self.writers, self.options.output, case.id, overwrite=overwrite):
+                if written.path is None:  # a companion that does not apply to this CT
+                    record.warn([f"no {written.name}: {written.refusal}"])
                     continue
-                path = writer.path(self.options.output, case.id, case.source)
-                start = time.perf_counter()
-                # a companion belongs to this case, which is not done: one of an earlier attempt is replaced
-                writer.write(result, path, overwrite=overwrite if writer is self.label else True)
-                record.written.append(str(path))
-                record.seconds[writer.name] = time.perf_counter() - start
+                record.written.append(str(written.path))
+                record.seconds[written.name] = written.seconds
             record.seconds[self.label.name] += restore_seconds  # the way back onto the CT's grid
             record.status = "done"
         return "done"

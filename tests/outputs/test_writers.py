@@ -36,6 +36,7 @@ from efficientscn.outputs.writers import (
     case_output,
     companion_writers,
     leftovers_of,
+    write_case,
 )
 
 from helpers import shared_case
@@ -366,3 +367,33 @@ def test_the_cut_off_organs_the_preview_hatches_follow_the_anatomy_not_the_stora
         label = sitk.ReadImage(str(case.label), sitk.sitkUInt8)
         hatched[case_id] = CaseResult(ct, ct.array_zyx.astype(np.uint8) * 0, label, case.image).cut_off_labels()
     assert hatched["ts_example_ct_sm"] == hatched["ts_example_ct_sm_asl"] == [1, 2, 3]  # liver, kidneys, spleen
+
+
+def test_a_case_is_written_label_last_and_a_companion_never_replaces_a_file_it_could_not_have_written(
+    tmp_path: Path, dicom_result: CaseResult, result: CaseResult
+) -> None:
+    """A DICOM-SEG beside the label replaces its own earlier file, not a foreign one at its path (a CT saved as
+    `x.seg.dcm`, say); the label is not reached, so the case is not done."""
+    writers = [DicomSegWriter(), StatisticsWriter(), ImageLabelWriter()]
+    written = list(write_case(dicom_result, writers, tmp_path, "x", overwrite=False))
+    assert [(item.name, item.path.name) for item in written] == [
+        ("dicom-seg", "x.seg.dcm"),
+        ("statistics", "x.json"),
+        ("write", "x.nii.gz"),
+    ]
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "x.seg.dcm").write_bytes((tmp_path / "x.seg.dcm").read_bytes())  # an earlier attempt's SEG: replaced
+    assert [item.name for item in write_case(dicom_result, writers, again, "x", overwrite=False)][-1] == "write"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.seg.dcm").write_bytes(b"a file of the user's")
+    with pytest.raises(InputError, match=r"x\.seg\.dcm: exists and is not a DICOM-SEG; not replaced"):
+        list(write_case(dicom_result, writers, foreign, "x", overwrite=False))
+    assert (foreign / "x.seg.dcm").read_bytes() == b"a file of the user's"
+    assert not (foreign / "x.nii.gz").exists()
+    beside_a_file_ct = list(
+        write_case(result, [DicomSegWriter(), ImageLabelWriter()], tmp_path / "f", "y", overwrite=False)
+    )
+    assert beside_a_file_ct[0].path is None and "not a DICOM series" in beside_a_file_ct[0].refusal  # left out
+    assert beside_a_file_ct[1].path == tmp_path / "f" / "y.nii.gz"
