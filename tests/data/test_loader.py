@@ -7,26 +7,10 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
+from loader_sources import BigSource, CountingSource, FailingSource
 
 from efficientscn.data.loader import LoaderError, SampleLoader
-
-
-class CountingSource:
-    """Samples whose value says which case they are from; picklable for the worker processes."""
-
-    def sample(self, case: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"image": np.full((2, 3, 4, 1), int(case[-1]), np.float32), "pid": np.array(os.getpid())}
-
-
-class FailingSource:
-    """Fails on the case named "broken_case"."""
-
-    def sample(self, case: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        if case == "broken_case":
-            raise ValueError("cannot read this CT")
-        return {"image": np.zeros((2, 2, 2, 1), np.float32)}
 
 
 def test_worker_processes_deliver_samples_of_every_case():
@@ -71,13 +55,6 @@ def test_a_killed_worker_is_reported_instead_of_hanging():
         for _ in range(100_000):  # the samples already in the pipe come first
             loader.next()
     loader.close()
-
-
-class BigSource:
-    """Samples of 64 MB: far more than a pipe holds, so a worker is killed in the middle of sending one."""
-
-    def sample(self, case: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"image": np.ones((16, 1024, 1024), np.float32)}
 
 
 def test_a_worker_killed_while_sending_a_large_sample_is_reported_instead_of_hanging():
