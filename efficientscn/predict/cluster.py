@@ -187,6 +187,14 @@ class ClusterBatch:
                 facts["threads"],
                 facts["start_seconds"],
             )
+        notes = {
+            network.get("demonstration")
+            for facts in self.workers.values()
+            for network in facts["networks"].values()
+            if network.get("demonstration")
+        }
+        if notes:  # said by each worker in its own log; here once, for the user
+            logger.warning("%s: %s", self.options.models, "; ".join(sorted(notes)))
         return name
 
     def _run_tasks(
