@@ -227,6 +227,15 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help="continue the newest run of each fold (its config; iteration flags apply)",
         )
+        command.add_argument(
+            "--multi-worker",
+            action="store_true",
+            help=(
+                "train as one of several worker processes (machines) that TF_CONFIG describes, with "
+                "MultiWorkerMirroredStrategy (automatic when TF_CONFIG names more than one worker); every worker "
+                "runs the same command, the chief writes the run folder"
+            ),
+        )
         _add_common_flags(command)
         command.set_defaults(handler=partial(_run_train, stage.name))
 
@@ -259,6 +268,7 @@ def _run_train(stage_name: str, args: argparse.Namespace) -> int:
         config_file=args.config,
         resume=args.resume,
         progress=not args.quiet,
+        multi_worker=args.multi_worker,
     )
     return EXIT_OK
 
