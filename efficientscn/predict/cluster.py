@@ -168,7 +168,7 @@ class ClusterBatch:
         from efficientscn.predict.cluster_worker import STARTED_TOPIC, SegmenterPlugin
 
         name = f"efficientscn-predict-{shared.token_text[:12]}"
-        plugin = SegmenterPlugin(self.options, shared, name, quiet=self.address.startswith(LOCAL_CLUSTER))
+        plugin = SegmenterPlugin(self.options, shared, name, local=self.address.startswith(LOCAL_CLUSTER))
         client.subscribe_topic(STARTED_TOPIC, self._on_case_started)
         client.subscribe_topic("all", self._on_scheduler_event)
         if not client.scheduler_info()["workers"]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -105,12 +107,14 @@ class WorkerFacts:
 class SegmenterPlugin(WorkerPlugin):
     """The batch's work on each worker: checks what the worker sees, then loads and keeps its `Segmenter`."""
 
-    def __init__(self, options: PredictOptions, shared: SharedFiles, name: str, *, quiet: bool = False) -> None:
-        """`quiet`: the worker logs errors only (a local worker, whose messages the client gives already)."""
+    def __init__(self, options: PredictOptions, shared: SharedFiles, name: str, *, local: bool = False) -> None:
+        """`local`: a worker process the client started on its machine (`local:N`), in the client's terminal: it logs
+        errors only (the client gives the rest) and leaves Ctrl-C to the client, which lets the cases under way
+        finish."""
         self.options = options
         self.shared = shared
         self.name = name
-        self.quiet = quiet
+        self.local = local
         self.error: str | None = None
         self.facts: WorkerFacts | None = None
         self.runner: CaseRunner | None = None
@@ -119,12 +123,13 @@ class SegmenterPlugin(WorkerPlugin):
 
     async def setup(self, worker: Worker) -> None:
         """Runs in a thread, so that the worker keeps answering the scheduler while TensorFlow and the models load."""
+        if self.local and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the whole process group
+            logging.getLogger("efficientscn").setLevel(logging.ERROR)
         await asyncio.to_thread(self._setup, worker)
 
     def _setup(self, worker: Worker) -> None:
         start = time.perf_counter()
-        if self.quiet:
-            logging.getLogger("efficientscn").setLevel(logging.ERROR)
         try:
             if (problem := self.shared.problem()) is not None:
                 raise WorkerUnusable(problem)

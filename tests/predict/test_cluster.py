@@ -153,11 +153,12 @@ def test_ctrl_c_cancels_the_cases_not_begun_writes_the_report_and_exits_130(tmp_
         _command("-i", tmp_path / "in", "-o", out, "--cluster", "local:2", "--report", report),
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and batch.poll() is None and not (out.is_dir() and _lock_holders(out)):
         time.sleep(0.05)
-    batch.send_signal(signal.SIGINT)
+    os.killpg(batch.pid, signal.SIGINT)  # as a terminal does: to the client and its local workers alike
     _, errors = batch.communicate(timeout=600)
     assert batch.returncode == 130, errors
     statuses = [case["status"] for case in json.loads(report.read_text())["cases"]]
