@@ -85,8 +85,9 @@ class ClusterBatch:
                 logging_redirect_tqdm() if self.options.progress else contextlib.nullcontext(),
                 tqdm(total=len(self.cases), desc="predict", unit="case", disable=not self.options.progress) as bar,
             ):
+                to_segment = set(todo)
                 for case in self.cases:
-                    if case not in todo:
+                    if case not in to_segment:
                         self._settle_without_work(case, report)
                         bar.update(1)
                 if todo and not stop.requested:
