@@ -78,7 +78,10 @@ class WorkerRole:
 
 def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
     """This process's role under `strategy` (the only worker, unless it spans several)."""
-    local = len(strategy.extended.worker_devices)
+    try:
+        local = len(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: this process's one device
+        local = 1
     count = strategy.num_replicas_in_sync // local
     if count == 1:
         return WorkerRole(0, 1, local)
