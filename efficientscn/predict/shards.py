@@ -22,6 +22,7 @@ from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError
 from efficientscn.imaging.names import case_id
 from efficientscn.outputs.writers import DoneCase, case_output, companion_writers
+from efficientscn.predict.cases import is_done
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _write_batch_statistics(
     done = [
         DoneCase(case_id(Path(record["input"])), Path(record["input"]), Path(record["output"]))
         for record in records
-        if Path(record["output"]).exists()
+        if is_done(Path(record["output"]))
     ]
     for writer in [*companion_writers(tuple(outputs["companions"]), label), label]:
         try:
