@@ -87,11 +87,20 @@ def _run_items(
         name = name_of(item)
         try:
             outcome = work(item)
-        except (InputError, OSError) as error:  # the input or the disk, not a bug: one line naming the file
-            logger.error("%s: %s", name, error)
-            report.failed[name] = str(error)
         except Exception as error:
-            logger.exception("%s: unexpected error", name)
-            report.failed[name] = f"{type(error).__name__}: {error}"
+            message, is_bug = failure_of(error)
+            if is_bug:
+                logger.exception("%s: unexpected error", name)
+            else:
+                logger.error("%s: %s", name, message)
+            report.failed[name] = message
         else:
             (report.done if outcome == "done" else report.skipped).append(name)
+
+
+def failure_of(error: Exception) -> tuple[str, bool]:
+    """How a failed item is reported: its message, and whether it points at a bug (to be logged with its traceback)
+    rather than at the input or the disk (`InputError`, `OSError`: one line, whose message names the file)."""
+    if isinstance(error, (InputError, OSError)):
+        return str(error), False
+    return f"{type(error).__name__}: {error}", True

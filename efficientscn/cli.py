@@ -227,6 +227,15 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help="continue the newest run of each fold (its config; iteration flags apply)",
         )
+        command.add_argument(
+            "--multi-worker",
+            action="store_true",
+            help=(
+                "train as one of several worker processes (machines) that TF_CONFIG describes, with "
+                "MultiWorkerMirroredStrategy (automatic when TF_CONFIG names more than one worker); every worker "
+                "runs the same command, the chief writes the run folder"
+            ),
+        )
         _add_common_flags(command)
         command.set_defaults(handler=partial(_run_train, stage.name))
 
@@ -259,6 +268,7 @@ def _run_train(stage_name: str, args: argparse.Namespace) -> int:
         config_file=args.config,
         resume=args.resume,
         progress=not args.quiet,
+        multi_worker=args.multi_worker,
     )
     return EXIT_OK
 
@@ -385,8 +395,48 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     for name, writer in COMPANIONS.items():  # one flag per output that can go beside the label
         parser.add_argument(f"--{name}", action="append_const", const=name, dest="companions", help=writer.help)
     parser.add_argument("--report", type=Path, help="write a JSON report: versions, models, per-case timings, memory")
+    parser.add_argument(
+        "--cluster",
+        type=_cluster_address,
+        metavar="ADDRESS",
+        help=(
+            "run the cases on a Dask cluster, one task per case (needs the cluster extra): a scheduler's address "
+            "(tcp://host:8786), or local:N for N worker processes on this machine; inputs, outputs and models must "
+            "lie on a file system every worker sees, at the same paths"
+        ),
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help=(
+            "segment only shard I of N (0 <= I < N: every N-th of the sorted cases from the I-th on), for an array "
+            "job; its report goes to --report or OUTPUT/reports/shard-I-of-N.json, and merge-shards makes the "
+            "batch's report and statistics.csv from the shards' reports"
+        ),
+    )
     _add_common_flags(parser)
     parser.set_defaults(handler=_run_predict)
+
+
+def _cluster_address(text: str) -> str:
+    """An argparse type: `local:N` or a Dask scheduler's address."""
+    from efficientscn.predict.options import check_cluster_address
+
+    try:
+        return check_cluster_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _shard(text: str) -> object:
+    """An argparse type: I/N, a shard of the batch."""
+    from efficientscn.predict.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -415,8 +465,36 @@ def _run_predict(args: argparse.Namespace) -> int:
         import_originals=not args.as_saved,
         spacing_fallback=args.spacing_fallback,
         force=args.force,
+        shard=args.shard,
+        cluster=args.cluster,
     )
     return finish_batch(predict(options), "predict")
+
+
+def _merge_shards_options(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Merge the reports of the shards of one predict batch (predict --shard I/N) into the batch's report, once "
+        "every shard has run: checks that they are every shard of one batch, once each, and writes statistics.csv "
+        "into the output folder where the shards wrote per-case statistics. Exit status 1 if a case failed or was "
+        "not done, 2 if a shard's report is missing, doubled or of another batch."
+    )
+    parser.add_argument("reports", nargs="+", type=Path, help="the shards' reports (OUTPUT/reports/shard-*.json)")
+    parser.add_argument(
+        "--report", type=Path, help="the batch's report to write (default: batch.json beside the first shard's)"
+    )
+    _add_common_flags(parser)
+    parser.set_defaults(handler=_run_merge_shards)
+
+
+def _run_merge_shards(args: argparse.Namespace) -> int:
+    from efficientscn.predict.shards import merge_shard_reports
+
+    merged = merge_shard_reports(args.reports, args.report)
+    report = merged.report
+    if report.not_done:
+        logger.error("merge-shards: %d case(s) not done: %s", len(report.not_done), ", ".join(report.not_done))
+    status = finish_batch(report, "merge-shards")
+    return EXIT_CASES_FAILED if status == EXIT_OK and report.not_done else status
 
 
 def _import_original_options(parser: argparse.ArgumentParser) -> None:
@@ -538,6 +616,10 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         "segment liver, kidneys, spleen and pancreas in CTs (a file, a folder of CTs, a DICOM folder)",
         _predict_options,
     ),
+    "merge-shards": (
+        "merge the reports of a predict batch's shards into the batch's report and statistics.csv",
+        _merge_shards_options,
+    ),
     "import-original": (
         "import the original's released FLARE21 SavedModels as our models, checked against their own graphs",
         _import_original_options,
@@ -575,6 +657,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=min(level, logging.INFO), handlers=[console], force=True)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per DICOM module it copies into a SEG
+    if not args.verbose:  # Dask's scheduler and nannies of `predict --cluster local:N` run in this process
+        logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 PLACEHOLDER_PREFIX = "/SET/PATH"

@@ -1,8 +1,10 @@
 """`efficientscn predict`: a batch of CTs segmented case by case, resumable, shared safely between runs.
 
-`run` orchestrates; `cases` finds the CTs and names their outputs, `resume` decides which cases this run does,
-`locks` keeps two runs off one case, `read_ahead` reads the next CT while one is segmented, `plausibility` gates
-inputs and results, `monitor` measures and reports.
+`plan` decides what a batch is made of and `case_runner` does one case's work, the same wherever it runs: `run`
+orchestrates a batch in this process, `cluster` on a Dask cluster (the workers' side in `cluster_worker`), and
+`shards` splits a batch for array jobs and merges their reports. `cases` finds the CTs and names their outputs,
+`resume` decides which cases this run does, `locks` keeps two runs off one case, `read_ahead` reads the next CT while
+one is segmented, `plausibility` gates inputs and results, `monitor` measures and reports.
 
 `from efficientscn.predict import PredictOptions, predict` loads `run` (and TensorFlow) on first use only, so that
 the command line reads the other modules before it has set TensorFlow's environment up.

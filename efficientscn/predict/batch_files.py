@@ -15,7 +15,7 @@ from pathlib import Path
 from efficientscn.batch import BatchReport
 from efficientscn.errors import InputError
 from efficientscn.outputs.writers import CaseWriter, DoneCase
-from efficientscn.predict.cases import Case
+from efficientscn.predict.cases import Case, is_done
 from efficientscn.predict.monitor import CaseMonitor, write_report
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def write_batch_files(
 ) -> None:
     """The outputs' batch-level files from the cases that are done (their label is there), then the report; each
     one that cannot be written is logged and added to `report.file_errors`."""
-    done = [DoneCase(case.id, case.source, case.output) for case in cases if case.output.exists()]
+    done = [DoneCase(case.id, case.source, case.output) for case in cases if is_done(case.output)]
     for writer in writers:
         try:
             writer.finish(output, done)

@@ -33,6 +33,14 @@ class Case:
         return case_id(self.source)
 
 
+def is_done(label: Path) -> bool:
+    """Whether a case's label is there; False for a name no file system takes (its case failed for it)."""
+    try:
+        return label.exists()
+    except OSError:
+        return False
+
+
 def find_sources(inputs: Path, output: Path) -> list[Path]:
     """The CTs of `inputs`: an image file, a DICOM folder, or a folder of image files and DICOM folders.
 

@@ -42,6 +42,10 @@ class CaseRecord:
     """What the plausibility checks found odd about the input or the organs found."""
     written: list[str] = field(default_factory=list)
     """The files this run wrote for the case: its label, then DICOM-SEG, statistics, preview as asked."""
+    worker: str | None = None
+    """The cluster worker that processed the case (None in one process)."""
+    lost_workers: list[str] = field(default_factory=list)
+    """Cluster workers lost (killed, out of memory) while they processed the case, before another one did it."""
 
     def warn(self, warnings: list[str]) -> None:
         """Log `warnings` about this case and keep them for the report."""
@@ -74,9 +78,11 @@ class CasePeakMemory:
     the kernel's process peak, so the process peak is kept here. Elsewhere both are the process's peak so far.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_case: bool = True) -> None:
+        """`per_case` False: never reset (cases processed at once in one process): each case gets the process's peak
+        so far."""
         self._process_peak = _high_water_mark_mb() or peak_rss_mb()
-        self._resettable = self._write_clear_refs()
+        self._resettable = per_case and self._write_clear_refs()
 
     @staticmethod
     def _write_clear_refs() -> bool:
@@ -121,22 +127,18 @@ class GpuPeakMemory:
             return None
 
 
-class CaseMonitor:
-    """The records of a batch's cases, and the memory each case's segmentation peaked at."""
+class CaseMeter:
+    """The memory the processing of a case peaks at, resident and on a GPU, for its record."""
 
-    def __init__(self, cases: Sequence[Case], device: str) -> None:
-        self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in cases}
-        self._memory = CasePeakMemory()
+    def __init__(self, device: str, *, per_case: bool = True) -> None:
+        """`per_case` False where several cases are processed at once in this process (see `CasePeakMemory`)."""
+        self._memory = CasePeakMemory(per_case=per_case)
         self._gpu_memory = GpuPeakMemory(device)
 
-    def record(self, case: Case) -> CaseRecord:
-        return self.records[case.source]
-
     @contextlib.contextmanager
-    def measuring(self, case: Case) -> Iterator[CaseRecord]:
-        """The block that segments `case`: its record is "failed" with the error unless the block sets it done,
+    def measuring(self, record: CaseRecord) -> Iterator[CaseRecord]:
+        """The block that segments a case: its record is "failed" with the error unless the block sets it done,
         and gets the peak memory of the block."""
-        record = self.records[case.source]
         record.status = "failed"  # until it is done
         self._memory.reset()
         self._gpu_memory.reset()
@@ -148,6 +150,21 @@ class CaseMonitor:
         finally:
             record.peak_rss_mb = round(self._memory.case_peak_mb(), 1)
             record.peak_gpu_mb = self._gpu_memory.peak_mb()
+
+    def process_peak_mb(self) -> float:
+        """The process's peak resident memory so far, MB."""
+        return self._memory.process_peak_mb()
+
+
+class CaseMonitor:
+    """The records of a batch's cases, and the memory each case's segmentation in this process peaked at."""
+
+    def __init__(self, cases: Sequence[Case], device: str) -> None:
+        self.records = {case.source: CaseRecord(str(case.source), str(case.output)) for case in cases}
+        self.meter = CaseMeter(device)
+
+    def record(self, case: Case) -> CaseRecord:
+        return self.records[case.source]
 
     def close(self) -> None:
         """The end of the batch: the cases a stopped batch did not reach are "not done"."""
@@ -161,15 +178,21 @@ class CaseMonitor:
 
     def process_peak_mb(self) -> float:
         """The process's peak resident memory so far, MB."""
-        return self._memory.process_peak_mb()
+        return self.meter.process_peak_mb()
 
 
-def run_facts(*, device: str, precision: str, segmenter: Segmenter | None, utils: Path | None) -> dict[str, Any]:
-    """What the report says about the run: versions, device, precision and the models (none where they never
-    loaded)."""
+def described_networks(segmenter: Segmenter | None) -> dict[str, Any] | None:
+    """What the report says of each loaded network (None where they never loaded)."""
+    if segmenter is None:
+        return None
+    return {stage: network.describe() for stage, network in segmenter.networks.items()}
+
+
+def run_facts(*, device: str, precision: str, networks: dict[str, Any] | None, utils: Path | None) -> dict[str, Any]:
+    """What the report says about the run: versions, device, precision and the models (`described_networks`; none
+    where they never loaded)."""
     models: dict[str, Any] = {stage: None for stage in STAGE_NAMES}
-    if segmenter is not None:
-        models.update({stage: network.describe() for stage, network in segmenter.networks.items()})
+    models.update(networks or {})
     models["utils"] = str(utils) if utils else "efficientscn.infer.ops"
     return {"versions": versions(), "device": device, "precision": precision, "models": models}
 

@@ -1,4 +1,5 @@
-"""Reading the cases of a batch ahead: the next CT is read while the current one is segmented."""
+"""Reading the cases of a batch: ahead in one process (the next CT is read while the current one is segmented), or
+when each case's turn comes on a cluster's worker, which is not told its next case."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
 current one is segmented, so that a batch needs little more memory than its largest case."""
 
 
-def _read(
+def read_case(
     case: Case, max_voxels: int, spacing_fallback: SpacingFallback, keep_as_read: bool
 ) -> tuple[CanonicalCT, float]:
+    """The CT of `case` on its processing grid, and the seconds its reading took."""
     start = time.perf_counter()
     ct = CanonicalCT.read(
         case.source, max_voxels=max_voxels, spacing_fallback=spacing_fallback, keep_as_read=keep_as_read
@@ -58,7 +60,7 @@ class ReadAhead:
         self._submit(0, ahead=False)
 
     def _read_now(self, case: Case) -> tuple[CanonicalCT, float]:
-        return _read(case, self._max_voxels, self._spacing_fallback, self._keep_as_read)
+        return read_case(case, self._max_voxels, self._spacing_fallback, self._keep_as_read)
 
     def _read_if_small(self, case: Case) -> tuple[CanonicalCT, float] | None:
         """The CT of `case`, or None if it is too large to be read ahead."""
@@ -87,3 +89,19 @@ class ReadAhead:
         pending = self._pending.pop(index, None)
         if pending is not None:
             pending.cancel()
+
+
+class ReadNow:
+    """Reads each case when its turn comes (the reading a cluster's worker does, one task per case)."""
+
+    def __init__(self, max_voxels: int, spacing_fallback: SpacingFallback, *, keep_as_read: bool = False) -> None:
+        self._max_voxels = max_voxels
+        self._spacing_fallback = spacing_fallback
+        self._keep_as_read = keep_as_read
+
+    def take(self, case: Case) -> tuple[CanonicalCT, float]:
+        """The CT of `case` on its processing grid and the seconds its reading took."""
+        return read_case(case, self._max_voxels, self._spacing_fallback, self._keep_as_read)
+
+    def drop(self, case: Case) -> None:
+        """Nothing was read ahead: nothing to give up."""

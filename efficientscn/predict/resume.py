@@ -1,15 +1,17 @@
 """Which cases a `predict` run segments: a batch resumes where an earlier run stopped, redoes a label that cannot be
 kept, and never replaces a file this tool did not write.
 
-Decided once before the batch (`Resume`), and again for each case under its lock (`Resume.claim`), since another
-run on the same output folder may have done the case meanwhile.
+Decided once before the batch (`Resume`), and again for each case under its lock (`Claim.settle`), since another
+run on the same output folder may have done the case meanwhile. A `Claim` is small and picklable: a case sent to
+another process (a cluster's worker) takes its own along.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from efficientscn.atomic import NAME_MAX
@@ -23,10 +25,19 @@ logger = logging.getLogger(__name__)
 class Resume:
     """The cases of a batch that this run segments (`todo`), and why the others are refused or kept."""
 
-    def __init__(self, cases: Sequence[Case], label: CaseOutput, *, overwrite: bool) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        label: CaseOutput,
+        *,
+        overwrite: bool,
+        owners: Mapping[str, Path] | None = None,
+    ) -> None:
+        """`owners`: the CT that owns each case ID, when `cases` are part of a larger batch (a shard) whose clashes
+        count too; by default those of `cases`."""
         self.label = label
         self.overwrite = overwrite
-        self._owners = case_owners(list(cases))
+        self._owners = dict(owners) if owners is not None else case_owners(list(cases))
         self._replace: set[Path] = set()
         """Labels found unusable: replaced by the new ones without --overwrite."""
         self._refused: dict[Path, str] = {}
@@ -69,11 +80,25 @@ class Resume:
             self._replace.add(case.output)
         return True
 
-    def claim(self, case: Case) -> bool | None:
+    def claim(self, case: Case) -> Claim:
+        """What this run may do with the label of a case it segments, for `Claim.settle` under the case's lock."""
+        return Claim(overwrite=self.overwrite, replacing=case.output in self._replace)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a run may do with the label of a case it segments, as decided before the batch."""
+
+    overwrite: bool
+    """The run was asked to replace labels (--overwrite)."""
+    replacing: bool
+    """The case's label was found unusable before the batch: it is replaced without --overwrite."""
+
+    def settle(self, case: Case, label: CaseOutput) -> bool | None:
         """With the case's lock held: whether its label replaces an existing file (True) or is written anew (False);
         None when another run has done the case meanwhile (it is then skipped)."""
-        overwrite = self.overwrite or case.output in self._replace
-        if case.output in self._replace and self.label.existing_problem(case.output, case.source) is None:
+        overwrite = self.overwrite or self.replacing
+        if self.replacing and label.existing_problem(case.output, case.source) is None:
             overwrite = False  # another run has redone it meanwhile
         if case.output.exists() and not overwrite:
             return None

@@ -10,30 +10,20 @@ interrupted batch resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from functools import partial
 from pathlib import Path
 
-from efficientscn.atomic import ensure_writable_folder
 from efficientscn.batch import BatchReport, Outcome, run_batch
-from efficientscn.errors import InputError, LabelMapGiven
-from efficientscn.imaging.canonical import CanonicalCT
-from efficientscn.imaging.names import case_id
 from efficientscn.infer.models import select_device
-from efficientscn.infer.pipeline import InferenceConfig
-from efficientscn.model.folder import ModelsFolder
 from efficientscn.model.precision import inference_precision
-from efficientscn.outputs.writers import CaseResult, CaseWriter, case_output, companion_writers, write_case
-from efficientscn.predict.batch_files import check_report_room, write_batch_files
-from efficientscn.predict.cases import Case, find_sources, without_label_maps
-from efficientscn.predict.locks import case_lock
-from efficientscn.predict.monitor import CaseMonitor, CaseRecord, run_facts
+from efficientscn.predict.batch_files import write_batch_files
+from efficientscn.predict.case_runner import CaseRunner, load_segmenter
+from efficientscn.predict.cases import Case
+from efficientscn.predict.monitor import CaseMonitor, described_networks, run_facts
 from efficientscn.predict.options import PredictOptions
-from efficientscn.predict.plausibility import gate_input, gate_organs
+from efficientscn.predict.plan import BatchPlan
 from efficientscn.predict.read_ahead import ReadAhead
-from efficientscn.predict.resume import Resume, remove_leftovers
 from efficientscn.segmenter import Segmenter
 from efficientscn.stopping import StopRequest, stop_on_signals
 
@@ -41,55 +31,43 @@ logger = logging.getLogger(__name__)
 
 
 class Predictor:
-    """One batch of `efficientscn predict`: finds the cases, segments them, has them written, reports."""
+    """One batch of `efficientscn predict` in this process: plans it, segments its cases in turn, reports."""
 
     def __init__(self, options: PredictOptions) -> None:
         self.options = options
-        self.label = case_output(options.label_format)  # its file marks a case as done
-        self.writers: list[CaseWriter] = [*companion_writers(options.companions, self.label), self.label]
-        """In the order they write: the case's label last, so that its file marks a case with all its outputs."""
-        sources = without_label_maps(find_sources(options.inputs, options.output), options.inputs)
-        for writer in self.writers:  # an output none of the inputs can have stops the batch now
-            if (refusal := writer.batch_refusal(sources)) is not None:
-                flag = f"--format {options.label_format}" if writer is self.label else f"--{writer.name}"
-                raise InputError(f"{options.inputs}: {flag}: {refusal}")
-        self.cases = [Case(source, self.label.path(options.output, case_id(source), source)) for source in sources]
-        ensure_writable_folder(options.output)
-        if options.report is not None:  # refused now, not after the batch
-            if options.report.is_dir():
-                raise InputError(f"{options.report}: a folder; --report names the JSON file to write")
-            ensure_writable_folder(options.report.parent)
-            check_report_room(options.report, len(self.cases))
-        ModelsFolder(options.models).stage_folders()  # a missing model stops the batch now, not once per case
+        self.plan = BatchPlan(options)
+        self.cases = self.plan.cases
         self.device = select_device(options.device)
         self.precision = inference_precision(self.device, options.precision)
-        self.config = InferenceConfig(spacing_fallback=options.spacing_fallback)
-        self.resume = Resume(self.cases, self.label, overwrite=options.overwrite)
         self.monitor = CaseMonitor(self.cases, self.device)
         self.segmenter: Segmenter | None = None
 
     def run(self) -> BatchReport:
         """Segment every case; returns what happened to each. Writes the report if asked, even after a failure."""
-        todo = self.resume.todo
+        todo = self.plan.todo
         logger.info(
             "%d case(s), %d to segment, on the %s in %s", len(self.cases), len(todo), self.device, self.precision
         )
-        report, reads = BatchReport(), None
+        report, reads, runner = BatchReport(), None, None
         loader, reader = ThreadPoolExecutor(1, "models"), ThreadPoolExecutor(1, "reader")
         stop = StopRequest()
         try:
             with stop_on_signals() as stop:
                 if todo:  # nothing to segment: no minutes spent loading models
                     loading = loader.submit(self._load_segmenter, todo[0].source)
-                    keep_as_read = any(writer.needs_ct_as_read for writer in self.writers)
                     # the first CT is read while the models load
+                    config = self.plan.config
                     reads = ReadAhead(
-                        todo, reader, self.config.max_voxels, self.config.spacing_fallback, keep_as_read=keep_as_read
+                        todo, reader, config.max_voxels, config.spacing_fallback, keep_as_read=self.plan.keep_as_read
                     )
                     self.segmenter = _wait_for(loading, stop)
+                    if self.segmenter is not None:
+                        runner = CaseRunner(
+                            self.segmenter, self.plan.writers, self.options.output, force=self.options.force
+                        )
                 report = run_batch(
                     self.cases,
-                    lambda case: self._process(case, case in todo, reads),
+                    lambda case: self._process(case, runner, reads),
                     name_of=lambda case: case.name,
                     description="predict",
                     progress=self.options.progress,
@@ -100,83 +78,27 @@ class Predictor:
                 executor.shutdown(wait=not stop.requested, cancel_futures=True)
             self.monitor.close()
             run = run_facts(
-                device=self.device, precision=self.precision, segmenter=self.segmenter, utils=self.options.utils
+                device=self.device,
+                precision=self.precision,
+                networks=described_networks(self.segmenter),
+                utils=self.options.utils,
             )
-            output, path = self.options.output, self.options.report
-            write_batch_files(report, output, self.writers, self.cases, path, run, self.monitor)
+            run.update(self.plan.report_facts())
+            plan, output = self.plan, self.options.output
+            write_batch_files(report, output, plan.batch_writers, self.cases, plan.report, run, self.monitor)
         return report
 
     def _load_segmenter(self, first_ct: Path) -> Segmenter:
         """The segmenter of the options; networks in the original's format are imported, checked on `first_ct`."""
-        options = self.options
-        return Segmenter(
-            options.models,
-            device=self.device,
-            precision=self.precision,
-            utils=options.utils,
-            import_originals=options.import_originals,
-            config=self.config,
-            probe=first_ct,
-        )
+        return load_segmenter(self.options, self.device, self.precision, self.plan.config, probe=first_ct)
 
-    def _process(self, case: Case, needed: bool, reads: ReadAhead | None) -> Outcome:
+    def _process(self, case: Case, runner: CaseRunner | None, reads: ReadAhead | None) -> Outcome:
         record = self.monitor.record(case)
-        if (refusal := self.resume.refusal(case)) is not None:
-            record.status, record.error = "failed", refusal
-            raise InputError(refusal)
-        if not needed:
-            record.status = "skipped"
-            logger.info("%s: %s exists, skipped", case.name, case.output)
-            return "skipped"
-        assert reads is not None and self.segmenter is not None  # there is something to do
-        try:
-            with case_lock(case.output) as held:  # two runs on one folder share its cases
-                overwrite = self.resume.claim(case) if held else None
-                if overwrite is None:
-                    reads.drop(case)
-                    record.status = "skipped"
-                    logger.info("%s: %s by another run, skipped", case.name, "being done" if not held else "done")
-                    return "skipped"
-                remove_leftovers(case, self.writers, self.options.output)
-                return self._segment(case, reads, overwrite=overwrite)
-        except OSError as error:
-            if record.status == "pending":  # failed before its segmentation started (the lock, the clean-up)
-                record.status, record.error = "failed", str(error)
-                reads.drop(case)
-            raise
-
-    def _segment(self, case: Case, reads: ReadAhead, *, overwrite: bool) -> Outcome:
-        """Read, segment and write one case whose lock is held."""
-        assert self.segmenter is not None
-        with self.monitor.measuring(case) as record:
-            try:
-                ct, record.seconds["read"] = reads.take(case)
-            except LabelMapGiven as error:  # a label map not told by its header: skipped, as those told by it
-                record.status = "skipped"
-                record.warn([f"skipped: {str(error).removeprefix(f'{case.source}: ')}"])
-                return "skipped"
-            record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
-            segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
-            record.warn(gate_organs(segmentation.label, ct.spacing_zyx, case.source))  # no organ: the case fails
-            record.seconds.update(segmentation.seconds)
-            record.details = {"spacing": ct.spacing_source, **segmentation.details}
-            start = time.perf_counter()
-            notice = f"DEMONSTRATION MODELS: {self.segmenter.demonstration}" if self.segmenter.demonstration else None
-            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source, notice)
-            restore_seconds = time.perf_counter() - start
-            for written in write_case(result, self.writers, self.options.output, case.id, overwrite=overwrite):
-                if written.path is None:  # a companion that does not apply to this CT
-                    record.warn([f"no {written.name}: {written.refusal}"])
-                    continue
-                record.written.append(str(written.path))
-                record.seconds[written.name] = written.seconds
-            record.seconds[self.label.name] += restore_seconds  # the way back onto the CT's grid
-            record.status = "done"
-        return "done"
-
-    def _gate(self, case: Case, record: CaseRecord, ct: CanonicalCT) -> None:
-        """The plausibility check of a CT the networks can take, before they run: refused, or warned about."""
-        record.warn(gate_input(ct.array_zyx, case.source, force=self.options.force))
+        settled = self.plan.settled_before(case, record)
+        if settled is not None:
+            return settled
+        assert reads is not None and runner is not None  # there is something to do
+        return runner.run(case, self.plan.resume.claim(case), record, reads, self.monitor.meter)
 
 
 def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
@@ -191,5 +113,10 @@ def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None
 
 
 def predict(options: PredictOptions) -> BatchReport:
-    """Run `efficientscn predict`; InputError when the batch cannot start (no CT, no models, bad output folder)."""
+    """Run `efficientscn predict`, in this process or on the cluster `options.cluster` names; InputError when the
+    batch cannot start (no CT, no models, bad output folder, a cluster that cannot run it)."""
+    if options.cluster is not None:
+        from efficientscn.predict.cluster import ClusterBatch
+
+        return ClusterBatch(options).run()
     return Predictor(options).run()

@@ -3,16 +3,20 @@
 A stage supplies a `TrainingTask` (network, loss, sample source, test); this module does the rest the same way
 for both: Adam; L2 regularisation; the weight average (EMA) that tests, checkpoints and exports use;
 norm-adaptive gradient clipping; precision by device with a dynamic loss scale for float16; a tf.distribute
-strategy (MirroredStrategy over several devices, each replica gets its own variable-shape sample); a checkpoint
-every `snapshot_iter` from which `resume` continues with the same iteration count, optimizer, average,
+strategy (`distribution`: several devices or several workers, each replica gets its own variable-shape sample); a
+checkpoint every `snapshot_iter` from which `resume` continues with the same iteration count, optimizer, average,
 clipping and loss-scale state; the stage's test every `test_iter`; train.csv, test.csv and TensorBoard logs; a
-tqdm bar. A non-finite loss stops the run before anything more is written.
+tqdm bar. A non-finite loss stops the run before anything more is written. Across workers, the chief alone writes
+the run folder; the others write what TensorFlow needs them to (their checkpoints) into a private temporary folder,
+removed when they finish.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +31,7 @@ from efficientscn.errors import InputError, RunStopped
 from efficientscn.model.precision import precision_policy, training_precision, uses_loss_scaling
 from efficientscn.train.clipping import AdaptiveGradientClipping
 from efficientscn.train.config import TrainingConfig
+from efficientscn.train.distribution import training_strategy, worker_role
 from efficientscn.train.ema import WeightAverage
 from efficientscn.train.loss_scale import DynamicLossScale
 from efficientscn.train.run_folder import (
@@ -76,16 +81,6 @@ class TrainingDiverged(RunStopped):
     """The loss became NaN or infinite; nothing from that step on was written."""
 
 
-def distribution_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over `devices`, or over all GPUs when there are several; the default strategy otherwise."""
-    if devices is None:
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] if len(gpus) > 1 else None
-    if devices and len(devices) > 1:
-        return tf.distribute.MirroredStrategy(list(devices))
-    return tf.distribute.get_strategy()
-
-
 class Trainer:
     """Train one task in one run folder; `run()` trains up to `config.max_iter` and returns the run folder."""
 
@@ -99,12 +94,21 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         devices: Sequence[str] | None = None,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
-        self.task, self.config, self.run_folder, self.progress = task, config, Path(run_folder), progress
+        """`strategy`: how to distribute (`distribution.training_strategy`; by default over `devices`). A worker
+        other than the chief reads `run_folder` (to resume) and writes into a temporary folder of its own."""
+        self.task, self.config, self.run_folder = task, config, Path(run_folder)
         self.precision = training_precision(config.precision)
         logger.info("precision: %s", self.precision)
-        self.strategy = distribution_strategy(devices)
+        self.strategy = strategy or training_strategy(devices)
+        self.role = worker_role(self.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
+        """Replicas of all workers: each trains on one sample per step, so this is the global batch."""
+        self.progress = progress and self.role.chief
+        self.write_folder = (
+            self.run_folder if self.role.chief else Path(tempfile.mkdtemp(prefix=f"efficientscn-w{self.role.index}-"))
+        )
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(self.precision):
             self.model = task.build_model()
@@ -126,21 +130,27 @@ class Trainer:
             clipping=self.clipping,
             iteration=self.iteration,
         )
+        # every worker saves (saving may need all of them), the chief into the run folder
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self.run_folder / WEIGHTS_DIR, max_to_keep=None, checkpoint_name=CHECKPOINT_PREFIX
+            self.checkpoint, self.write_folder / WEIGHTS_DIR, max_to_keep=None, checkpoint_name=CHECKPOINT_PREFIX
         )
         start = self._restore() if resume else None
-        write_config(self.run_folder, {**record, "replicas": self.replicas})
+        write_config(self.write_folder, {**record, "replicas": self.replicas, "workers": self.role.count})
         train_fields = ["total", *task.loss_fields, "regularization", "gradient_norm", "clip_threshold"]
         if uses_loss_scaling(self.precision):
             train_fields.append("loss_scale")
         train_fields.append("seconds_per_step")
-        self.train_log = CsvLog(self.run_folder / "train.csv", train_fields, resume_from=start)
-        self.test_log = CsvLog(self.run_folder / "test.csv", list(task.test_fields), resume_from=start)
-        self.summaries = tf.summary.create_file_writer(str(self.run_folder / "tensorboard"))
+        self.train_log = CsvLog(self.write_folder / "train.csv", train_fields, resume_from=start)
+        self.test_log = CsvLog(self.write_folder / "test.csv", list(task.test_fields), resume_from=start)
+        self.summaries = tf.summary.create_file_writer(str(self.write_folder / "tensorboard"))
         # TensorFlow has no CPU kernel for float16 average pooling; XLA compiles it (float16 on a CPU is for tests)
         jit = self.precision == "float16" and not tf.config.list_physical_devices("GPU")
-        self._train_step = tf.function(self._step, reduce_retracing=True, jit_compile=jit)
+        # across workers, the step is traced once, for every shape: the workers' collective operations are matched
+        # by the order they were traced in, and samples of other shapes would retrace on one worker only
+        signature = None
+        if self.role.count > 1 and self.role.local_replicas == 1:
+            signature = [{k: tf.TensorSpec((1, *spec.shape), spec.dtype) for k, spec in task.sample_signature.items()}]
+        self._train_step = tf.function(self._step, reduce_retracing=True, jit_compile=jit, input_signature=signature)
         self.predict: Predict = tf.function(
             lambda image: self.model(image, training=False), reduce_retracing=True, jit_compile=jit
         )
@@ -210,14 +220,16 @@ class Trainer:
         return terms
 
     def step(self, batch: Sequence[Mapping[str, tf.Tensor]]) -> dict[str, float]:
-        """One optimisation step on one batch per replica (each (1, z, y, x, C)); returns the step's figures."""
-        if len(batch) != self.replicas:
-            raise ValueError(f"{len(batch)} batches for {self.replicas} replicas")
-        if self.replicas == 1:
+        """One optimisation step on one batch per replica of this worker (each (1, z, y, x, C)); returns the step's
+        figures (across workers: of every worker's replicas)."""
+        local = self.role.local_replicas
+        if len(batch) != local:
+            raise ValueError(f"{len(batch)} batches for {local} replicas")
+        if local == 1:
             sample: Any = batch[0]
-        else:
+        else:  # a worker's replicas are numbered consecutively across the job
             sample = self.strategy.experimental_distribute_values_from_function(
-                lambda context: batch[context.replica_id_in_sync_group]
+                lambda context: batch[context.replica_id_in_sync_group % local]
             )
         with self.strategy.scope():  # cross-replica context: mirrored weights are updated on every device
             values = self._train_step(sample)
@@ -225,20 +237,24 @@ class Trainer:
 
     def run(self) -> Path:
         """Train from the current iteration up to `max_iter`; returns the run folder."""
-        with (
-            log_to_file(self.run_folder),
-            SampleLoader(
-                self.task.sample_source,
-                self.task.train_ids,
-                workers=self.config.workers,
-                seed=self.config.seed + int(self.iteration.numpy()),
-            ) as loader,
-        ):
-            samples = _tf_samples(loader, self.task.sample_signature, self.config.queue_size)
-            try:
-                self._loop(samples, loader)
-            finally:
-                del samples  # end tf.data's reading of the loader before the loader closes
+        # each worker draws its own samples: its loader's seeds follow those of the workers before it
+        seed = self.config.seed + int(self.iteration.numpy()) + self.role.index * max(self.config.workers, 1)
+        try:
+            with (
+                log_to_file(self.write_folder),
+                SampleLoader(
+                    self.task.sample_source, self.task.train_ids, workers=self.config.workers, seed=seed
+                ) as loader,
+            ):
+                samples = _tf_samples(loader, self.task.sample_signature, self.config.queue_size)
+                try:
+                    self._loop(samples, loader)
+                finally:
+                    del samples  # end tf.data's reading of the loader before the loader closes
+        finally:
+            if not self.role.chief:
+                self.summaries.close()
+                shutil.rmtree(self.write_folder, ignore_errors=True)
         return self.run_folder
 
     def _loop(self, samples: Any, loader: SampleLoader) -> None:
@@ -253,7 +269,7 @@ class Trainer:
         with tqdm(total=config.max_iter, initial=start, desc=self.task.stage, disable=not self.progress) as bar:
             for done in range(start + 1, config.max_iter + 1):
                 try:
-                    batch = [next(samples) for _ in range(self.replicas)]
+                    batch = [next(samples) for _ in range(self.role.local_replicas)]
                 except tf.errors.OpError as error:  # a loader failure surfaces through tf.data
                     raise (loader.error or LoaderError(str(error))) from None
                 values = self.step(batch)
@@ -274,7 +290,8 @@ class Trainer:
                     sums, count, tick = {}, 0, time.perf_counter()
                 if done % config.snapshot_iter == 0 or done == config.max_iter:
                     self.manager.save(checkpoint_number=done)
-                if self.task.test_ids and (done % config.test_iter == 0 or done == config.max_iter):
+                # the test runs on the chief alone (it writes its results; the others wait at the next step)
+                if self.role.chief and self.task.test_ids and (done % config.test_iter == 0 or done == config.max_iter):
                     self._test(done)
                     tick = time.perf_counter()
 

@@ -19,6 +19,7 @@ from efficientscn.model.precision import training_precision
 from efficientscn.model.savedmodel import refuse_existing
 from efficientscn.settings import from_record, to_record, with_changes
 from efficientscn.train.checkpoints import checkpoint_iteration, load_averaged_model
+from efficientscn.train.distribution import agree_on_path, training_strategy, worker_role
 from efficientscn.train.loop import Trainer
 from efficientscn.train.run_folder import CONFIG_NAME, latest_resumable_run, new_run_folder, read_config
 from efficientscn.train.stages import RunConfig, Stage
@@ -100,12 +101,14 @@ def train_stage(
     resume: bool = False,
     progress: bool = True,
     devices: Sequence[str] | None = None,
+    multi_worker: bool = False,
 ) -> Path:
     """Train (or with `resume`, continue the newest run of) fold `cv`; returns the run folder.
 
     `config` defaults to the stage's paper settings. On resume, pass the run's own configuration
     (`resumed_config`, or `fold_configs`), so that the network and the data are the ones its checkpoints were made
-    with.
+    with. Across workers (`multi_worker`, or a `TF_CONFIG` naming several; `distribution`), every worker calls this
+    with the same arguments: the chief chooses and writes the run folder.
     """
     config = config if config is not None else stage.config_type()
     stage.contract(config)  # a network that inference could not run is refused before hours of training
@@ -113,10 +116,14 @@ def train_stage(
     task = stage.task(dataset, cv, config)
     # the concrete precision goes into config.json, so a resumed run keeps it on any machine
     config = replace(config, training=replace(config.training, precision=training_precision(config.training.precision)))
-    run = latest_resumable_run(output, stage.name, cv) if resume else new_run_folder(output, stage.name, cv)
+    strategy = training_strategy(devices, multi_worker=multi_worker)
+    run = None
+    if worker_role(strategy).chief:
+        run = latest_resumable_run(output, stage.name, cv) if resume else new_run_folder(output, stage.name, cv)
+    run = agree_on_path(strategy, run)
     record = {"stage": stage.name, "cv": cv, "dataset": str(dataset.root.resolve()), "versions": versions()}
     record.update(to_record(config))
-    trainer = Trainer(task, config.training, run, record=record, resume=resume, progress=progress, devices=devices)
+    trainer = Trainer(task, config.training, run, record=record, resume=resume, progress=progress, strategy=strategy)
     return trainer.run()
 
 
@@ -130,6 +137,7 @@ def train_folds(
     config_file: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    multi_worker: bool = False,
 ) -> list[Path]:
     """Train (or resume) each fold in turn, as `efficientscn train` does; returns the run folders."""
     configs = fold_configs(
@@ -137,7 +145,11 @@ def train_folds(
     )
     runs = []
     for cv, config in configs.items():
-        runs.append(train_stage(stage, dataset_root, output, cv, config, resume=resume, progress=progress))
+        runs.append(
+            train_stage(
+                stage, dataset_root, output, cv, config, resume=resume, progress=progress, multi_worker=multi_worker
+            )
+        )
         logger.info("fold %d done: %s", cv, runs[-1])
     return runs
 

@@ -57,6 +57,8 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "details": {"organ_voxels": [10, 20, 30, 40]},
                 "warnings": [],
                 "written": ["out/a.nii.gz", "out/a.json"],
+                "worker": None,
+                "lost_workers": [],
             },
             {
                 "input": "in/b.mha",
@@ -69,6 +71,8 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "details": {},
                 "warnings": [],
                 "written": [],
+                "worker": None,
+                "lost_workers": [],
             },
             {
                 "input": "in/c",
@@ -81,6 +85,8 @@ def test_the_report_holds_the_run_its_rounded_peak_memory_and_every_case(tmp_pat
                 "details": {},
                 "warnings": [],
                 "written": [],
+                "worker": None,
+                "lost_workers": [],
             },
         ],
     }
