@@ -21,7 +21,9 @@ def _ci_commands() -> list[str]:
 
 def test_ci_runs_exactly_the_readme_set_up_and_test_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    commands = _ci_commands()
+    # CI's own step first: the system tools, installed where missing
+    install_tools, *commands = _ci_commands()
+    assert install_tools == ".ci/install-tools"
     assert len(commands) == 3
     set_up, *tests = commands
     assert "## Set up" in readme and f"\n{set_up}\n" in readme.split("## Set up")[1].split("## ")[0]
