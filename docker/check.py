@@ -326,16 +326,7 @@ def pip_build_mounts(config: Path) -> list[str]:
     """`podman build` options that let pip in the build reach the registry as pip on this host does: a pip
     configuration of the host's network settings, mounted as /etc/pip.conf, and the files it names."""
     done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True)
-    settings: dict[str, str] = {}
-    for line in done.stdout.splitlines():  # `global.cert='/path'`, `:env:.cert='/path'`; the environment wins
-        name, _, value = line.partition("=")
-        scope, _, key = name.rpartition(".")
-        if key in PIP_NETWORK_SETTINGS and (key not in settings or scope == ":env:"):
-            settings[key] = " ".join(ast.literal_eval(value).split())  # printed as a Python string
-    if "extra-index-url" in settings:  # local folders of this host are not in the build
-        remote = [url for url in settings["extra-index-url"].split() if not url.startswith("file:")]
-        settings["extra-index-url"] = " ".join(remote)
-    settings = {key: value for key, value in settings.items() if value and not value.startswith("file:")}
+    settings = pip_network_settings(done.stdout)
     config.write_text("[global]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
     mounts = ["-v", f"{config}:/etc/pip.conf:ro"]
     for key in PIP_FILE_SETTINGS:
@@ -343,6 +334,18 @@ def pip_build_mounts(config: Path) -> list[str]:
             mounts += ["-v", f"{settings[key]}:{settings[key]}:ro"]
     logger.info("pip in the build: %s", ", ".join(sorted(settings)) or "no settings of the host's")
     return mounts
+
+
+def pip_network_settings(listing: str) -> dict[str, str]:
+    """From `pip config list`, the settings that decide how pip reaches the registry (PIP_NETWORK_SETTINGS), as pip
+    takes them (the environment's over the files'), without this host's local folders (file: URLs)."""
+    settings: dict[str, str] = {}
+    for line in listing.splitlines():  # `global.cert='/path'`, `:env:.cert='/path'`: values printed as Python strings
+        name, _, value = line.partition("=")
+        scope, _, key = name.rpartition(".")
+        if key in PIP_NETWORK_SETTINGS and (key not in settings or scope == ":env:"):
+            settings[key] = " ".join(item for item in ast.literal_eval(value).split() if not item.startswith("file:"))
+    return {key: value for key, value in settings.items() if value}
 
 
 def prepare_inputs(folder: Path) -> tuple[Path, list[str]]:
