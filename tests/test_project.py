@@ -21,11 +21,13 @@ def _ci_commands() -> list[str]:
 
 def test_ci_runs_exactly_the_readme_set_up_and_test_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    commands = _ci_commands()
+    # CI's own step first: the system tools, installed where missing
+    install_tools, *commands = _ci_commands()
+    assert install_tools == ".ci/install-tools"
     assert len(commands) == 4
     set_up, *tests = commands
     assert "## Set up" in readme and f"\n{set_up}\n" in readme.split("## Set up")[1].split("## ")[0]
-    for test in tests:  # the validator the tests call, the default suite, then the long checks marked slow
+    for test in tests:  # the default suite, the long checks marked slow, then the container check
         assert f"\n{test}\n" in readme.split("## Test")[1].split("## ")[0]
     # a clone without ../shared fails instead of skipping the tests that need it
     assert "\nexport CI=true\n" in (REPO_ROOT / ".ci" / "run").read_text()
