@@ -1,9 +1,10 @@
-"""Test helpers: the real CT cases of tests/ct_data, the original's released files and synthetic phantoms.
+"""Test helpers: the real CT cases of tests/ct_data, a clone of the original repository and synthetic phantoms.
 
 The real cases are in tests/ct_data (or the folder named by $EFFICIENTSCN_SHARED_DATA); the few files of it that are
 made from others (derived_data) are made on first use into a folder of the test run. The original's released models
-and setup folder are at $EFFICIENTSCN_SHARED_REFERENCE or ../shared/reference. Without them the tests that need them
-are skipped locally; under CI=true (which .ci/run sets) that is a failure, not a skip.
+and setup folder are read from a clone of the original repository, named by $EFFICIENTSCN_ORIGINAL (default:
+../shared/reference/original-repo beside this repository). Without them the tests that need them are skipped
+locally; under CI=true (which .ci/run sets) that is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from efficientscn.labels import ORGAN_NAMES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CT_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
 """The real CTs, their FLARE labels and cases.json (see its README.md for their sources and licences)."""
-SHARED_REFERENCE = Path(os.environ.get("EFFICIENTSCN_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
-ORIGINAL_MODELS = SHARED_REFERENCE / "original_saved_models"
-"""The original's released SavedModels: localization, tf_utils_module, and segmentation's variables.index only."""
-ORIGINAL_SETUP = SHARED_REFERENCE / "original_setup"
+ORIGINAL_URL = "https://github.com/franzthaler/FLARE21-EfficientSCN"
+ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo"))
+"""A clone of the original repository (GPL-3.0: it stays outside this one), or a folder of its layout."""
+ORIGINAL_MODELS = ORIGINAL / "submitted_saved_models"
+"""The original's released SavedModels: localization, tf_utils_module and segmentation (whole in a full clone)."""
+ORIGINAL_SETUP = ORIGINAL / "setup"
 """The original's setup folder: cv splits and landmark_bb.csv of the FLARE21 training cases."""
 
 
@@ -84,7 +87,8 @@ def _require_reference(folder: Path, files: tuple[str, ...]) -> Path:
     missing = [name for name in files if not (folder / name).is_file()]
     if missing:
         skip_or_fail(
-            f"the original's files not found in {folder}: {', '.join(missing)} (set EFFICIENTSCN_SHARED_REFERENCE)"
+            f"the original's files not found in {folder}: {', '.join(missing)} "
+            f"(set EFFICIENTSCN_ORIGINAL to a clone of {ORIGINAL_URL})"
         )
     return folder
 
@@ -93,6 +97,19 @@ def require_original_models() -> Path:
     """The original's released models folder; skips the test if a file is missing, or fails it under CI."""
     files = ("localization/saved_model.pb", "tf_utils_module/saved_model.pb", "segmentation/variables/variables.index")
     return _require_reference(ORIGINAL_MODELS, files)
+
+
+def require_original_segmentation_weights() -> Path:
+    """The original's released models folder where it holds the segmentation SavedModel whole, as a full clone does.
+    Where it holds only that model's variable index, skips the test, also under CI: no copy of the weights is at hand
+    there, and every other test of the original's files still runs."""
+    segmentation = require_original_models() / "segmentation"
+    if not (segmentation / "saved_model.pb").is_file() or not any(segmentation.glob("variables/variables.data-*")):
+        pytest.skip(
+            f"{segmentation} holds the variable index of the original's segmentation model, not its graph and "
+            f"weights (a full clone of {ORIGINAL_URL} has them)"
+        )
+    return ORIGINAL_MODELS
 
 
 def require_original_setup() -> Path:
