@@ -45,11 +45,13 @@ PROBE = "ts_example_ct_sm"
 
 @pytest.fixture(scope="module")
 def original_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder in the original's format: its released localization model and a stand-in SCN."""
+    """A models folder in the original's format, as its clone has it: its released localization model and traced
+    utils module (which needs a GPU: on a CPU the import makes the probe's inputs without it), and a stand-in SCN."""
     require_original_models()
     folder = tmp_path_factory.mktemp("original") / "submitted_saved_models"
     folder.mkdir()
-    (folder / "localization").symlink_to(ORIGINAL_MODELS / "localization", target_is_directory=True)
+    for name in ("localization", "tf_utils_module"):
+        (folder / name).symlink_to(ORIGINAL_MODELS / name, target_is_directory=True)
     write_original_layout_scn(folder / "segmentation", shipped_scn_weights())
     return folder
 
