@@ -122,6 +122,16 @@ def require_original_setup() -> Path:
     return _require_reference(ORIGINAL_SETUP, files)
 
 
+def imported_with_the_cli(models: Path, destination: Path, probe_case: str) -> Path:
+    """`efficientscn import-original MODELS DESTINATION --probe CT` with a test case's CT, which must succeed; the
+    destination."""
+    from efficientscn.cli import main
+
+    probe = shared_case(probe_case).image
+    assert main(["import-original", str(models), str(destination), "--probe", str(probe), "-q"]) == 0
+    return destination
+
+
 def image_from_array(
     array: np.ndarray,
     spacing: tuple[float, float, float] = (1.5, 1.0, 2.5),

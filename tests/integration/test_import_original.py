@@ -35,7 +35,7 @@ from efficientscn.model.savedmodel import MODEL_VARIABLES, read_metadata
 from efficientscn.model.specs import SPECS, STAGE_NAMES
 from efficientscn.nn.weights import numbered_variable_keys, read_checkpoint_arrays
 
-from helpers import ORIGINAL_MODELS, image_from_array, require_original_models, shared_case
+from helpers import ORIGINAL_MODELS, image_from_array, imported_with_the_cli, require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,7 @@ def original_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def imported(original_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`efficientscn import-original` on that folder, checked on a shared CT."""
-    destination = tmp_path_factory.mktemp("imported") / "models"
-    probe = shared_case(PROBE).image
-    assert main(["import-original", str(original_models), str(destination), "--probe", str(probe), "-q"]) == 0
-    return destination
+    return imported_with_the_cli(original_models, tmp_path_factory.mktemp("imported") / "models", PROBE)
 
 
 def test_the_stand_in_has_the_original_segmentation_layout(original_models: Path) -> None:
