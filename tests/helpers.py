@@ -29,10 +29,13 @@ from derived_data import derivations, make_file
 from efficientscn.labels import ORGAN_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CT_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
-"""The real CTs, their FLARE labels and cases.json (see its README.md for their sources and licences)."""
+CT_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data")).absolute()
+"""The real CTs, their FLARE labels and cases.json (see its README.md for their sources and licences). Absolute, as
+are the folders below, since tests link to their files from elsewhere."""
 ORIGINAL_URL = "https://github.com/franzthaler/FLARE21-EfficientSCN"
-ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo"))
+ORIGINAL = Path(
+    os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo")
+).absolute()
 """A clone of the original repository (GPL-3.0: it stays outside this one), or a folder of its layout."""
 ORIGINAL_MODELS = ORIGINAL / "submitted_saved_models"
 """The original's released SavedModels: localization, tf_utils_module and segmentation (whole in a full clone)."""
