@@ -42,6 +42,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", SHARED / "reference" / "original-repo"))
+"""A clone of the original repository (its released models in submitted_saved_models/)."""
 STAGES = ("read", "localization", "segmentation", "write")
 T = TypeVar("T")
 Z_STRETCH = 1.6
@@ -78,7 +80,7 @@ def temporary_models(folder: Path) -> Path:
     from efficientscn.nn.localization import load_original_localization_weights as load_original
 
     localization = build_localization_net()
-    load_original(localization, SHARED / "reference" / "original_saved_models" / "localization")
+    load_original(localization, ORIGINAL / "submitted_saved_models" / "localization")
     LOCALIZATION_SPEC.save(localization, LocalizationNetConfig(), folder / "localization")
     SEGMENTATION_SPEC.save(SEGMENTATION_SPEC.build(SCNConfig(seed=0)), SCNConfig(seed=0), folder / "segmentation")
     return folder

@@ -28,6 +28,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", SHARED / "reference" / "original-repo"))
+"""A clone of the original repository (its released models in submitted_saved_models/)."""
 SHIPPED = REPO_ROOT / "submitted_saved_models"
 CASES = (
     "ts_example_ct",
@@ -88,7 +90,7 @@ def main() -> int:
     parser.add_argument(
         "--original",
         type=Path,
-        default=SHARED / "reference" / "original_saved_models" / "localization",
+        default=ORIGINAL / "submitted_saved_models" / "localization",
         help="the original's localization SavedModel (default: %(default)s)",
     )
     parser.add_argument("--device", choices=("cpu", "gpu"))

@@ -45,11 +45,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Everything the check reads or keeps outside the repository; each can be moved by an environment variable.
-SHARED_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-"""The shared CTs: cases.json and the files it names."""
-SHARED_REFERENCE = Path(os.environ.get("EFFICIENTSCN_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
-ORIGINAL_MODELS = SHARED_REFERENCE / "original_saved_models"
-"""The original's released models folder (its segmentation network's variable index only)."""
+SHARED_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data")).absolute()
+"""The test CTs, as the tests find them: cases.json and the files it names (those stored there: the variants the
+tests make are left out unless the folder holds them)."""
+ORIGINAL = Path(
+    os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo")
+).absolute()
+ORIGINAL_MODELS = ORIGINAL / "submitted_saved_models"
+"""The original's released models folder, in a clone of the original (CI's copy holds its segmentation network's
+variable index only)."""
 CACHE = Path(
     os.environ.get("EFFICIENTSCN_CHECK_CACHE")
     or Path(os.environ.get("XDG_CACHE_HOME") or "/var/cache") / "efficientscn-check"
@@ -236,7 +240,9 @@ def preflight() -> None:
     if not (SHARED_DATA / "cases.json").is_file():
         raise CheckFailed(f"shared CTs not found: {SHARED_DATA}/cases.json (set EFFICIENTSCN_SHARED_DATA)")
     if not (ORIGINAL_MODELS / "localization" / "saved_model.pb").is_file():
-        raise CheckFailed(f"the original's models not found in {ORIGINAL_MODELS} (set EFFICIENTSCN_SHARED_REFERENCE)")
+        raise CheckFailed(
+            f"the original's models not found in {ORIGINAL_MODELS} (set EFFICIENTSCN_ORIGINAL to a clone of it)"
+        )
     if not EFFICIENTSCN.is_file():
         raise CheckFailed(f"{EFFICIENTSCN} not found: run the check with the set-up's Python (.venv/bin/python)")
 
@@ -352,7 +358,9 @@ def prepare_inputs(folder: Path) -> tuple[Path, list[str]]:
     """Copies of the shared CTs named by their case ids (a container cannot follow links out of its mounts);
     returns the folder and the ids."""
     folder.mkdir(parents=True)
-    cases = json.loads((SHARED_DATA / "cases.json").read_text())
+    cases = [
+        case for case in json.loads((SHARED_DATA / "cases.json").read_text()) if (SHARED_DATA / case["image"]).exists()
+    ]
     for case in cases:
         source = SHARED_DATA / case["image"]
         if source.is_dir():  # a DICOM series

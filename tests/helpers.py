@@ -1,14 +1,20 @@
-"""Test helpers: the real CT cases of ../shared/data, the original's released files and synthetic phantoms.
+"""Test helpers: the real CT cases of tests/ct_data, a clone of the original repository and synthetic phantoms.
 
-The real cases are found at $EFFICIENTSCN_SHARED_DATA or at ../shared/data beside the repository, the original's
-released models and setup folder at $EFFICIENTSCN_SHARED_REFERENCE or ../shared/reference. Without them the tests
-that need them are skipped locally; under CI=true (which .ci/run sets) that is a failure, not a skip.
+The real cases are in tests/ct_data (or the folder named by $EFFICIENTSCN_SHARED_DATA); the few files of it that are
+made from others (derived_data) are made on first use into a folder of the test run. The original's released models
+and setup folder are read from a clone of the original repository, named by $EFFICIENTSCN_ORIGINAL (default:
+../shared/reference/original-repo beside this repository). Without them the tests that need them are skipped
+locally; under CI=true (which .ci/run sets) that is a failure, not a skip.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -18,20 +24,27 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from derived_data import derivations, make_file
 
 from efficientscn.labels import ORGAN_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-SHARED_REFERENCE = Path(os.environ.get("EFFICIENTSCN_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
-ORIGINAL_MODELS = SHARED_REFERENCE / "original_saved_models"
-"""The original's released SavedModels: localization, tf_utils_module, and segmentation's variables.index only."""
-ORIGINAL_SETUP = SHARED_REFERENCE / "original_setup"
+CT_DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data")).absolute()
+"""The real CTs, their FLARE labels and cases.json (see its README.md for their sources and licences). Absolute, as
+are the folders below, since tests link to their files from elsewhere."""
+ORIGINAL_URL = "https://github.com/franzthaler/FLARE21-EfficientSCN"
+ORIGINAL = Path(
+    os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo")
+).absolute()
+"""A clone of the original repository (GPL-3.0: it stays outside this one), or a folder of its layout."""
+ORIGINAL_MODELS = ORIGINAL / "submitted_saved_models"
+"""The original's released SavedModels: localization, tf_utils_module and segmentation (whole in a full clone)."""
+ORIGINAL_SETUP = ORIGINAL / "setup"
 """The original's setup folder: cv splits and landmark_bb.csv of the FLARE21 training cases."""
 
 
 def _load_cases() -> dict[str, dict]:
-    path = SHARED_DATA / "cases.json"
+    path = CT_DATA / "cases.json"
     return {case["id"]: case for case in json.loads(path.read_text())} if path.is_file() else {}
 
 
@@ -40,24 +53,45 @@ MISSING = "<shared data missing>"
 
 
 def skip_or_fail(message: str) -> NoReturn:
-    """Skip the test for want of shared files, or fail it under CI=true, where every test must run."""
+    """Skip the test for want of files from outside the repository, or fail it under CI=true, where every test must
+    run."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
 
 
 def require_shared_data() -> Path:
-    """The shared data folder; skips the test if it is missing, or fails it under CI."""
+    """The test data folder; skips the test if EFFICIENTSCN_SHARED_DATA names a folder without it, or fails it under
+    CI."""
     if not SHARED_CASES:
-        skip_or_fail(f"shared test data not found at {SHARED_DATA} (set EFFICIENTSCN_SHARED_DATA)")
-    return SHARED_DATA
+        skip_or_fail(f"test data not found at {CT_DATA} (unset EFFICIENTSCN_SHARED_DATA to use tests/ct_data)")
+    return CT_DATA
+
+
+@functools.cache
+def _made_data() -> Path:
+    """The folder of this test run for the files made from others; removed when the run ends."""
+    folder = Path(tempfile.mkdtemp(prefix="efficientscn-ct-data-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.cache
+def ct_data_file(relative: str) -> Path:
+    """A file of the test data by its path in the data folder. One the folder does not hold and that is made from
+    others (the geometry variants, the DICOM series as NIfTI) is made on first use."""
+    path = CT_DATA / relative
+    if path.exists() or relative not in derivations(SHARED_CASES):
+        return path
+    return make_file(relative, SHARED_CASES, CT_DATA, _made_data())
 
 
 def _require_reference(folder: Path, files: tuple[str, ...]) -> Path:
     missing = [name for name in files if not (folder / name).is_file()]
     if missing:
         skip_or_fail(
-            f"the original's files not found in {folder}: {', '.join(missing)} (set EFFICIENTSCN_SHARED_REFERENCE)"
+            f"the original's files not found in {folder}: {', '.join(missing)} "
+            f"(set EFFICIENTSCN_ORIGINAL to a clone of {ORIGINAL_URL})"
         )
     return folder
 
@@ -68,6 +102,19 @@ def require_original_models() -> Path:
     return _require_reference(ORIGINAL_MODELS, files)
 
 
+def require_original_segmentation_weights() -> Path:
+    """The original's released models folder where it holds the segmentation SavedModel whole, as a full clone does.
+    Where it holds only that model's variable index, skips the test, also under CI: no copy of the weights is at hand
+    there, and every other test of the original's files still runs."""
+    segmentation = require_original_models() / "segmentation"
+    if not (segmentation / "saved_model.pb").is_file() or not any(segmentation.glob("variables/variables.data-*")):
+        pytest.skip(
+            f"{segmentation} holds the variable index of the original's segmentation model, not its graph and "
+            f"weights (a full clone of {ORIGINAL_URL} has them)"
+        )
+    return ORIGINAL_MODELS
+
+
 def require_original_setup() -> Path:
     """The original's setup folder; skips the test if a file is missing, or fails it under CI."""
     files = (
@@ -76,6 +123,16 @@ def require_original_setup() -> Path:
         *(f"cv/{k}/{part}.txt" for k in range(1, 5) for part in ("train", "test")),
     )
     return _require_reference(ORIGINAL_SETUP, files)
+
+
+def imported_with_the_cli(models: Path, destination: Path, probe_case: str) -> Path:
+    """`efficientscn import-original MODELS DESTINATION --probe CT` with a test case's CT, which must succeed; the
+    destination."""
+    from efficientscn.cli import main
+
+    probe = shared_case(probe_case).image
+    assert main(["import-original", str(models), str(destination), "--probe", str(probe), "-q"]) == 0
+    return destination
 
 
 def image_from_array(
@@ -116,7 +173,7 @@ def impulse_response_sigma_mm(image: sitk.Image) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SharedCase:
-    """One real case of ../shared/data/cases.json."""
+    """One real case of the test data's cases.json."""
 
     id: str
     image: Path
@@ -126,9 +183,9 @@ class SharedCase:
 
 def shared_case(case_id: str) -> SharedCase:
     """A case by ID, after `require_shared_data`."""
-    root = require_shared_data()
+    require_shared_data()
     meta = SHARED_CASES[case_id]
-    return SharedCase(case_id, root / meta["image"], root / meta["flare_label"], meta)
+    return SharedCase(case_id, ct_data_file(meta["image"]), ct_data_file(meta["flare_label"]), meta)
 
 
 # DICOM-SEG: what a reader makes of one (the test of the writer and the end-to-end test of predict)

@@ -224,12 +224,16 @@ def import_networks(
 
 
 def _original_utils(source: ModelsFolder, device: Device) -> Utils | PipelineFunctions:
-    """The original's traced pre/post-processing beside its networks, if there, else the package's functions."""
+    """The original's traced pre/post-processing beside its networks, if there and on a GPU (its float16 smoothing
+    has no CPU kernel, docs/fidelity.md #38), else the package's functions, equal to it."""
     folder = source.utils
-    if (folder / "saved_model.pb").is_file():
-        logger.info("%s: making the probe's inputs with the original's pre/post-processing", folder)
-        return load_utils(folder, device)
-    return load_utils(None, device)
+    if not (folder / "saved_model.pb").is_file():
+        return load_utils(None, device)
+    if device == "cpu":
+        logger.info("%s needs a GPU: making the probe's inputs with the package's pre/post-processing", folder)
+        return load_utils(None, device)
+    logger.info("%s: making the probe's inputs with the original's pre/post-processing", folder)
+    return load_utils(folder, device)
 
 
 def import_original(

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from derived_data import DICOM_AS_NIFTI
 
 from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
@@ -21,7 +22,7 @@ from efficientscn.imaging.geometry import grid_of
 from efficientscn.imaging.read import header_size, read_ct, read_header, read_label
 from efficientscn.imaging.write import write_label
 
-from helpers import SharedCase, image_from_array, shared_case
+from helpers import SharedCase, ct_data_file, image_from_array, shared_case
 
 
 def _truncated_copy(source: Path, target: Path) -> Path:
@@ -54,7 +55,7 @@ def test_every_shared_label_reads_as_uint8_on_its_image_grid(any_shared_case: Sh
 def test_dicom_folder_reads_like_its_nifti_copy() -> None:
     case = shared_case("ts_example_ct_dicom")
     dicom = read_ct(case.image)
-    nifti = read_ct(case.image.parent / "example_ct_dicom_as_nifti.nii.gz")
+    nifti = read_ct(ct_data_file(DICOM_AS_NIFTI))
     assert not grid_of(dicom).differences(grid_of(nifti))
     assert np.array_equal(sitk.GetArrayViewFromImage(dicom), sitk.GetArrayViewFromImage(nifti))
 

@@ -40,7 +40,7 @@ from efficientscn.model.savedmodel import MODEL_VARIABLES, read_metadata
 from efficientscn.model.specs import SPECS, STAGE_NAMES
 from efficientscn.nn.weights import numbered_variable_keys, read_checkpoint_arrays
 
-from helpers import ORIGINAL_MODELS, image_from_array, require_original_models, shared_case
+from helpers import ORIGINAL_MODELS, image_from_array, imported_with_the_cli, require_original_models, shared_case
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ PROBE = "ts_example_ct_sm"
 
 @pytest.fixture(scope="module")
 def original_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder in the original's format: its released localization model and a stand-in SCN."""
+    """A models folder in the original's format, as its clone has it: its released localization model and traced
+    utils module (which needs a GPU: on a CPU the import makes the probe's inputs without it), and a stand-in SCN."""
     require_original_models()
     folder = tmp_path_factory.mktemp("original") / "submitted_saved_models"
     folder.mkdir()
-    (folder / "localization").symlink_to(ORIGINAL_MODELS / "localization", target_is_directory=True)
+    for name in ("localization", "tf_utils_module"):
+        (folder / name).symlink_to(ORIGINAL_MODELS / name, target_is_directory=True)
     write_original_layout_scn(folder / "segmentation", shipped_scn_weights())
     return folder
 
@@ -62,10 +64,7 @@ def original_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def imported(original_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`efficientscn import-original` on that folder, checked on a shared CT."""
-    destination = tmp_path_factory.mktemp("imported") / "models"
-    probe = shared_case(PROBE).image
-    assert main(["import-original", str(original_models), str(destination), "--probe", str(probe), "-q"]) == 0
-    return destination
+    return imported_with_the_cli(original_models, tmp_path_factory.mktemp("imported") / "models", PROBE)
 
 
 def test_the_stand_in_has_the_original_segmentation_layout(original_models: Path) -> None:
