@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -68,6 +69,33 @@ def synthetic_ct(
     grid = Grid(size_xyz, spacing, tuple(float(c) for c in corner), source.GetDirection())  # type: ignore[arg-type]
     resampled = resample_onto(source, grid, "linear", AIR_HU)
     return write_image_atomic(resampled, path, overwrite=True)
+
+
+def repeated_abdomen_ct(
+    path: Path, size_xyz: tuple[int, int, int], spacing: tuple[float, float, float], first_slice: int = 0
+) -> Path:
+    """A real abdomen (ts_example_ct) resampled to `spacing` on a `size_xyz[:2]` plane and repeated along z from
+    its slice `first_slice` on: the organ box grows with the number of slices, up to the whole scan, which the
+    stretched abdomen of `synthetic_ct` does not (the localization finds one abdomen's organs there)."""
+    from efficientscn.imaging.geometry import Grid
+    from efficientscn.imaging.read import read_ct
+    from efficientscn.imaging.resample import AIR_HU, resample_onto
+    from efficientscn.imaging.write import write_image_atomic
+
+    source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
+    centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
+    slices = round(source.GetSize()[2] * source.GetSpacing()[2] / spacing[2])
+    one_size = np.array([size_xyz[0], size_xyz[1], slices])
+    direction = np.array(source.GetDirection()).reshape(3, 3)
+    corner = np.array(centre) - direction @ ((one_size - 1) / 2 * np.array(spacing))
+    grid = Grid(tuple(int(s) for s in one_size), spacing, tuple(float(c) for c in corner), source.GetDirection())  # type: ignore[arg-type]
+    one = sitk.GetArrayFromImage(resample_onto(source, grid, "linear", AIR_HU))
+    copies = -(-(first_slice + size_xyz[2]) // slices)
+    image = sitk.GetImageFromArray(np.concatenate([one] * copies)[first_slice : first_slice + size_xyz[2]])
+    del one
+    image.SetSpacing(spacing)
+    image.SetDirection(source.GetDirection())
+    return write_image_atomic(image, path, overwrite=True)
 
 
 def temporary_models(folder: Path) -> Path:

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 Device = Literal["cpu", "gpu"]
 
+SLAB_BUDGET_BYTES = 64 * 2**20
+"""What a rebuilt network's full-resolution slab may hold (`efficientscn.nn.slabs`): the slab depth follows from it
+and the input's plane. None instead runs the networks whole, as exported."""
+
 
 def select_device(requested: str | None) -> Device:
     """The device inference runs on: `requested` ("cpu" or "gpu"), or a GPU when TensorFlow sees one.
@@ -77,6 +81,8 @@ class Network:
     """The input the network was trained for: recorded in our exports, the paper's for any other SavedModel."""
     imported: dict[str, Any] = field(default_factory=dict)
     """For a network imported from the original's SavedModel: where from, and how it was verified against it."""
+    slab_budget_bytes: int | None = None
+    """A rebuilt network runs its full-resolution levels by z-slabs fitting this budget; None: whole."""
 
     def describe(self) -> dict[str, Any]:
         """What the report says about this network."""
@@ -84,6 +90,7 @@ class Network:
             "path": str(self.path),
             "source": self.source,
             "precision": self.precision,
+            "slab_budget_mb": None if self.slab_budget_bytes is None else self.slab_budget_bytes / 2**20,
             "contract": self.contract.to_record(),
             **({"imported": self.imported} if self.imported else {}),
         }
@@ -97,9 +104,17 @@ def models_subfolder(models: Path, stage: str) -> Path:
     return folder
 
 
-def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str, device: Device) -> Callable:
+def _rebuilt(
+    stage: StageName,
+    folder: Path,
+    metadata: dict[str, Any],
+    precision: str,
+    device: Device,
+    slab_budget_bytes: int | None,
+) -> Callable:
     """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order), as a
-    frozen graph: from the cache when this export was traced in this precision before (`graphs.cached_graph`)."""
+    frozen graph, run by slabs fitting `slab_budget_bytes` (None: whole): from the cache when this export was traced
+    so before (`graphs.cached_graph`)."""
     if metadata.get("stage") != stage:
         raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
 
@@ -112,10 +127,11 @@ def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision
         checkpoint = folder / "variables" / "variables"
         keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
         assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
-        module = spec.module(model)  # alive while frozen: its tf.function holds it only weakly
+        module = spec.module(model, slab_budget_bytes)  # alive while frozen: its tf.function holds it only weakly
         return freeze(module.__call__.get_concrete_function(), device)
 
-    return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}", trace)
+    slabs = "whole" if slab_budget_bytes is None else f"slabs{slab_budget_bytes}"
+    return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}-{slabs}", trace)
 
 
 def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str:
@@ -159,8 +175,15 @@ def _contract(stage: StageName, folder: Path, metadata: dict[str, Any] | None) -
     return contract
 
 
-def load_network(folder: Path, stage: StageName, device: Device, precision: str) -> Network:
-    """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt."""
+def load_network(
+    folder: Path,
+    stage: StageName,
+    device: Device,
+    precision: str,
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES,
+) -> Network:
+    """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt, and
+    there by slabs fitting `slab_budget_bytes` (None: whole; a SavedModel run as saved always runs whole)."""
     metadata = read_metadata(folder)
     try:
         contract = _contract(stage, folder, metadata)
@@ -169,8 +192,9 @@ def load_network(folder: Path, stage: StageName, device: Device, precision: str)
             return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
         precision = run_precision(folder, metadata, precision)
         logger.info("%s: rebuilding the %s network in %s", folder, stage, precision)
-        run = _rebuilt(stage, folder, metadata, precision, device)
-        return Network(stage, folder, "rebuilt", precision, run, contract, metadata.get("imported", {}))
+        run = _rebuilt(stage, folder, metadata, precision, device, slab_budget_bytes)
+        imported = metadata.get("imported", {})
+        return Network(stage, folder, "rebuilt", precision, run, contract, imported, slab_budget_bytes)
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model

@@ -22,7 +22,7 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.infer import ops
-from efficientscn.infer.models import Network
+from efficientscn.infer.models import SLAB_BUDGET_BYTES, Network
 from efficientscn.infer.runtime import max_voxels_for_memory
 from efficientscn.infer.utils_module import PipelineFunctions, Utils
 from efficientscn.model.contract import InputContract
@@ -46,6 +46,9 @@ class InferenceConfig:
     4096 scan (`runtime.max_voxels_for_memory`)."""
     spacing_fallback: SpacingFallback = "missing"
     """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES
+    """Rebuilt networks run their full-resolution levels by z-slabs fitting this budget (`efficientscn.nn.slabs`):
+    the same labels in a fraction of the memory; None runs them whole."""
 
 
 def localization_spacing(

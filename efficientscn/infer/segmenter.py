@@ -79,7 +79,8 @@ class Segmenter:
                 utils=pipeline_utils,
                 config=self.config,
             )
-        networks = {stage: load_network(folders[stage], stage, self.device, self.precision) for stage in STAGE_NAMES}
+        device, precision, slabs = self.device, self.precision, self.config.slab_budget_bytes
+        networks = {stage: load_network(folders[stage], stage, device, precision, slabs) for stage in STAGE_NAMES}
         return Pipeline(networks["localization"], networks["segmentation"], pipeline_utils, self.config)
 
     def segment(
