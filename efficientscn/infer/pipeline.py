@@ -171,15 +171,18 @@ class Pipeline:
 
 LOCALIZATION_SLAB = 32
 """CT slices converted to float16 and resized in-plane at once for the localization input."""
+SEGMENTATION_SLAB = 32
+"""CT slices of the organ box converted to float16, smoothed and resized in-plane at once for the SCN input (plus
+the smoothing's reach): a box spanning a whole-body scan never exists in float at the CT's resolution."""
 
 
 class _Steps:
     """The pre- and post-processing of one CT through the utils functions.
 
     With `PipelineFunctions` the int16 CT stays the only full-resolution copy: it is converted to float16 a slab of
-    slices at a time for the localization input and only in its box region for the segmentation input, and the
-    label is filled in where the box lies. Any other utils module (the original's interface) gets the whole CT in
-    float16, once. Both give the same values (tests/infer/test_pipeline.py).
+    slices at a time for the localization input and a slab of its box region at a time for the segmentation input,
+    and the label is filled in slab by slab where the box lies. Any other utils module (the original's interface)
+    gets the whole CT in float16, once. Both give the same values (tests/infer/test_pipeline.py).
     """
 
     def __init__(self, utils: Utils | PipelineFunctions, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> None:
@@ -235,10 +238,18 @@ class _Steps:
             return result
         assert isinstance(self.utils, PipelineFunctions)
         size = _constant(self.ct_zyx.shape, tf.int32)
-        begin, end = (bound.numpy() for bound in self.utils.step("segmentation_region")(size, *arguments))
-        region = _as_image(self.ct_zyx[tuple(slice(first, last) for first, last in zip(begin, end, strict=True))])
-        preprocess = self.utils.step("preprocess_for_segmentation_region")
-        return preprocess(region, _constant(begin, tf.int32), size, *arguments)
+        begin, end, reach = (bound.numpy() for bound in self.utils.step("segmentation_box_voxels")(size, *arguments))
+        first, last = np.maximum(begin - reach, 0), np.minimum(end + reach, self.ct_zyx.shape)
+        planes_of = self.utils.step("segmentation_planes")
+        planes = []
+        for slab_begin in range(begin[0], end[0], SEGMENTATION_SLAB):
+            slab_end = min(slab_begin + SEGMENTATION_SLAB, end[0])
+            region_begin = np.array([max(slab_begin - reach[0], 0), first[1], first[2]])
+            region_end = np.array([min(slab_end + reach[0], self.ct_zyx.shape[0]), last[1], last[2]])
+            region = _as_image(self.ct_zyx[tuple(map(slice, region_begin, region_end))])
+            slab = tf.constant(slab_begin, tf.int32), tf.constant(slab_end, tf.int32)
+            planes.append(planes_of(region, _constant(region_begin, tf.int32), *slab, size, *arguments))
+        return self.utils.step("segmentation_input_from_planes")(tf.concat(planes, axis=2), size, *arguments)
 
     def label(
         self, probabilities: tf.Tensor, paddings: tf.Tensor, croppings: tf.Tensor, cropped_size: tf.Tensor
@@ -248,10 +259,17 @@ class _Steps:
             label = self.utils.postprocess_for_segmentation(probabilities, paddings, croppings, cropped_size)
             return label.numpy()[0, 0]
         assert isinstance(self.utils, PipelineFunctions)
-        box = self.utils.step("box_labels")(probabilities, paddings, cropped_size).numpy()[0, 0]
         label = np.zeros(self.ct_zyx.shape, np.uint8)
         first = croppings.numpy()[:, 0]
-        label[tuple(slice(start, start + length) for start, length in zip(first, box.shape, strict=True))] = box
+        kept_begin = int(paddings.numpy()[0, 0])
+        kept_end = int(cropped_size.numpy()[0] - paddings.numpy()[0, 1])
+        label_slab = self.utils.step("box_label_slab")
+        slab_begin = kept_begin
+        while slab_begin < kept_end:  # slabs as deep as the traced step makes them
+            slab = label_slab(probabilities, paddings, cropped_size, tf.constant(slab_begin, tf.int32)).numpy()[0, 0]
+            start = first + np.array([slab_begin - kept_begin, 0, 0])
+            label[tuple(slice(begin, begin + length) for begin, length in zip(start, slab.shape, strict=True))] = slab
+            slab_begin += slab.shape[0]
         return label
 
 
