@@ -125,10 +125,15 @@ def canonical_reorientation(image: sitk.Image) -> Reorientation:
 
 
 def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
-    """Refuse a CT of more than `max_voxels` (any axis order), with its size, before it is read where possible."""
+    """Refuse a CT of more than `max_voxels` (any axis order), with its size, before it is read where possible; a
+    limit with a `reason` (inference's `VoxelLimit`) has it said."""
     voxels = math.prod(size)
     if voxels > max_voxels:
-        raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}")
+        reason = getattr(max_voxels, "reason", None)
+        raise InputError(
+            f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}"
+            + (f", {reason}" if reason else "")
+        )
 
 
 @dataclass(frozen=True)

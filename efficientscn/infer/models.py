@@ -22,6 +22,7 @@ import tensorflow as tf
 from efficientscn.errors import InputError
 from efficientscn.infer.cache import fingerprint
 from efficientscn.infer.graphs import cached_graph, freeze
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
 from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
@@ -37,10 +38,6 @@ from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_k
 logger = logging.getLogger(__name__)
 
 Device = Literal["cpu", "gpu"]
-
-SLAB_BUDGET_BYTES = 64 * 2**20
-"""What a rebuilt network's full-resolution slab may hold (`efficientscn.nn.slabs`): the slab depth follows from it
-and the input's plane. None instead runs the networks whole, as exported."""
 
 
 def select_device(requested: str | None) -> Device:

@@ -22,8 +22,8 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.infer import ops
-from efficientscn.infer.models import SLAB_BUDGET_BYTES, Network
-from efficientscn.infer.runtime import max_voxels_for_memory
+from efficientscn.infer.models import Network
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES, max_voxels_for_memory
 from efficientscn.infer.utils_module import PipelineFunctions, Utils
 from efficientscn.model.contract import InputContract
 
@@ -41,14 +41,20 @@ class InferenceConfig:
     """A box too large for the largest input at its spacing is segmented at (its largest spacing + this)."""
     min_extent_mm: float = 30.0
     """Shorter CTs are refused: 5 voxels of the 6 mm localization grid along an axis (a 20-slice 2 mm scan passes)."""
-    max_voxels: int = field(default_factory=max_voxels_for_memory)
-    """Larger CTs are refused instead of exhausting memory: what this machine's memory takes, at most a 512 x 512 x
-    4096 scan (`runtime.max_voxels_for_memory`)."""
+    max_voxels: int | None = None
+    """Larger CTs are refused, up front, instead of exhausting memory; None: what this machine's memory takes by
+    the memory model for the networks as they run (`slab_budget_bytes`), at most a 512 x 512 x 4096 scan
+    (`runtime.max_voxels_for_memory`). Always an int once made."""
     spacing_fallback: SpacingFallback = "missing"
     """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
     slab_budget_bytes: int | None = SLAB_BUDGET_BYTES
     """Rebuilt networks run their full-resolution levels by z-slabs fitting this budget (`efficientscn.nn.slabs`):
     the same labels in a fraction of the memory; None runs them whole."""
+
+    def __post_init__(self) -> None:
+        if self.max_voxels is None:
+            limit = max_voxels_for_memory(slabs=self.slab_budget_bytes is not None)
+            object.__setattr__(self, "max_voxels", limit)
 
 
 def localization_spacing(

@@ -35,6 +35,7 @@ from efficientscn.infer.models import models_subfolder, select_device
 from efficientscn.infer.monitor import CasePeakMemory, CaseRecord, GpuPeakMemory, write_report
 from efficientscn.infer.pipeline import InferenceConfig, check_processable
 from efficientscn.infer.plausibility import check_intensities, check_organs
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
 from efficientscn.infer.segmenter import Segmenter
 from efficientscn.infer.statistics import read_statistics_json, write_statistics_csv
 from efficientscn.infer.writers import (
@@ -84,6 +85,8 @@ class PredictOptions:
     """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
     import_originals: bool = True
     """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES
+    """The networks' full-resolution levels run by slabs fitting this budget; None: whole (`InferenceConfig`)."""
 
 
 def _wait_for(loading: Future[Segmenter], stop: StopRequest) -> Segmenter | None:
@@ -133,7 +136,9 @@ class Predictor:
         self._refused: dict[Path, str] = {}
         """Outputs that are not labels of this tool: never replaced, their cases fail with this message."""
         self.segmenter: Segmenter | None = None
-        self.config = InferenceConfig(spacing_fallback=options.spacing_fallback)
+        self.config = InferenceConfig(
+            spacing_fallback=options.spacing_fallback, slab_budget_bytes=options.slab_budget_bytes
+        )
         self._memory = CasePeakMemory()
         self._gpu_memory = GpuPeakMemory(self.device)
 
