@@ -116,7 +116,7 @@ class Slabs:
         self, function: Callable[[tf.Tensor], Sequence[tf.Tensor]], dtypes: Sequence[tf.DType]
     ) -> list[tf.TensorArray]:
         """`function(index)` for every slab, one after the other; its outputs (of `dtypes`) collected per slab."""
-        arrays = [tf.TensorArray(dtype, size=self.count, infer_shape=False) for dtype in dtypes]
+        arrays = [tf.TensorArray(dtype, size=self.count, infer_shape=False, clear_after_read=False) for dtype in dtypes]
 
         def step(index: tf.Tensor, *arrays: tf.TensorArray) -> tuple:
             outputs = function(index)
