@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import keras
 import tensorflow as tf
 
 from efficientscn.errors import InputError
@@ -116,19 +117,24 @@ def _rebuilt(
         raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
 
     def trace() -> tf.compat.v1.MetaGraphDef:
-        spec = SPECS[stage]
-        network_config = spec.network_config(metadata["network"])
-        with precision_policy(precision):
-            model = spec.build(network_config)
-        # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
-        checkpoint = folder / "variables" / "variables"
-        keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
-        assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
-        module = spec.module(model, slab_budget_bytes)  # alive while frozen: its tf.function holds it only weakly
+        model = rebuilt_model(stage, folder, metadata, precision)
+        module = SPECS[stage].module(model, slab_budget_bytes)  # alive while frozen: its tf.function holds it weakly
         return freeze(module.__call__.get_concrete_function(), device)
 
     slabs = "whole" if slab_budget_bytes is None else f"slabs{slab_budget_bytes}"
     return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}-{slabs}", trace)
+
+
+def rebuilt_model(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str) -> keras.Model:
+    """The Keras network of one of our exports, built from its recorded configuration in `precision`, with its
+    weights read by order from the SavedModel's checkpoint (its graphs need not be loaded)."""
+    spec = SPECS[stage]
+    with precision_policy(precision):
+        model = spec.build(spec.network_config(metadata["network"]))
+    checkpoint = folder / "variables" / "variables"
+    keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
+    assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
+    return model
 
 
 def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str:

@@ -24,6 +24,7 @@ from efficientscn.model.networks import SCNConfig
 from efficientscn.nn.noise import SaltAndPepperNoise
 from efficientscn.nn.slabs import (
     LEVELS_BY_SLABS,
+    LevelHalos,
     joined,
     slabs_for_budget,
     slices_first,
@@ -255,6 +256,7 @@ def scn_probabilities_by_slabs(
     finish: Callable[[tf.Tensor], tf.Tensor],
     finished_dtype: tf.DType,
     levels_by_slabs: int = LEVELS_BY_SLABS,
+    halos: Sequence[LevelHalos] | None = None,
 ) -> tf.TensorArray:
     """`build_scn`'s "probabilities" of `image` (N, z, y, x, 1), computed by z-slabs (`efficientscn.nn.slabs`) and
     passed slab by slab through `finish`, which must put the slab's slices first and give `finished_dtype`; the
@@ -264,7 +266,7 @@ def scn_probabilities_by_slabs(
     slab's head gives its local logits (kept) and its pooled probabilities, which, put together, go whole through
     the spatial-configuration sub-nets at a quarter of the resolution; then each slab's spatial logits are upsampled
     from those around it and combined with its local logits. Inference only (no noise, no dropout); the values are
-    the whole network's up to the rounding of its compute dtype.
+    the whole network's, bit for bit on the CPUs tested. `halos`: see `unet_level_by_slabs`.
     """
     local_unet = model.get_layer(LOCAL_SCOPE)
     head = model.get_layer("prediction")
@@ -281,7 +283,7 @@ def scn_probabilities_by_slabs(
         return [logits, slices_first(spatial.downsample(local_probabilities(logits)))]
 
     local, pooled = unet_level_by_slabs(
-        local_unet, x, slabs, local_part, [x.dtype, x.dtype], levels_by_slabs=levels_by_slabs
+        local_unet, x, slabs, local_part, [x.dtype, x.dtype], levels_by_slabs=levels_by_slabs, halos=halos
     )
     coarse = spatial.coarse_logits(joined(pooled, spatial.num_labels), spatial.downsample(x))
     del pooled
