@@ -1,20 +1,30 @@
-"""Inference start-up, speed and memory of `efficientscn predict`: a lone CT from process start, a batch, a large CT.
+"""Inference start-up, speed and memory of `efficientscn predict`: a lone CT from process start, a batch, large CTs,
+the slab size of slab-wise inference, and another version of the package.
 
-For each input it measures, in fresh processes:
+For each input it measures, in fresh processes, peak RSS by GNU time (`/usr/bin/time -v`) as a user would:
 - a lone CT, `efficientscn predict -i <CT>`, from process start to exit (median of `--repeats` runs with the
-  graph cache filled; the first run on a machine, which traces the networks into the cache, once), and its peak RSS;
+  graph cache filled; the first run on a machine, which traces the networks into the cache, once), its peak RSS,
+  and beside it the README's memory model (`efficientscn.infer.runtime.peak_memory_bytes`);
 - where that time and memory go (`startup_split`): importing TensorFlow and the package, loading the networks'
   graphs, the first case's stages and the same stages again (a first call instantiates the graphs), with the
   resident memory after each step and the peak within it;
 - a batch of `--repeats` copies: per-case seconds per stage (medians of cases 2..n), the batch's peak RSS, and the
   I/O floor (the time merely to read the CT onto the canonical grid and to write a label of its size);
-- a batch mixing the large CT with three 512 x 512 x 200 ones against the large CT alone (with `--large`).
+- a batch mixing the large CT with three 512 x 512 x 200 ones against the large CT alone (with `--large`);
+- each `--slab-sizes` value of `--slab-memory` on the CT giving the SCN its largest input: lone seconds and peak, a
+  batch's seconds per case and peak, and its label's differing voxels against the whole networks' ("off");
+- with `--baseline REV`: batches of 6 of the 512 x 512 x 151 CT by this package and by git revision REV's,
+  alternately over `--rounds` (seconds per case, peak RSS, the load average seen, differing label voxels).
 
-Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen stretched along z and resampled to 0.8 x 0.8 x 2 mm), real
-CTs of ../shared/data, and with `--large` a 512 x 512 x 1208 CT at 0.8 mm (317 M voxels, a whole-body size). The
-SCN alone at its largest input (160 x 128 x 160) is timed as well, since the organ box decides the size it runs at.
+Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen stretched along z and resampled to 0.8 x 0.8 x 2 mm), two
+512 x 512 x 151 CTs at 0.8 x 0.8 x 2.5 mm made of a real abdomen repeated along z, whose organ boxes give the SCN
+a 128 x 128 x 160 and its largest input, 160 x 128 x 160; real CTs of ../shared/data; with `--large` a 512 x 512 x
+1208 CT at 0.8 mm (317 M voxels, a whole-body size) stretched as the first, and one of abdomens repeated along it,
+whose organ box spans the scan; with `--huge` a 512 x 512 x 2416 one of those (634 M voxels). The SCN alone at its
+largest input is timed as well, since the organ box decides the size it runs at.
 
     python benchmarks/inference.py [--models DIR] [--repeats 5] [--device cpu] [--precision auto] [--large]
+        [--huge] [--slab-sizes off 32 64 128 256] [--rounds 3] [--baseline db09321]
 
 Without --models it builds a temporary models folder: the original's released localization weights in our network
 (the boxes are the real ones) and an untrained SCN of the paper's size (its labels are meaningless, its speed is not).
@@ -26,8 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -72,6 +86,33 @@ def synthetic_ct(
     return write_image_atomic(resampled, path, overwrite=True)
 
 
+def repeated_abdomen_ct(
+    path: Path, size_xyz: tuple[int, int, int], spacing: tuple[float, float, float], first_slice: int = 0
+) -> Path:
+    """A real abdomen (ts_example_ct) resampled to `spacing` on a `size_xyz[:2]` plane and repeated along z from
+    its slice `first_slice` on: the organ box grows with the number of slices, up to the whole scan, which the
+    stretched abdomen of `synthetic_ct` does not (the localization finds one abdomen's organs there)."""
+    from efficientscn.imaging.geometry import Grid
+    from efficientscn.imaging.read import read_ct
+    from efficientscn.imaging.resample import AIR_HU, resample_onto
+    from efficientscn.imaging.write import write_image_atomic
+
+    source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
+    centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
+    slices = round(source.GetSize()[2] * source.GetSpacing()[2] / spacing[2])
+    one_size = np.array([size_xyz[0], size_xyz[1], slices])
+    direction = np.array(source.GetDirection()).reshape(3, 3)
+    corner = np.array(centre) - direction @ ((one_size - 1) / 2 * np.array(spacing))
+    grid = Grid(tuple(int(s) for s in one_size), spacing, tuple(float(c) for c in corner), source.GetDirection())  # type: ignore[arg-type]
+    one = sitk.GetArrayFromImage(resample_onto(source, grid, "linear", AIR_HU))
+    copies = -(-(first_slice + size_xyz[2]) // slices)
+    image = sitk.GetImageFromArray(np.concatenate([one] * copies)[first_slice : first_slice + size_xyz[2]])
+    del one
+    image.SetSpacing(spacing)
+    image.SetDirection(source.GetDirection())
+    return write_image_atomic(image, path, overwrite=True)
+
+
 def temporary_models(folder: Path) -> Path:
     """The original's localization weights in our network, and an untrained (seeded) SCN, exported as usual."""
     from efficientscn.model.specs import LOCALIZATION_SPEC, SEGMENTATION_SPEC
@@ -93,21 +134,51 @@ def in_child(function: Callable[..., T], *arguments: Any) -> T:
         return pool.submit(function, *arguments).result()
 
 
-def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]) -> dict:
-    """`efficientscn predict` on `repeats` copies of `ct` in a fresh process; per-stage seconds and peak RSS."""
-    inputs = work / f"{ct.name}.inputs"
-    inputs.mkdir()
-    for index in range(repeats):
-        (inputs / f"case{index:02d}{''.join(ct.suffixes) if ct.is_file() else ''}").symlink_to(ct.resolve())
-    report = work / f"{ct.name}.json"
+TIME = Path("/usr/bin/time")
+"""GNU time: the peak RSS of a whole command (`-v`), as a user measures it; without it the report's figure."""
+
+
+def predict_command(
+    inputs: Path, output: Path, models: Path, extra: list[str], *, python_path: Path | None = None
+) -> tuple[float, float, dict]:
+    """`efficientscn predict -i inputs -o output` in a fresh process: (wall seconds, peak RSS in GB, its report).
+    `python_path`: a package folder put first on PYTHONPATH (another version of the package)."""
+    report = output.with_name(f"{output.name}.json")
     command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
-    command += ["-o", str(work / f"{ct.name}.out"), "--models", str(models), "--report", str(report), *extra]
+    command += ["-o", str(output), "--models", str(models), "--report", str(report), "--overwrite", *extra]
+    timed = [str(TIME), "-v", *command] if TIME.is_file() else command
+    environment = dict(os.environ)
+    if python_path is not None:
+        environment["PYTHONPATH"] = str(python_path)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(timed, capture_output=True, text=True, env=environment)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"predict failed on {ct}:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"predict failed on {inputs}:\n{done.stderr[-3000:]}")
     record = json.loads(report.read_text())
+    peak_kb = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    peak = int(peak_kb.group(1)) / 2**20 if peak_kb else record["peak_rss_mb"] / 1024
+    return wall, peak, record
+
+
+def batch_folder(ct: Path, copies: int, folder: Path) -> Path:
+    """A folder of `copies` links to `ct`, a batch of identical cases."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(copies):
+        (folder / f"case{index:02d}{''.join(ct.suffixes) if ct.is_file() else ''}").symlink_to(ct.resolve())
+    return folder
+
+
+def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]) -> dict:
+    """`efficientscn predict` on `repeats` copies of `ct` in a fresh process; per-stage seconds and peak RSS."""
+    inputs = batch_folder(ct, repeats, work / f"{ct.name}.inputs")
+    wall, peak, record = predict_command(inputs, work / f"{ct.name}.out", models, extra)
+    shutil.rmtree(inputs)
+    return batch_figures(record) | {"wall": wall, "peak_gb": peak}
+
+
+def batch_figures(record: dict) -> dict:
+    """Per-case seconds of a batch's report: per-stage medians of cases 2..n (the first loads the graphs)."""
     cases = record["cases"]
     later = cases[1:] or cases
     medians = {stage: statistics.median(case["seconds"][stage] for case in later) for stage in STAGES}
@@ -115,9 +186,7 @@ def run_batch(ct: Path, models: Path, repeats: int, work: Path, extra: list[str]
         "first": sum(cases[0]["seconds"][stage] for stage in STAGES),
         "medians": medians,
         "total": sum(medians.values()),
-        "wall": wall,
         "cases": len(cases),
-        "peak_rss_mb": record["peak_rss_mb"],
         "precision": record["precision"],
         "sizes": (cases[0]["details"]["localization_input_zyx"], cases[0]["details"]["segmentation_input_zyx"]),
     }
@@ -232,17 +301,9 @@ def startup_split(ct: Path, models: Path, work: Path, device: str, precision: st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def lone_run(ct: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
-    """Seconds from process start to exit of `efficientscn predict -i <ct>`, and its peak RSS (GB, from its report)."""
-    output, report = work / f"{ct.name}.lone", work / f"{ct.name}.lone.json"
-    command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(ct), "-o", str(output)]
-    command += ["--models", str(models), "--report", str(report), "--overwrite", *extra]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"predict failed on {ct}:\n{done.stderr[-3000:]}")
-    return seconds, json.loads(report.read_text())["peak_rss_mb"] / 1024
+def lone_run(ct: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float, dict]:
+    """Seconds from process start to exit of `efficientscn predict -i <ct>`, its peak RSS (GB) and its report."""
+    return predict_command(ct, work / f"{ct.name}.lone", models, extra)
 
 
 def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
@@ -253,12 +314,140 @@ def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra:
         inputs.mkdir()
         for index, ct in enumerate(cts):
             (inputs / f"case{index:02d}{''.join(ct.suffixes)}").symlink_to(ct.resolve())
-        report = work / f"{name}.json"
-        command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
-        command += ["-o", str(work / f"{name}.out"), "--models", str(models), "--report", str(report), *extra]
-        subprocess.run(command, capture_output=True, text=True, check=True)
-        peaks.append(json.loads(report.read_text())["peak_rss_mb"] / 1024)
+        peaks.append(predict_command(inputs, work / f"{name}.out", models, extra)[1])
     return peaks[0], peaks[1]
+
+
+def modelled_peak_gb(record: dict, ct: Path) -> float:
+    """The README's memory model (`runtime.peak_memory_bytes`) for a case of a predict report, in GB."""
+    from efficientscn.imaging.read import header_size
+    from efficientscn.infer.runtime import peak_memory_bytes
+
+    sizes = record["cases"][0]["details"]["segmentation_input_zyx"]
+    slabs = all(network.get("slab_budget_mb") is not None for network in record["models"].values())
+    return peak_memory_bytes(math.prod(header_size(ct)), math.prod(sizes), slabs=slabs) / 2**30
+
+
+def labels_differing(first: Path, second: Path) -> int:
+    """Voxels in which two label files differ."""
+    return int(
+        np.count_nonzero(
+            sitk.GetArrayViewFromImage(sitk.ReadImage(str(first)))
+            != sitk.GetArrayViewFromImage(sitk.ReadImage(str(second)))
+        )
+    )
+
+
+def slab_sizes(ct: Path, models: Path, work: Path, budgets: list[str], rounds: int, extra: list[str]) -> dict:
+    """Per `--slab-memory` value, alternately over `rounds`: the lone run's peak RSS and seconds, a batch of 4
+    copies' per-case seconds (medians of cases 2-4) and peak, and the label's differing voxels against "off"."""
+    results: dict[str, dict[str, list]] = {
+        budget: {"lone": [], "lone_peak": [], "case": [], "batch_peak": []} for budget in budgets
+    }
+    inputs = batch_folder(ct, 4, work / "slab-sizes.inputs")
+    for budget in budgets:  # each budget's graphs traced into the cache first, outside the figures
+        predict_command(ct, work / "slab-warm-up", models, [*extra, "--slab-memory", budget])
+    labels = {}
+    for _ in range(rounds):
+        for budget in budgets:
+            option = ["--slab-memory", budget]
+            seconds, peak, _ = predict_command(ct, work / f"slab-{budget}.lone", models, extra + option)
+            results[budget]["lone"].append(seconds)
+            results[budget]["lone_peak"].append(peak)
+            _, batch_peak, record = predict_command(inputs, work / f"slab-{budget}.batch", models, extra + option)
+            results[budget]["case"].append(batch_figures(record)["total"])
+            results[budget]["batch_peak"].append(batch_peak)
+            labels[budget] = next((work / f"slab-{budget}.lone").glob("*.nii.gz"))
+    reference = labels.get("off")
+    return {
+        budget: {
+            "lone": statistics.median(found["lone"]),
+            "lone_peak": max(found["lone_peak"]),
+            "case": statistics.median(found["case"]),
+            "batch_peak": max(found["batch_peak"]),
+            "differing": None if reference is None else labels_differing(reference, labels[budget]),
+        }
+        for budget, found in results.items()
+    }
+
+
+def baseline_package(revision: str, folder: Path) -> Path:
+    """The package of git `revision` of this repository extracted into `folder` (to run it through PYTHONPATH)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", revision, "efficientscn"], capture_output=True, check=True
+    )
+    folder.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def against_baseline(ct: Path, models: Path, work: Path, revision: str, rounds: int, extra: list[str]) -> dict:
+    """A batch of 6 copies of `ct` by this package and by `revision`'s, alternately over `rounds`: per-case seconds
+    (medians of cases 2-6 of each batch, then of the rounds), peak RSS, the load average, and the labels' differing
+    voxels."""
+    old = baseline_package(revision, work / "baseline")
+    inputs = batch_folder(ct, 6, work / "baseline.inputs")
+    found: dict[str, dict[str, list]] = {name: {"case": [], "wall": [], "peak": []} for name in ("new", "old")}
+    loads = []
+    predict_command(ct, work / "baseline-warm-up", models, extra, python_path=old)  # its graphs traced, uncounted
+    for _ in range(rounds):
+        for name, python_path in (("old", old), ("new", None)):
+            loads.append(os.getloadavg()[0])
+            wall, peak, record = predict_command(
+                inputs, work / f"baseline-{name}", models, extra, python_path=python_path
+            )
+            found[name]["case"].append(batch_figures(record)["total"])
+            found[name]["wall"].append(wall / 6)
+            found[name]["peak"].append(peak)
+    differing = sum(
+        labels_differing(label, work / "baseline-new" / label.name)
+        for label in (work / "baseline-old").glob("*.nii.gz")
+    )
+    return {
+        name: {
+            "case": statistics.median(values["case"]),
+            "cases": values["case"],
+            "wall": statistics.median(values["wall"]),
+            "peak": max(values["peak"]),
+        }
+        for name, values in found.items()
+    } | {"loads": loads, "differing": differing}
+
+
+def make_inputs(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], set[str]]:
+    """The benchmark's CTs by name, and those too slow to repeat (one lone run, a batch of two)."""
+    cases_json = {case["id"]: case for case in json.loads((SHARED / "data" / "cases.json").read_text())}
+    inputs = {
+        "synthetic 512x512x200": in_child(synthetic_ct, work / "synthetic_0000.nii.gz"),
+        ABDOMEN_128: in_child(
+            repeated_abdomen_ct, work / "abdomen128_0000.nii.gz", (512, 512, 151), (0.8, 0.8, 2.5), 20
+        ),
+        ABDOMEN_160: in_child(
+            repeated_abdomen_ct, work / "abdomen160_0000.nii.gz", (512, 512, 151), (0.8, 0.8, 2.5), 40
+        ),
+    }
+    for case_id in args.cases:
+        inputs[case_id] = SHARED / "data" / cases_json[case_id]["image"]
+    once = set()
+    if args.large or args.huge:
+        large = (512, 512, 1208), (0.8, 0.8, 0.8)
+        inputs[LARGE] = in_child(synthetic_ct, work / "large_0000.nii.gz", *large)
+        inputs[SPANNING] = in_child(repeated_abdomen_ct, work / "spanning_0000.nii.gz", *large)
+        once |= {LARGE, SPANNING}
+    if args.huge:
+        inputs[HUGE] = in_child(repeated_abdomen_ct, work / "huge_0000.nii.gz", (512, 512, 2416), (0.8, 0.8, 0.8))
+        once.add(HUGE)
+    return inputs, once
+
+
+ABDOMENS = (512, 512, 151), (0.8, 0.8, 2.5)
+"""Size and spacing of the CTs of abdomens along z: from slice 20 of the repeated abdomen the original's localization
+gives the SCN a 128 x 128 x 160 input, from slice 40 its largest, 160 x 128 x 160."""
+ABDOMEN_128 = "512x512x151, an abdomen and a half"
+ABDOMEN_160 = "512x512x151, two abdomens"
+LARGE = "synthetic 512x512x1208, 0.8 mm"
+SPANNING = "512x512x1208, 0.8 mm, abdomens along it"
+HUGE = "512x512x2416, 0.8 mm, abdomens along it"
 
 
 def main() -> int:
@@ -268,24 +457,25 @@ def main() -> int:
     parser.add_argument("--device", choices=("cpu", "gpu"))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--cases", nargs="*", default=["ts_example_ct", "ts_example_ct_dicom"], help="shared case IDs")
-    parser.add_argument("--large", action="store_true", help="also the 512 x 512 x 1208 CT and a mixed batch")
+    parser.add_argument("--large", action="store_true", help="also the 512 x 512 x 1208 CTs and a mixed batch")
+    parser.add_argument("--huge", action="store_true", help="also the 512 x 512 x 2416 CT (implies --large)")
+    parser.add_argument(
+        "--slab-sizes",
+        nargs="*",
+        default=["off", "32", "64", "128", "256"],
+        help="--slab-memory values compared on the two-abdomen CT (default: %(default)s; none: skip)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of comparisons (default: 3)")
+    parser.add_argument("--baseline", help="a git revision whose package runs the same batches, alternately")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     extra = ["--precision", args.precision] + (["--device", args.device] if args.device else [])
 
-    cases_json = {case["id"]: case for case in json.loads((SHARED / "data" / "cases.json").read_text())}
     with tempfile.TemporaryDirectory(prefix="efficientscn-benchmark-") as temporary:
         work = Path(temporary)
         os.environ["EFFICIENTSCN_CACHE"] = str(work / "cache")  # empty: the first run is a machine's first
         models = args.models or temporary_models(work / "models")
-        inputs = {"synthetic 512x512x200": in_child(synthetic_ct, work / "synthetic_0000.nii.gz")}
-        for case_id in args.cases:
-            inputs[case_id] = SHARED / "data" / cases_json[case_id]["image"]
-        once = set()  # inputs too slow to repeat: one lone run, a batch of two
-        if args.large:
-            large = in_child(synthetic_ct, work / "large_0000.nii.gz", (512, 512, 1208), (0.8, 0.8, 0.8))
-            inputs["synthetic 512x512x1208, 0.8 mm"] = large
-            once.add("synthetic 512x512x1208, 0.8 mm")
+        inputs, once = make_inputs(args, work)
         first_run = lone_run(inputs["synthetic 512x512x200"], models, work, extra)
         logger.info("first run on this machine (tracing into the cache): %.1f s", first_run[0])
         rows, splits = [], {}
@@ -295,31 +485,43 @@ def main() -> int:
             splits[name] = startup_split(ct, models, work, args.device or "", args.precision)
             result = run_batch(ct, models, 2 if name in once else args.repeats, work, extra)
             floor = in_child(io_floor, ct, 3, work)
-            rows.append((name, statistics.median(s for s, _ in lone), max(p for _, p in lone), result, floor))
-        mixed = mixed_batch_peaks(large, inputs["synthetic 512x512x200"], models, work, extra) if args.large else None
+            modelled = modelled_peak_gb(lone[0][2], ct)
+            lone_figures = statistics.median(s for s, _, _ in lone), max(p for _, p, _ in lone)
+            rows.append((name, *lone_figures, result, floor, modelled))
+        mixed = None
+        if args.large or args.huge:
+            mixed = mixed_batch_peaks(inputs[LARGE], inputs["synthetic 512x512x200"], models, work, extra)
         largest = largest_scn_seconds(models, args.device or "cpu", args.precision)
+        sizes = slab_sizes(inputs[ABDOMEN_160], models, work, args.slab_sizes, args.rounds, extra)
+        baseline = None
+        if args.baseline:
+            baseline = against_baseline(inputs[ABDOMEN_128], models, work, args.baseline, args.rounds, extra)
 
     print(
         f"\nprecision: {rows[0][3]['precision']}; first run on a machine (graphs traced into the cache): "
         f"{first_run[0]:.1f} s, peak {first_run[1]:.2f} GB for the synthetic 512x512x200 CT"
     )
-    print("\nlone CT, process start to exit (median of runs with the cache filled) | peak RSS")
-    for name, seconds, peak, _, _ in rows:
-        print(f"{name} | {seconds:.1f} s | {peak:.2f} GB")
+    print("\ninput | loc / SCN input (z,y,x) | lone: seconds | lone: peak RSS | batch: peak RSS | memory model")
+    for name, seconds, peak, result, _, modelled in rows:
+        network_sizes = " / ".join("x".join(map(str, size)) for size in result["sizes"])
+        print(
+            f"{name} | {network_sizes} | {seconds:.1f} s | {peak:.2f} GB | {result['peak_gb']:.2f} GB | "
+            f"{modelled:.2f} GB ({100 * (modelled / peak - 1):+.0f} % / "
+            f"{100 * (modelled / result['peak_gb'] - 1):+.0f} %)"
+        )
     for name, steps in splits.items():
         print(f"\nwhere a lone run of {name} goes: step | seconds | RSS after | peak within")
         for step, seconds, rss, peak in steps:
             print(f"{step} | {seconds:.2f} | {rss / 1024:.2f} GB | {peak / 1024:.2f} GB")
     print("\nbatch: medians of cases 2..n (s)")
-    header = "input | loc / seg input (z,y,x) | read | localization | segmentation | write | total | first case | "
+    header = "input | read | localization | segmentation | write | total | first case | "
     print(header + "batch wall / case | peak RSS | I/O floor read + write")
-    for name, _, _, result, (read, write) in rows:
+    for name, _, _, result, (read, write), _ in rows:
         m = result["medians"]
-        sizes = "x".join(map(str, result["sizes"][0])) + " / " + "x".join(map(str, result["sizes"][1]))
         print(
-            f"{name} | {sizes} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
+            f"{name} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
             f"{m['write']:.2f} | {result['total']:.2f} | {result['first']:.2f} | "
-            f"{result['wall'] / result['cases']:.2f} | {result['peak_rss_mb'] / 1024:.2f} GB | {read:.2f} + {write:.2f}"
+            f"{result['wall'] / result['cases']:.2f} | {result['peak_gb']:.2f} GB | {read:.2f} + {write:.2f}"
         )
     if mixed:
         print(
@@ -327,6 +529,28 @@ def main() -> int:
             f"a batch of the 512x512x1208 CT alone: {mixed[1]:.2f} GB"
         )
     print(f"SCN alone at its largest input 160x128x160: {largest[0]:.2f} s, peak RSS {largest[1]:.2f} GB")
+    if sizes:
+        print(f"\n--slab-memory on {ABDOMEN_160} (medians of {args.rounds} alternating rounds)")
+        print(
+            "slab memory | lone: seconds | lone: peak RSS | batch: s per case | batch: peak RSS | label voxels != off"
+        )
+        for budget, found in sizes.items():
+            print(
+                f"{budget} | {found['lone']:.1f} | {found['lone_peak']:.2f} GB | {found['case']:.2f} | "
+                f"{found['batch_peak']:.2f} GB | {found['differing']}"
+            )
+    if baseline:
+        print(
+            f"\nagainst {args.baseline}, batches of 6 of {ABDOMEN_128}, {args.rounds} alternating rounds; "
+            f"load average {min(baseline['loads']):.1f}-{max(baseline['loads']):.1f}"
+        )
+        for name in ("old", "new"):
+            found = baseline[name]
+            print(
+                f"{name}: per case {found['case']:.2f} s (rounds: {', '.join(f'{c:.2f}' for c in found['cases'])}), "
+                f"wall / case {found['wall']:.2f} s, peak {found['peak']:.2f} GB"
+            )
+        print(f"labels: {baseline['differing']} voxels differ")
     return 0
 
 

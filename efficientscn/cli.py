@@ -170,6 +170,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _slab_memory(text: str) -> int | None:
+    """An argparse type: megabytes (at least 1) as bytes, or "off" (None)."""
+    if text == "off":
+        return None
+    return _positive_int(text) * 2**20
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     value = int(text)
@@ -322,6 +329,7 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.imaging.geometry import SPACING_FALLBACKS
+    from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
     from efficientscn.model.folder import EXPORTED_MODELS, SHIPPED_MODELS
     from efficientscn.outputs.writers import COMPANIONS, DICOM_SEG_SUFFIX, LABEL_FORMATS, RTSTRUCT_SUFFIX
     from efficientscn.predict.plausibility import AIR, DENSE, SOFT_TISSUE
@@ -371,6 +379,17 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     _add_inference_device_options(parser)
+    parser.add_argument(
+        "--slab-memory",
+        type=_slab_memory,
+        default=SLAB_BUDGET_BYTES,
+        metavar="MB|off",
+        help=(
+            f"memory for one slab of the networks' full-resolution levels, which run slab by slab along z with the "
+            f"whole networks' results (default: {SLAB_BUDGET_BYTES // 2**20}; larger: faster, more memory); off: "
+            "run the networks whole, as exported"
+        ),
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing label maps and report")
     parser.add_argument(
         "--force",
@@ -467,6 +486,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         force=args.force,
         shard=args.shard,
         cluster=args.cluster,
+        slab_budget_bytes=args.slab_memory,
     )
     return finish_batch(predict(options), "predict")
 

@@ -72,7 +72,8 @@ class Segmenter:
         if import_originals:  # through the importers the package declares (infer.importers)
             context = ImportContext(self.device, self.precision, pipeline_utils, self.config, probe)
             folders = import_foreign(folders, context)
-        networks = {stage: load_network(folders[stage], stage, self.device, self.precision) for stage in STAGE_NAMES}
+        device, precision, slabs = self.device, self.precision, self.config.slab_budget_bytes
+        networks = {stage: load_network(folders[stage], stage, device, precision, slabs) for stage in STAGE_NAMES}
         _warn_of_demonstration_models(self.models, networks.values())
         return Pipeline(networks["localization"], networks["segmentation"], pipeline_utils, self.config)
 

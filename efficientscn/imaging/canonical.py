@@ -73,8 +73,11 @@ class Reorientation:
         return np.transpose(np.flip(array_zyx, axis=flipped), np.argsort(transpose))
 
     def to_original_image(self, array_zyx: np.ndarray) -> sitk.Image:
-        """An image on the input's exact grid (size, origin, spacing, direction) from an array on the canonical grid."""
-        image = sitk.GetImageFromArray(np.ascontiguousarray(self.to_original_array(array_zyx)))
+        """An image on the input's exact grid (size, origin, spacing, direction) from an array on the canonical grid.
+
+        SimpleITK copies the flipped and transposed view voxel by voxel: no contiguous copy of it is made first (for
+        a 512 x 512 x 1208 label, 317 MB less at the peak of writing it)."""
+        image = sitk.GetImageFromArray(self.to_original_array(array_zyx))
         expected = self.original_grid.size
         if image.GetSize() != expected:
             raise ValueError(f"array of size {image.GetSize()} (xyz) after reorientation, expected {expected}")
@@ -122,10 +125,15 @@ def canonical_reorientation(image: sitk.Image) -> Reorientation:
 
 
 def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
-    """Refuse a CT of more than `max_voxels` (any axis order), with its size, before it is read where possible."""
+    """Refuse a CT of more than `max_voxels` (any axis order), with its size, before it is read where possible; a
+    limit with a `reason` (inference's `VoxelLimit`) has it said."""
     voxels = math.prod(size)
     if voxels > max_voxels:
-        raise InputError(f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}")
+        reason = getattr(max_voxels, "reason", None)
+        raise InputError(
+            f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}"
+            + (f", {reason}" if reason else "")
+        )
 
 
 class _ImageVoxels:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import keras
 import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.infer.cache import fingerprint
 from efficientscn.infer.graphs import cached_graph, freeze
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
 from efficientscn.model.contract import InputContract
 from efficientscn.model.precision import precision_policy
 from efficientscn.model.savedmodel import (
@@ -80,6 +82,8 @@ class Network:
     """For a network imported from the original's SavedModel: where from, and how it was verified against it."""
     demonstration: str | None = None
     """For a demonstration model (its export says so): what it was trained on and what it is not for."""
+    slab_budget_bytes: int | None = None
+    """A rebuilt network runs its full-resolution levels by z-slabs fitting this budget; None: whole."""
 
     def describe(self) -> dict[str, Any]:
         """What the report says about this network."""
@@ -87,31 +91,46 @@ class Network:
             "path": str(self.path),
             "source": self.source,
             "precision": self.precision,
+            "slab_budget_mb": None if self.slab_budget_bytes is None else self.slab_budget_bytes / 2**20,
             "contract": self.contract.to_record(),
             **({"imported": self.imported} if self.imported else {}),
             **({DEMONSTRATION: self.demonstration} if self.demonstration else {}),
         }
 
 
-def _rebuilt(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str, device: Device) -> Callable:
+def _rebuilt(
+    stage: StageName,
+    folder: Path,
+    metadata: dict[str, Any],
+    precision: str,
+    device: Device,
+    slab_budget_bytes: int | None,
+) -> Callable:
     """Our network from its recorded configuration in `precision`, with the SavedModel's weights (by order), as a
-    frozen graph: from the cache when this export was traced in this precision before (`graphs.cached_graph`)."""
+    frozen graph, run by slabs fitting `slab_budget_bytes` (None: whole): from the cache when this export was traced
+    so before (`graphs.cached_graph`)."""
     if metadata.get("stage") != stage:
         raise InputError(f"{folder}: holds the {metadata.get('stage')!r} network, expected {stage!r}")
 
     def trace() -> tf.compat.v1.MetaGraphDef:
-        spec = SPECS[stage]
-        network_config = spec.network_config(metadata["network"])
-        with precision_policy(precision):
-            model = spec.build(network_config)
-        # only the weights are needed: reading them from the checkpoint skips loading the SavedModel's graphs
-        checkpoint = folder / "variables" / "variables"
-        keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
-        assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
-        module = spec.module(model)  # alive while frozen: its tf.function holds it only weakly
+        model = rebuilt_model(stage, folder, metadata, precision)
+        module = SPECS[stage].module(model, slab_budget_bytes)  # alive while frozen: its tf.function holds it weakly
         return freeze(module.__call__.get_concrete_function(), device)
 
-    return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}", trace)
+    slabs = "whole" if slab_budget_bytes is None else f"slabs{slab_budget_bytes}"
+    return cached_graph(stage, f"{fingerprint(folder)}-{precision}-{device}-{slabs}", trace)
+
+
+def rebuilt_model(stage: StageName, folder: Path, metadata: dict[str, Any], precision: str) -> keras.Model:
+    """The Keras network of one of our exports, built from its recorded configuration in `precision`, with its
+    weights read by order from the SavedModel's checkpoint (its graphs need not be loaded)."""
+    spec = SPECS[stage]
+    with precision_policy(precision):
+        model = spec.build(spec.network_config(metadata["network"]))
+    checkpoint = folder / "variables" / "variables"
+    keys = numbered_variable_keys(checkpoint, MODEL_VARIABLES, numbered="")
+    assign_weights_by_order(model.variables, read_checkpoint_arrays(checkpoint, keys), keys)
+    return model
 
 
 def run_precision(folder: Path, metadata: dict[str, Any], precision: str) -> str:
@@ -155,8 +174,15 @@ def _contract(stage: StageName, folder: Path, metadata: dict[str, Any] | None) -
     return contract
 
 
-def load_network(folder: Path, stage: StageName, device: Device, precision: str) -> Network:
-    """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt."""
+def load_network(
+    folder: Path,
+    stage: StageName,
+    device: Device,
+    precision: str,
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES,
+) -> Network:
+    """Load a stage's network from a SavedModel folder, ready to run on `device` in `precision` where rebuilt, and
+    there by slabs fitting `slab_budget_bytes` (None: whole; a SavedModel run as saved always runs whole)."""
     metadata = read_metadata(folder)
     try:
         contract = _contract(stage, folder, metadata)
@@ -165,9 +191,9 @@ def load_network(folder: Path, stage: StageName, device: Device, precision: str)
             return Network(stage, folder, "signature", "as saved", _through_signature(folder, device), contract)
         precision = run_precision(folder, metadata, precision)
         logger.info("%s: loading the %s network in %s", folder, stage, precision)
-        run = _rebuilt(stage, folder, metadata, precision, device)
+        run = _rebuilt(stage, folder, metadata, precision, device, slab_budget_bytes)
         imported, demonstration = metadata.get("imported", {}), metadata.get(DEMONSTRATION)
-        return Network(stage, folder, "rebuilt", precision, run, contract, imported, demonstration)
+        return Network(stage, folder, "rebuilt", precision, run, contract, imported, demonstration, slab_budget_bytes)
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, OSError, tf.errors.OpError) as error:  # a broken or foreign model

@@ -399,7 +399,7 @@ def _smoothing_reach(sigma_voxels: tf.Tensor) -> tf.Tensor:
     return tf.where(smoothed, _kernel_half_widths(sigma_voxels), tf.zeros([3], tf.int32))
 
 
-def segmentation_region(
+def segmentation_box_voxels(
     size: tf.Tensor,
     spacing: tf.Tensor,
     new_spacing: tf.Tensor,
@@ -409,15 +409,15 @@ def segmentation_region(
     valid_sizes_z: tf.Tensor,
     valid_sizes_y: tf.Tensor,
     valid_sizes_x: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """(begin, end) int32 [3]: the voxels of a CT of `size` that `preprocess_for_segmentation` reads, the grown box
-    and the smoothing kernel's reach, clipped to the CT. Only they need converting to float16 (see
-    `preprocess_for_segmentation_region`)."""
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(begin, end, reach) int32 [3]: the voxels begin..end-1 of a CT of `size` that the segmentation input is made
+    from (the grown box, clipped to the CT), and how far beyond them the smoothing reads. Only the box plus that
+    reach, clipped to the CT, needs converting to float16, and a slab of its slices plus the reach at a time (see
+    `segmentation_planes`)."""
     box = _segmentation_box(
         size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x
     )
-    reach = _smoothing_reach(box.sigma_voxels)
-    return tf.maximum(box.begin - reach, 0), tf.minimum(box.end + reach, size)
+    return box.begin, box.end, _smoothing_reach(box.sigma_voxels)
 
 
 def preprocess_for_segmentation(
@@ -466,27 +466,83 @@ def preprocess_for_segmentation_region(
     valid_sizes_y: tf.Tensor,
     valid_sizes_x: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """`preprocess_for_segmentation` of a CT of `size` given only its `segmentation_region`, `region` [N, 1, ...]
-    starting at voxel `region_begin`: the same values, without the rest of the CT in float16.
+    """`preprocess_for_segmentation` of a CT of `size` given only the part of it starting at voxel `region_begin`
+    that holds the box and the smoothing's reach (`segmentation_box_voxels`), `region` [N, 1, ...]: the same values,
+    without the rest of the CT in float16. `segmentation_planes` and `segmentation_input_from_planes` in one."""
+    arguments = (size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x)
+    box = _segmentation_box(*arguments)
+    planes = _box_planes(region, region_begin, box, box.begin[0], box.end[0])
+    return segmentation_input_from_planes(planes, *arguments)
 
-    Exact: the mirroring of the smoothing happens only at edges of the CT, which are the region's edges there.
+
+def segmentation_planes(
+    region: tf.Tensor,
+    region_begin: tf.Tensor,
+    slab_begin: tf.Tensor,
+    slab_end: tf.Tensor,
+    size: tf.Tensor,
+    spacing: tf.Tensor,
+    new_spacing: tf.Tensor,
+    bbox_end: tf.Tensor,
+    bbox_start: tf.Tensor,
+    sigma: tf.Tensor,
+    valid_sizes_z: tf.Tensor,
+    valid_sizes_y: tf.Tensor,
+    valid_sizes_x: tf.Tensor,
+) -> tf.Tensor:
+    """The box's CT slices slab_begin..slab_end-1 (inside the box's clipped range) on their way to the segmentation
+    input, float16 [N, 1, slab_end - slab_begin, h, w]: smoothed, cropped to the box, padded with 0 in-plane where
+    the box leaves the CT, area-resized in-plane to the input's h and w. `region` [N, 1, ...] starting at voxel
+    `region_begin` must hold those slices, the box's in-plane range and the smoothing's reach, clipped to the CT.
+
+    Every slice is the whole box's own: the smoothing mirrors only at the CT's edges, which are the region's edges
+    there, and the in-plane resize treats each slice alone. So a box that spans a whole-body scan can be converted
+    and smoothed a slab of slices at a time (`segmentation_input_from_planes` puts them together).
     """
+    box = _segmentation_box(
+        size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x
+    )
+    return _box_planes(region, region_begin, box, tf.cast(slab_begin, tf.int32), tf.cast(slab_end, tf.int32))
+
+
+def _box_planes(
+    region: tf.Tensor, region_begin: tf.Tensor, box: _SegmentationBox, slab_begin: tf.Tensor, slab_end: tf.Tensor
+) -> tf.Tensor:
+    begin = tf.concat([[slab_begin], box.begin[1:]], axis=0) - region_begin
+    end = tf.concat([[slab_end], box.end[1:]], axis=0) - region_begin
+    cropped = tf.cond(
+        tf.reduce_any(box.sigma_voxels > 0.0),
+        lambda: _smoothed_region(region, begin, end, box.sigma_voxels),
+        lambda: crop_image(region, tf.stack([begin, _spatial_size(region) - end], axis=1)),
+    )
+    in_plane = tf.stack([box.begin - box.first, box.stop - box.end], axis=1) * tf.constant([[0], [1], [1]])
+    # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
+    return resize_planes(pad_image(cropped, in_plane, 0), box.valid_size[1:3], "area")
+
+
+def segmentation_input_from_planes(
+    planes: tf.Tensor,
+    size: tf.Tensor,
+    spacing: tf.Tensor,
+    new_spacing: tf.Tensor,
+    bbox_end: tf.Tensor,
+    bbox_start: tf.Tensor,
+    sigma: tf.Tensor,
+    valid_sizes_z: tf.Tensor,
+    valid_sizes_y: tf.Tensor,
+    valid_sizes_x: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(input, cropped_size, croppings, paddings) of `preprocess_for_segmentation` from all the box's
+    `segmentation_planes` in order: the slices where the box leaves the CT added as zeros (the crop's zero padding,
+    which the in-plane resize leaves zero), the z pass of the area resize and the /2048 scaling."""
     box = _segmentation_box(
         size, spacing, new_spacing, bbox_end, bbox_start, sigma, valid_sizes_z, valid_sizes_y, valid_sizes_x
     )
     croppings = tf.stack([box.begin, size - box.end], axis=1)
     paddings = tf.stack([box.begin - box.first, box.stop - box.end], axis=1)
-    local_begin, local_end = box.begin - region_begin, box.end - region_begin
-    cropped = tf.cond(
-        tf.reduce_any(box.sigma_voxels > 0.0),
-        lambda: _smoothed_region(region, local_begin, local_end, box.sigma_voxels),
-        lambda: crop_image(region, tf.stack([local_begin, _spatial_size(region) - local_end], axis=1)),
-    )
-    # docs/fidelity.md #5, kept: the outside is padded with 0 HU, not air (-1024), as in the original
-    cropped = pad_image(cropped, paddings, 0)
-    cropped_size = _spatial_size(cropped)
-    resized = resize_image(cropped, box.valid_size, "area")
-    return intensity_postprocessing_ct(resized), cropped_size, croppings, paddings
+    padded = pad_image(planes, paddings * tf.constant([[1], [0], [0]]), 0)
+    resized = resize_depth(padded, box.valid_size[0], "area")
+    return intensity_postprocessing_ct(resized), box.stop - box.first, croppings, paddings
 
 
 def _linear_source_positions(
@@ -532,37 +588,19 @@ def box_labels(
     """The uint8 labels [N, 1, D', H', W'] of the box's voxels inside the CT (`croppings` locates them in it).
 
     As the original's linear resize of the probabilities to the padded crop, its argmax and the removal of
-    `paddings`, computed in float32 one slab of `slab_size` output z-slices at a time, and only inside the image:
-    each slab resizes in-plane just the input slices it needs, then interpolates along z with tf.image.resize's
-    exact formula, so the labels equal those of a full two-pass resize while memory stays bounded.
+    `paddings`, computed in float32 one slab of `slab_size` output z-slices at a time (`box_label_slab`), so the
+    labels equal those of a full two-pass resize while memory stays bounded.
     """
     paddings = tf.cast(paddings, tf.int32)
-    out_size = tf.cast(original_cropped_size, tf.int32)
-    kept_begin = paddings[:, 0]
-    kept_end = out_size - paddings[:, 1]
-    probabilities = tf.transpose(segmentation_output, [0, 2, 3, 4, 1])  # [N, d, h, w, 5], the small input
-    shape = tf.shape(probabilities)
-    batch, in_depth, channels = shape[0], shape[1], shape[4]
-
-    def labels_of_slab(slab_begin: tf.Tensor) -> tf.Tensor:
-        slab_end = tf.minimum(slab_begin + slab_size, kept_end[0])
-        lower, upper, lerp = _linear_source_positions(slab_begin, slab_end, in_depth, out_size[0])
-        needed = probabilities[:, lower[0] : upper[-1] + 1]
-        count = tf.shape(needed)[1]
-        planes = tf.reshape(needed, tf.concat([[-1], shape[2:5]], 0))
-        planes = tf.image.resize(planes, out_size[1:3], tf.image.ResizeMethod.BILINEAR)  # float32
-        planes = planes[:, kept_begin[1] : kept_end[1], kept_begin[2] : kept_end[2]]
-        planes = tf.reshape(planes, tf.concat([[batch, count], tf.shape(planes)[1:3], [channels]], 0))
-        below = tf.gather(planes, lower - lower[0], axis=1)
-        above = tf.gather(planes, upper - lower[0], axis=1)
-        values = below + (above - below) * lerp[tf.newaxis, :, tf.newaxis, tf.newaxis, tf.newaxis]
-        return tf.transpose(tf.cast(tf.argmax(values, axis=-1), tf.uint8), [1, 0, 2, 3])  # [slab, N, H', W']
-
-    slab_starts = tf.range(kept_begin[0], kept_end[0], slab_size)
+    kept_begin, kept_end = paddings[0, 0], tf.cast(original_cropped_size, tf.int32)[0] - paddings[0, 1]
+    slab_starts = tf.range(kept_begin, kept_end, slab_size)
     slabs = tf.TensorArray(tf.uint8, size=tf.size(slab_starts), infer_shape=False)
 
     def step(index: tf.Tensor, slabs: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
-        return index + 1, slabs.write(index, labels_of_slab(slab_starts[index]))
+        slab = box_label_slab(
+            segmentation_output, paddings, original_cropped_size, slab_starts[index], slab_size=slab_size
+        )
+        return index + 1, slabs.write(index, tf.transpose(slab[:, 0], [1, 0, 2, 3]))  # [slab, N, H', W']
 
     _, slabs = tf.while_loop(
         lambda index, _: index < tf.size(slab_starts),
@@ -571,3 +609,37 @@ def box_labels(
         parallel_iterations=1,  # one slab at a time: the point is bounded memory
     )
     return tf.transpose(slabs.concat(), [1, 0, 2, 3])[:, tf.newaxis]  # [N, 1, D', H', W']
+
+
+def box_label_slab(
+    segmentation_output: tf.Tensor,
+    paddings: tf.Tensor,
+    original_cropped_size: tf.Tensor,
+    slab_begin: tf.Tensor,
+    *,
+    slab_size: int = POSTPROCESS_SLAB,
+) -> tf.Tensor:
+    """`box_labels`' uint8 labels [N, 1, s, H', W'] of the padded crop's z-slices slab_begin..slab_begin+s-1, s
+    at most `slab_size` and the slices kept (inside the CT): each slab resizes in-plane just the input slices it
+    needs, then interpolates along z with tf.image.resize's exact formula. The slices `box_labels` gives at
+    slab_begin - paddings[0, 0] on; the inference pipeline writes them into the CT's label slab by slab."""
+    paddings = tf.cast(paddings, tf.int32)
+    out_size = tf.cast(original_cropped_size, tf.int32)
+    kept_begin = paddings[:, 0]
+    kept_end = out_size - paddings[:, 1]
+    probabilities = tf.transpose(segmentation_output, [0, 2, 3, 4, 1])  # [N, d, h, w, 5], the small input
+    shape = tf.shape(probabilities)
+    batch, in_depth, channels = shape[0], shape[1], shape[4]
+    slab_begin = tf.cast(slab_begin, tf.int32)
+    slab_end = tf.minimum(slab_begin + slab_size, kept_end[0])
+    lower, upper, lerp = _linear_source_positions(slab_begin, slab_end, in_depth, out_size[0])
+    needed = probabilities[:, lower[0] : upper[-1] + 1]
+    count = tf.shape(needed)[1]
+    planes = tf.reshape(needed, tf.concat([[-1], shape[2:5]], 0))
+    planes = tf.image.resize(planes, out_size[1:3], tf.image.ResizeMethod.BILINEAR)  # float32
+    planes = planes[:, kept_begin[1] : kept_end[1], kept_begin[2] : kept_end[2]]
+    planes = tf.reshape(planes, tf.concat([[batch, count], tf.shape(planes)[1:3], [channels]], 0))
+    below = tf.gather(planes, lower - lower[0], axis=1)
+    above = tf.gather(planes, upper - lower[0], axis=1)
+    values = below + (above - below) * lerp[tf.newaxis, :, tf.newaxis, tf.newaxis, tf.newaxis]
+    return tf.cast(tf.argmax(values, axis=-1), tf.uint8)[:, tf.newaxis]  # [N, 1, s, H', W']

@@ -23,7 +23,7 @@ from efficientscn.imaging.canonical import check_voxel_count
 from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.infer import ops
 from efficientscn.infer.models import Network
-from efficientscn.infer.runtime import max_voxels_for_memory
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES, max_voxels_for_memory
 from efficientscn.infer.utils_module import PipelineFunctions, Utils
 from efficientscn.model.contract import InputContract
 
@@ -41,11 +41,20 @@ class InferenceConfig:
     """A box too large for the largest input at its spacing is segmented at (its largest spacing + this)."""
     min_extent_mm: float = 30.0
     """Shorter CTs are refused: 5 voxels of the 6 mm localization grid along an axis (a 20-slice 2 mm scan passes)."""
-    max_voxels: int = field(default_factory=max_voxels_for_memory)
-    """Larger CTs are refused instead of exhausting memory: what this machine's memory takes, at most a 512 x 512 x
-    4096 scan (`runtime.max_voxels_for_memory`)."""
+    max_voxels: int | None = None
+    """Larger CTs are refused, up front, instead of exhausting memory; None: what this machine's memory takes by
+    the memory model for the networks as they run (`slab_budget_bytes`), at most a 512 x 512 x 4096 scan
+    (`runtime.max_voxels_for_memory`). Always an int once made."""
     spacing_fallback: SpacingFallback = "missing"
     """When a spacing of exactly 1,1,1 mm is taken for a missing one (see `imaging.geometry.SPACING_FALLBACKS`)."""
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES
+    """Rebuilt networks run their full-resolution levels by z-slabs fitting this budget (`efficientscn.nn.slabs`):
+    the same labels in a fraction of the memory; None runs them whole."""
+
+    def __post_init__(self) -> None:
+        if self.max_voxels is None:
+            limit = max_voxels_for_memory(slabs=self.slab_budget_bytes is not None)
+            object.__setattr__(self, "max_voxels", limit)
 
 
 def localization_spacing(
@@ -165,15 +174,18 @@ class Pipeline:
 
 LOCALIZATION_SLAB = 32
 """CT slices converted to float16 and resized in-plane at once for the localization input."""
+SEGMENTATION_SLAB = 32
+"""CT slices of the organ box converted to float16, smoothed and resized in-plane at once for the SCN input (plus
+the smoothing's reach): a box spanning a whole-body scan never exists in float at the CT's resolution."""
 
 
 class _Steps:
     """The pre- and post-processing of one CT through the utils functions.
 
     With `PipelineFunctions` the int16 CT stays the only full-resolution copy: it is converted to float16 a slab of
-    slices at a time for the localization input and only in its box region for the segmentation input, and the
-    label is filled in where the box lies. Any other utils module (the original's interface) gets the whole CT in
-    float16, once. Both give the same values (tests/infer/test_pipeline.py).
+    slices at a time for the localization input and a slab of its box region at a time for the segmentation input,
+    and the label is filled in slab by slab where the box lies. Any other utils module (the original's interface)
+    gets the whole CT in float16, once. Both give the same values (tests/infer/test_pipeline.py).
     """
 
     def __init__(self, utils: Utils | PipelineFunctions, ct_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> None:
@@ -229,10 +241,18 @@ class _Steps:
             return result
         assert isinstance(self.utils, PipelineFunctions)
         size = _constant(self.ct_zyx.shape, tf.int32)
-        begin, end = (bound.numpy() for bound in self.utils.step("segmentation_region")(size, *arguments))
-        region = _as_image(self.ct_zyx[tuple(slice(first, last) for first, last in zip(begin, end, strict=True))])
-        preprocess = self.utils.step("preprocess_for_segmentation_region")
-        return preprocess(region, _constant(begin, tf.int32), size, *arguments)
+        begin, end, reach = (bound.numpy() for bound in self.utils.step("segmentation_box_voxels")(size, *arguments))
+        first, last = np.maximum(begin - reach, 0), np.minimum(end + reach, self.ct_zyx.shape)
+        planes_of = self.utils.step("segmentation_planes")
+        planes = []
+        for slab_begin in range(begin[0], end[0], SEGMENTATION_SLAB):
+            slab_end = min(slab_begin + SEGMENTATION_SLAB, end[0])
+            region_begin = np.array([max(slab_begin - reach[0], 0), first[1], first[2]])
+            region_end = np.array([min(slab_end + reach[0], self.ct_zyx.shape[0]), last[1], last[2]])
+            region = _as_image(self.ct_zyx[tuple(map(slice, region_begin, region_end))])
+            slab = tf.constant(slab_begin, tf.int32), tf.constant(slab_end, tf.int32)
+            planes.append(planes_of(region, _constant(region_begin, tf.int32), *slab, size, *arguments))
+        return self.utils.step("segmentation_input_from_planes")(tf.concat(planes, axis=2), size, *arguments)
 
     def label(
         self, probabilities: tf.Tensor, paddings: tf.Tensor, croppings: tf.Tensor, cropped_size: tf.Tensor
@@ -242,10 +262,17 @@ class _Steps:
             label = self.utils.postprocess_for_segmentation(probabilities, paddings, croppings, cropped_size)
             return label.numpy()[0, 0]
         assert isinstance(self.utils, PipelineFunctions)
-        box = self.utils.step("box_labels")(probabilities, paddings, cropped_size).numpy()[0, 0]
         label = np.zeros(self.ct_zyx.shape, np.uint8)
         first = croppings.numpy()[:, 0]
-        label[tuple(slice(start, start + length) for start, length in zip(first, box.shape, strict=True))] = box
+        kept_begin = int(paddings.numpy()[0, 0])
+        kept_end = int(cropped_size.numpy()[0] - paddings.numpy()[0, 1])
+        label_slab = self.utils.step("box_label_slab")
+        slab_begin = kept_begin
+        while slab_begin < kept_end:  # slabs as deep as the traced step makes them
+            slab = label_slab(probabilities, paddings, cropped_size, tf.constant(slab_begin, tf.int32)).numpy()[0, 0]
+            start = first + np.array([slab_begin - kept_begin, 0, 0])
+            label[tuple(slice(begin, begin + length) for begin, length in zip(start, slab.shape, strict=True))] = slab
+            slab_begin += slab.shape[0]
         return label
 
 

@@ -1,16 +1,20 @@
 """The inference process's own settings: TensorFlow's CPU allocator, and the largest CT this machine's memory takes.
 
 With its default allocator, TensorFlow's oneDNN build keeps every block it ever allocated in a pool: the SCN's
-activations stay resident after a case, and a lone 512 x 512 x 200 CT peaked at 1.84 GB; with the system
-allocator it peaked at 1.39 GB, with the same labels, but the SCN took 0.7 s longer per case (measured in the
-README's benchmark). So a lone CT, where memory is what a user waits on, gets the system allocator, and a folder
-of CTs, where each case repeats that cost, keeps the pool. The setting must be made before TensorFlow is imported,
-which `prepare_environment` does for the command line; a value the user set stands.
+activations stay resident after a case. With the system allocator they are handed back to glibc's malloc, which
+hands back to the system only blocks above its mmap threshold, and raises that threshold, by default, to the
+largest block freed so far (up to 32 MB): the medium-sized tensors of slab-wise inference then stay resident in its
+heap as well (a lone 512 x 512 x 151 CT peaked at 1.50 GB instead of 1.20 GB). So a lone CT, where memory is what a
+user waits on, gets the system allocator with a fixed mmap threshold (`MMAP_THRESHOLD_BYTES`), which returns every
+freed tensor larger than it at once; a folder of CTs, where each case would pay for mapping those pages anew (about
+1 s of the SCN's CPU time), keeps the pool, which slab-wise inference keeps small. The settings are made before
+TensorFlow is imported, which `prepare_environment` does for the command line; values the user set stand.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -21,10 +25,29 @@ logger = logging.getLogger(__name__)
 SYSTEM_ALLOCATOR = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
 """The environment variable that gives TensorFlow's oneDNN build the system allocator ("1") instead of its pool."""
 
-BASE_MEMORY_BYTES = 1_500_000_000
-"""Peak memory of inference beside the CT: TensorFlow, the networks and the SCN's activations at its largest input."""
-BYTES_PER_VOXEL = 6
-"""Peak memory per CT voxel: the int16 CT, a second copy while it is read, its label and the label put back."""
+SLAB_BUDGET_BYTES = 64 * 2**20
+"""What a slab of a network's full-resolution levels may hold (`efficientscn.nn.slabs`): its depth follows from
+it and the input's plane; None instead runs the networks whole, as exported."""
+
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+"""With the system allocator, malloc blocks from this size on are mapped on their own and unmapped when freed."""
+MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
+"""glibc's environment variable for the same setting: a value the user gave it stands."""
+_M_MMAP_THRESHOLD = -3
+"""glibc's `mallopt` parameter number of the mmap threshold (malloc.h)."""
+
+BASE_MEMORY_BYTES = 920_000_000
+"""Peak memory of inference beside the CT and the SCN: TensorFlow, the package, the networks' graphs, what the
+allocators keep (`peak_memory_bytes`)."""
+BYTES_PER_VOXEL = 4
+"""Peak memory per CT voxel while it is read (ITK holds the int16 CT twice) or its label written (the CT, the label
+on the processing grid and on the CT's own, a slab-wise label filled in where the organ box lies)."""
+BYTES_PER_VOXEL_HELD = 2
+"""Memory per CT voxel while the networks run: the int16 CT; its box passes through them a slab at a time."""
+BYTES_PER_SCN_INPUT_VOXEL = {"slabs": 120, "whole": 250}
+"""The SCN's working memory per voxel of its input, run by slabs (the default) or whole (`--slab-memory off`)."""
+LARGEST_SCN_INPUT_VOXELS = 160 * 128 * 160
+"""The SCN's largest valid input (the paper's contract): any box is segmented at most at this size."""
 MAX_VOXELS_CAP = 1024 * 1024 * 1024
 """The largest CT accepted whatever the memory (a 512 x 512 x 4096 scan), the size the pipeline is tested for."""
 MIN_VOXELS_LIMIT = 64 * 1024 * 1024
@@ -35,11 +58,28 @@ _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory
 
 def prepare_environment(*, lone_ct: bool) -> None:
     """Give TensorFlow the system allocator for a lone CT, its pool for a batch, unless the user set
-    `SYSTEM_ALLOCATOR`; without effect (said in the debug log) once TensorFlow is imported."""
+    `SYSTEM_ALLOCATOR`, and with the system allocator a fixed mmap threshold (`fix_mmap_threshold`); without effect
+    (said in the debug log) once TensorFlow is imported."""
     if "tensorflow" in sys.modules:
         logger.debug("TensorFlow already imported: its allocator settings stay as they are")
         return
     os.environ.setdefault(SYSTEM_ALLOCATOR, "1" if lone_ct else "0")
+    if os.environ[SYSTEM_ALLOCATOR] == "1":
+        fix_mmap_threshold()
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Make glibc's malloc map blocks of `threshold` bytes and more on their own, returned to the system when freed,
+    instead of raising the threshold as blocks are freed; whether it was set (not where the user set
+    `MMAP_THRESHOLD_VARIABLE`, nor on a C library without `mallopt`)."""
+    if MMAP_THRESHOLD_VARIABLE in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without it): its own policy stands
+        logger.debug("no mallopt in this C library: the allocator's mmap threshold stays as it is")
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def memory_bytes() -> int | None:
@@ -57,11 +97,42 @@ def memory_bytes() -> int | None:
     return min(limits) if limits else None
 
 
-def max_voxels_for_memory(memory: int | None = None) -> int:
-    """The largest CT, in voxels, whose inference fits in `memory` bytes (this machine's by default): the memory
-    beyond `BASE_MEMORY_BYTES` at `BYTES_PER_VOXEL`, between `MIN_VOXELS_LIMIT` and `MAX_VOXELS_CAP` (the cap when
-    memory is unknown)."""
+def peak_memory_bytes(ct_voxels: int, scn_input_voxels: int = LARGEST_SCN_INPUT_VOXELS, *, slabs: bool = True) -> int:
+    """The memory model of inference: the peak resident memory of segmenting a CT of `ct_voxels` whose organ box
+    gives the SCN an input of `scn_input_voxels`, whatever the box's size on the CT (the README compares it with
+    measured peaks, lone and in a batch): the larger of reading or writing (`BYTES_PER_VOXEL`) and running the
+    networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside `BASE_MEMORY_BYTES`."""
+    scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * scn_input_voxels
+    return BASE_MEMORY_BYTES + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
+
+
+class VoxelLimit(int):
+    """The largest CT accepted, in voxels, with the reason for it, which a refusal names."""
+
+    reason: str
+
+    def __new__(cls, voxels: int, reason: str) -> VoxelLimit:
+        limit = super().__new__(cls, voxels)
+        limit.reason = reason
+        return limit
+
+
+def max_voxels_for_memory(memory: int | None = None, *, slabs: bool = True) -> VoxelLimit:
+    """The largest CT, in voxels, whose inference `peak_memory_bytes` fits in `memory` bytes (this machine's, or
+    its container's limit, by default) whatever its organ box, between `MIN_VOXELS_LIMIT` and `MAX_VOXELS_CAP` (the
+    cap when memory is unknown); `slabs`: the networks run by slabs (see `BYTES_PER_SCN_INPUT_VOXEL`)."""
     memory = memory_bytes() if memory is None else memory
     if memory is None:
-        return MAX_VOXELS_CAP
-    return max(MIN_VOXELS_LIMIT, min(MAX_VOXELS_CAP, (memory - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL))
+        return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for (the memory is unknown)")
+    beside = memory - BASE_MEMORY_BYTES
+    scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * LARGEST_SCN_INPUT_VOXELS
+    fits = min(beside // BYTES_PER_VOXEL, (beside - scn) // BYTES_PER_VOXEL_HELD)
+    if fits >= MAX_VOXELS_CAP:
+        return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for")
+    if fits <= MIN_VOXELS_LIMIT:
+        return VoxelLimit(MIN_VOXELS_LIMIT, "the size always tried, however little memory there is")
+    return VoxelLimit(
+        fits,
+        f"what {memory / 1e9:.1f} GB of memory (this machine's, or its container's limit) holds at "
+        f"{BASE_MEMORY_BYTES / 1e9:.2f} GB plus {BYTES_PER_VOXEL} bytes per voxel (the README's memory model)",
+    )

@@ -37,6 +37,7 @@ VECTOR = tf.TensorSpec([3], tf.float32)
 AMOUNTS = tf.TensorSpec([3, 2], tf.int32)
 VALID_SIZES = tf.TensorSpec([None], tf.int32)
 SIGMA = tf.TensorSpec(None, tf.float32, name="sigma")
+INDEX = tf.TensorSpec([], tf.int32)
 
 
 PIPELINE_SIGNATURES = {
@@ -127,14 +128,18 @@ LEAN_SIGNATURES = {
     "resize_planes": (IMAGE, PLANES_SIZE),
     "localization_input_from_planes": (IMAGE, SIZE, VALID_SIZES, VALID_SIZES, VALID_SIZES),
     "bbox_from_localization_output": PIPELINE_SIGNATURES["bbox_from_localization_output"],
-    "segmentation_region": (SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES),
-    "preprocess_for_segmentation_region": (
-        IMAGE, SIZE, SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
+    "segmentation_box_voxels": (SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES),
+    "segmentation_planes": (
+        IMAGE, SIZE, INDEX, INDEX, SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
     ),
-    "box_labels": (PROBABILITIES, AMOUNTS, SIZE),
+    "segmentation_input_from_planes": (
+        IMAGE, SIZE, VECTOR, VECTOR, VECTOR, VECTOR, SIGMA, VALID_SIZES, VALID_SIZES, VALID_SIZES
+    ),
+    "box_label_slab": (PROBABILITIES, AMOUNTS, SIZE, INDEX),
 }  # fmt: skip
 """The steps of `ops` the pipeline runs with `PipelineFunctions`: the original's functions cut so that the CT is
-converted to float16 a slab or its box region at a time, and its label is filled in where the box lies."""
+converted to float16 (and smoothed) a slab of its box region at a time, and its label is filled in slab by slab
+where the box lies."""
 
 
 class PipelineFunctions:

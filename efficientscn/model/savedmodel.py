@@ -23,6 +23,9 @@ import tensorflow as tf
 
 from efficientscn.errors import InputError
 from efficientscn.model.contract import InputContract
+from efficientscn.nn.localization import localization_logits_by_slabs
+from efficientscn.nn.scn import scn_probabilities_by_slabs
+from efficientscn.nn.slabs import slices_first
 
 logger = logging.getLogger(__name__)
 
@@ -87,35 +90,65 @@ class ExportModule(tf.Module):
 
     def run_network(self, image: tf.Tensor) -> Any:
         """The network on a channels-first float16 image, transposed to channels-last float32."""
-        return self.model(tf.transpose(tf.cast(image, tf.float32), [0, 2, 3, 4, 1]), training=False)
+        return self.model(channels_last(image), training=False)
+
+
+def channels_last(image: tf.Tensor) -> tf.Tensor:
+    """A channels-first float16 image [N, 1, D, H, W] as the networks take it: channels-last float32."""
+    return tf.transpose(tf.cast(image, tf.float32), [0, 2, 3, 4, 1])
 
 
 class LocalizationModule(ExportModule):
-    """The localization network: `image` -> `output_0` bool [N, 1, D, H, W], foreground logit > background logit."""
+    """The localization network: `image` -> `output_0` bool [N, 1, D, H, W], foreground logit > background logit.
 
-    def __init__(self, model: keras.Model) -> None:
+    With `slab_budget_bytes` (inference only; an export runs the whole network) the network runs by z-slabs of a
+    depth fitting that budget, with the same mask up to the compute dtype's rounding (`efficientscn.nn.slabs`).
+    """
+
+    def __init__(self, model: keras.Model, slab_budget_bytes: int | None = None) -> None:
         super().__init__(model, name="localization")
+        self.slab_budget_bytes = slab_budget_bytes
 
     @tf.function(input_signature=[IMAGE_SIGNATURE])
     def __call__(self, image: tf.Tensor) -> tf.Tensor:
-        logits = self.run_network(image)
-        return (logits[..., 1] > logits[..., 0])[:, tf.newaxis]
+        if self.slab_budget_bytes is None:
+            logits = self.run_network(image)
+            return (logits[..., 1] > logits[..., 0])[:, tf.newaxis]
+
+        def foreground(logits: tf.Tensor) -> tf.Tensor:
+            return slices_first(logits[..., 1] > logits[..., 0])  # (d, N, H, W)
+
+        slabs = localization_logits_by_slabs(
+            self.model, channels_last(image), self.slab_budget_bytes, foreground, tf.bool
+        )
+        return tf.transpose(slabs.concat(), [1, 0, 2, 3])[:, tf.newaxis]
 
 
 class SegmentationModule(ExportModule):
     """The SCN: `image` -> `output_0` float16 [N, 5, D, H, W], the normalised combined probabilities.
 
     Kept as the original (docs/fidelity.md #9): probabilities, not labels, leave the model, so that inference can
-    upsample them to the CT's resolution before the argmax, as the original does.
+    upsample them to the CT's resolution before the argmax, as the original does. `slab_budget_bytes` as for
+    `LocalizationModule`: the same probabilities up to the compute dtype's rounding, by z-slabs.
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, slab_budget_bytes: int | None = None) -> None:
         super().__init__(model, name="segmentation")
+        self.slab_budget_bytes = slab_budget_bytes
 
     @tf.function(input_signature=[IMAGE_SIGNATURE])
     def __call__(self, image: tf.Tensor) -> tf.Tensor:
-        probabilities = self.run_network(image)["probabilities"]
-        return tf.cast(tf.transpose(probabilities, [0, 4, 1, 2, 3]), tf.float16)
+        if self.slab_budget_bytes is None:
+            probabilities = self.run_network(image)["probabilities"]
+            return tf.cast(tf.transpose(probabilities, [0, 4, 1, 2, 3]), tf.float16)
+
+        def channels_first(probabilities: tf.Tensor) -> tf.Tensor:
+            return tf.cast(tf.transpose(probabilities, [1, 0, 4, 2, 3]), tf.float16)  # (d, N, C, H, W)
+
+        slabs = scn_probabilities_by_slabs(
+            self.model, channels_last(image), self.slab_budget_bytes, channels_first, tf.float16
+        )
+        return tf.transpose(slabs.concat(), [1, 2, 0, 3, 4])
 
 
 def refuse_existing(output: str | Path, *, overwrite: bool) -> Path:

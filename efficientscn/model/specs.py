@@ -40,8 +40,9 @@ class ModelSpec:
     network_config_type: type
     build: Callable[[Any], keras.Model]
     """Network configuration -> the network as exported, in the Keras dtype policy in force."""
-    module: Callable[[keras.Model], tf.Module]
-    """The exported network -> the tf.Module saved with its `__call__` as the serving signature."""
+    module: Callable[..., tf.Module]
+    """The exported network -> the tf.Module saved with its `__call__` as the serving signature; inference passes
+    `slab_budget_bytes` to run it by z-slabs (`efficientscn.nn.slabs`), None for the whole network."""
     default_contract: InputContract
     """The paper's input: what a SavedModel that records no contract (the original's, earlier exports) is given."""
     original_variable_keys: Callable[[Path], list[str]]
@@ -106,16 +107,16 @@ def _original_scn_keys(checkpoint: Path) -> list[str]:
     return original_scn_variable_keys(checkpoint)
 
 
-def _localization_module(model: keras.Model) -> tf.Module:
+def _localization_module(model: keras.Model, slab_budget_bytes: int | None = None) -> tf.Module:
     from efficientscn.model.savedmodel import LocalizationModule
 
-    return LocalizationModule(model)
+    return LocalizationModule(model, slab_budget_bytes)
 
 
-def _segmentation_module(model: keras.Model) -> tf.Module:
+def _segmentation_module(model: keras.Model, slab_budget_bytes: int | None = None) -> tf.Module:
     from efficientscn.model.savedmodel import SegmentationModule
 
-    return SegmentationModule(model)
+    return SegmentationModule(model, slab_budget_bytes)
 
 
 LOCALIZATION_SPEC = ModelSpec(

@@ -8,11 +8,14 @@ foreground) under any Keras dtype policy: the foreground mask is logit 1 > logit
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from efficientscn.nn.config import LocalizationNetConfig
+from efficientscn.nn.slabs import LEVELS_BY_SLABS, LevelHalos, slabs_for_budget, unet_level_by_slabs
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
@@ -45,6 +48,29 @@ def build_localization_net(config: LocalizationNetConfig | None = None) -> keras
     logits = unet.prediction_head(config.num_labels)(unet(image))
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(image, logits, name="localization")
+
+
+def localization_logits_by_slabs(
+    model: keras.Model,
+    image: tf.Tensor,
+    budget_bytes: int,
+    finish: Callable[[tf.Tensor], tf.Tensor],
+    finished_dtype: tf.DType,
+    levels_by_slabs: int = LEVELS_BY_SLABS,
+    halos: Sequence[LevelHalos] | None = None,
+) -> tf.TensorArray:
+    """`build_localization_net`'s logits of `image` (N, z, y, x, 1), computed by z-slabs of a depth fitting
+    `budget_bytes` (`efficientscn.nn.slabs`) and passed slab by slab through `finish`, which must put the slab's
+    slices first and give `finished_dtype`; the TensorArray holds slab i at i. Inference only; the values are the
+    whole network's, bit for bit on the CPUs tested. `halos`: see `unet_level_by_slabs`."""
+    unet, head, logits = model.get_layer("unet"), model.get_layer("prediction"), model.get_layer("logits")
+    x = tf.cast(image, unet.compute_dtype)
+    slabs = slabs_for_budget(unet, x, budget_bytes, 2**levels_by_slabs, levels_by_slabs)
+    (finished,) = unet_level_by_slabs(
+        unet, x, slabs, lambda features: [finish(logits(head(features)))], [finished_dtype],
+        levels_by_slabs=levels_by_slabs, halos=halos,
+    )  # fmt: skip
+    return finished
 
 
 def load_original_localization_weights(model: keras.Model, saved_model_dir: str | Path) -> None:

@@ -14,7 +14,7 @@ five spatial-configuration sub-nets (U-Net and 1x1x1 head each) for labels 1, 2,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -22,6 +22,15 @@ import tensorflow as tf
 
 from efficientscn.nn.config import SCNConfig
 from efficientscn.nn.noise import SaltAndPepperNoise
+from efficientscn.nn.slabs import (
+    LEVELS_BY_SLABS,
+    LevelHalos,
+    joined,
+    slabs_for_budget,
+    slices_first,
+    unet_level_by_slabs,
+    upsampled_slices,
+)
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.upsample import UpSampling3DCubic
 from efficientscn.nn.weights import VALUE_SUFFIX, numbered_variable_keys
@@ -136,11 +145,16 @@ class SpatialConfiguration(keras.layers.Layer):
         for dropout in self.channel_dropouts:
             probabilities = dropout(probabilities, training=training)
         image = self.image_dropout(self.downsample(image), training=training)
+        return self.upsample(self.coarse_logits(probabilities, image, training=training))
+
+    def coarse_logits(self, probabilities: tf.Tensor, image: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """The sub-nets' logits (N, z, y, x, C) in label order at the pooled resolution, from the pooled (and in
+        training perturbed) probabilities and image; `call` upsamples them."""
         logits = {}
         for label, subnet in zip(self.subnet_labels, self.subnets, strict=True):
             others = [probabilities[..., c : c + 1] for c in range(1, self.num_labels) if c != label]
             logits[label] = subnet(tf.concat([image, *others], axis=-1), training=training)
-        return self.upsample(tf.concat([logits[label] for label in range(self.num_labels)], axis=-1))
+        return tf.concat([logits[label] for label in range(self.num_labels)], axis=-1)
 
     def compute_output_shape(self, input_shape: Sequence[tuple]) -> tuple:
         return (*input_shape[1][:-1], self.num_labels)
@@ -233,6 +247,56 @@ def build_scn(config: SCNConfig | None = None) -> keras.Model:
     )
     outputs = {"probabilities": probabilities, "local_logits": local_logits, "spatial_logits": spatial_logits}
     return keras.Model(image, outputs, name="scn")
+
+
+def scn_probabilities_by_slabs(
+    model: keras.Model,
+    image: tf.Tensor,
+    budget_bytes: int,
+    finish: Callable[[tf.Tensor], tf.Tensor],
+    finished_dtype: tf.DType,
+    levels_by_slabs: int = LEVELS_BY_SLABS,
+    halos: Sequence[LevelHalos] | None = None,
+) -> tf.TensorArray:
+    """`build_scn`'s "probabilities" of `image` (N, z, y, x, 1), computed by z-slabs (`efficientscn.nn.slabs`) and
+    passed slab by slab through `finish`, which must put the slab's slices first and give `finished_dtype`; the
+    TensorArray holds slab i at i.
+
+    The local-appearance U-Net's upper `levels_by_slabs` levels run by slabs of a depth fitting `budget_bytes`; each
+    slab's head gives its local logits (kept) and its pooled probabilities, which, put together, go whole through
+    the spatial-configuration sub-nets at a quarter of the resolution; then each slab's spatial logits are upsampled
+    from those around it and combined with its local logits. Inference only (no noise, no dropout); the values are
+    the whole network's, bit for bit on the CPUs tested. `halos`: see `unet_level_by_slabs`.
+    """
+    local_unet = model.get_layer(LOCAL_SCOPE)
+    head = model.get_layer("prediction")
+    local_probabilities = model.get_layer("local_probabilities")
+    local_logits, spatial_logits = model.get_layer("local_logits"), model.get_layer("spatial_logits")
+    spatial = model.get_layer(SPATIAL_SCOPE)
+    combine = model.get_layer("probabilities")
+    x = tf.cast(image, local_unet.compute_dtype)
+    multiple = math.lcm(2**levels_by_slabs, spatial.downsample_factor)  # slabs pool on both parts' grids
+    slabs = slabs_for_budget(local_unet, x, budget_bytes, multiple, levels_by_slabs)
+
+    def local_part(features: tf.Tensor) -> list[tf.Tensor]:
+        logits = head(features)
+        return [logits, slices_first(spatial.downsample(local_probabilities(logits)))]
+
+    local, pooled = unet_level_by_slabs(
+        local_unet, x, slabs, local_part, [x.dtype, x.dtype], levels_by_slabs=levels_by_slabs, halos=halos
+    )
+    coarse = spatial.coarse_logits(joined(pooled, spatial.num_labels), spatial.downsample(x))
+    del pooled
+
+    def combined(index: tf.Tensor) -> list[tf.Tensor]:
+        begin, end = slabs.bounds(index)
+        upsampled = upsampled_slices(spatial.upsample, spatial.upsample.support, coarse, begin, end)
+        local_slab = local.read(index)
+        local_slab.set_shape([None, None, None, None, spatial.num_labels])
+        return [finish(combine([local_logits(local_slab), spatial_logits(upsampled)]))]
+
+    (finished,) = slabs.map(combined, [finished_dtype])
+    return finished
 
 
 def original_scn_variable_keys(checkpoint: str | Path) -> list[str]:

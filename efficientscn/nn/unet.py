@@ -154,17 +154,23 @@ class UNet3D(keras.layers.Layer):
         return x
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.from_level(inputs, 0, training)
+
+    def from_level(self, inputs: tf.Tensor, level: int, training: bool | None = None) -> tf.Tensor:
+        """The U-Net's levels `level`.. on the input of level `level` (the input pooled `level` times): the expanding
+        output of that level. `from_level(x, 0)` is the whole U-Net; slab-wise inference (`efficientscn.nn.slabs`)
+        runs the upper levels itself and the rest through this."""
         skips = []
         x = inputs
-        for level in range(self.levels):
-            x = self._run_block(self.contracting[level], x, training)
+        for current in range(level, self.levels):
+            x = self._run_block(self.contracting[current], x, training)
             skips.append(x)
-            if level < self.levels - 1:
+            if current < self.levels - 1:
                 x = self.downsample(x)
         x = self._run_block(self.expanding[-1], x, training)
-        for level in reversed(range(self.levels - 1)):
-            x = self.concatenate([skips[level], self.upsample(x)])
-            x = self._run_block(self.expanding[level], x, training)
+        for current in reversed(range(level, self.levels - 1)):
+            x = self.concatenate([skips[current - level], self.upsample(x)])
+            x = self._run_block(self.expanding[current], x, training)
         return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

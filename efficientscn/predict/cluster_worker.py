@@ -157,7 +157,11 @@ class SegmenterPlugin(WorkerPlugin):
         device = select_device(options.device)
         precision = inference_precision(device, options.precision)
         memory = min(m for m in (memory_bytes(), memory_limit) if m is not None) if memory_limit else None
-        config = InferenceConfig(spacing_fallback=options.spacing_fallback, max_voxels=max_voxels_for_memory(memory))
+        config = InferenceConfig(
+            spacing_fallback=options.spacing_fallback,
+            max_voxels=max_voxels_for_memory(memory),
+            slab_budget_bytes=options.slab_budget_bytes,
+        )
         segmenter = load_segmenter(options, device, precision, config, probe=None)
         writers = BatchPlan.writers_for(options)
         self.runner = CaseRunner(segmenter, writers, options.output, force=options.force)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from efficientscn.imaging.geometry import SpacingFallback
+from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
 from efficientscn.predict.shards import Shard
 
 LOCAL_CLUSTER = "local:"
@@ -38,6 +39,8 @@ class PredictOptions:
     """Segment an input the plausibility checks refuse as clearly not an abdominal CT in HU (warning instead)."""
     import_originals: bool = True
     """Import a network in the original's format (verified, cached) instead of running its graph as saved."""
+    slab_budget_bytes: int | None = SLAB_BUDGET_BYTES
+    """The networks' full-resolution levels run by slabs fitting this budget; None: whole (`InferenceConfig`)."""
     shard: Shard | None = None
     """Only this part of the batch's cases (`shards`), with its own report."""
     cluster: str | None = None

@@ -54,7 +54,9 @@ class BatchPlan:
             ensure_writable_folder(self.report.parent)
             check_report_room(self.report, len(self.cases))
         ModelsFolder(options.models).stage_folders()  # a missing model stops the batch now, not once per case
-        self.config = InferenceConfig(spacing_fallback=options.spacing_fallback)
+        self.config = InferenceConfig(
+            spacing_fallback=options.spacing_fallback, slab_budget_bytes=options.slab_budget_bytes
+        )
         self.resume = Resume(self.cases, self.label, overwrite=options.overwrite, owners=owners)
         self._todo = set(self.resume.todo)
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.pieces import piece_sizes
 from efficientscn.labels import NUM_LABELS, ORGANS
 from efficientscn.outputs.statistics import ScanEnd, cut_off_ends
 
@@ -179,7 +179,6 @@ def _bounding_box(mask: np.ndarray, scale: int) -> tuple[slice, ...]:
 def _main_pieces_share(label_zyx: np.ndarray, label: int, box: tuple[slice, ...], pieces: int) -> float:
     """The share of an organ's voxels in its `pieces` largest connected pieces (26-connectivity), counted at full
     resolution inside its bounding box (thin organs fall apart when sampled)."""
-    image = sitk.GetImageFromArray((label_zyx[box] == label).astype(np.uint8))
-    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, True))  # a copy: the image is temporary
-    sizes = np.sort(np.bincount(components.ravel())[1:])[::-1]
+    region = label_zyx[box]
+    sizes = piece_sizes(lambda begin, end: region[begin:end] == label, region.shape[0])  # a slab at a time
     return float(sizes[:pieces].sum() / sizes.sum())

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from efficientscn.errors import InputError
+from efficientscn.infer import pipeline
 from efficientscn.infer.models import Network
 from efficientscn.infer.pipeline import (
     InferenceConfig,
@@ -187,27 +188,35 @@ def _recording_segmenter(utils: object, coarse: InputContract, fine: InputContra
 
 
 @pytest.mark.parametrize(
-    ("shape", "spacing", "fine", "block"),
+    ("shape", "spacing", "fine", "block", "segmentation_slab"),
     [
         # 70 slices: two localization slabs and a part one; a 128 mm box well inside the CT (the kernel's reach
         # beyond it is read from the CT), smoothed (the paper's contracts)
-        ((70, 90, 100), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, 5),
-        # the box reaches every edge of the CT: the smoothing mirrors there
-        ((45, 60, 64), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, None),
+        ((70, 90, 100), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, 5, pipeline.SEGMENTATION_SLAB),
+        # the same box in slabs of 5 slices for the SCN input: each reads the kernel's reach from its neighbours
+        ((70, 90, 100), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, 5, 5),
+        # the box reaches every edge of the CT: the smoothing mirrors there, in the first and the last slab
+        ((45, 60, 64), (3.0, 3.0, 3.0), PAPER_SEGMENTATION, None, 4),
         # 5 slices of 6 mm and a 12 mm kernel: the mirror repeats (the kernel is longer than the CT)
-        ((5, 60, 64), (6.0, 3.0, 3.0), InputContract(2.0, ((32, 64),) * 3, smoothing_sigma_mm=12.0), None),
+        ((5, 60, 64), (6.0, 3.0, 3.0), InputContract(2.0, ((32, 64),) * 3, smoothing_sigma_mm=12.0), None, 32),
         # no smoothing: the box region itself
-        ((70, 100, 140), (3.0, 2.5, 2.0), InputContract(2.0, ((32, 64, 96, 128),) * 3, smoothing_sigma_mm=0.0), 4),
+        ((70, 100, 140), (3.0, 2.5, 2.0), InputContract(2.0, ((32, 64, 96, 128),) * 3, smoothing_sigma_mm=0.0), 4, 6),
     ],
 )
 def test_the_lean_steps_give_what_the_original_interface_gives(
-    shape: tuple[int, int, int], spacing: tuple[float, float, float], fine: InputContract, block: int | None
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    fine: InputContract,
+    block: int | None,
+    segmentation_slab: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`PipelineFunctions` (the CT converted a slab or its box region at a time, the label filled in where the box
-    lies) against the original's interface on the whole CT in float16: the same network inputs, details and labels,
-    bit for bit."""
+    """`PipelineFunctions` (the CT converted a slab or a slab of its box region at a time, the label filled in slab
+    by slab where the box lies) against the original's interface on the whole CT in float16: the same network
+    inputs, details and labels, bit for bit."""
     from efficientscn.infer.utils_module import PipelineFunctions
 
+    monkeypatch.setattr(pipeline, "SEGMENTATION_SLAB", segmentation_slab)
     ct = np.random.default_rng(1).integers(-1024, 2500, shape).astype(np.int16)
     ct[:, : shape[1] // 3] = -1000  # some air, some tissue
     results = []

@@ -18,6 +18,7 @@ from efficientscn.infer.runtime import (
     SYSTEM_ALLOCATOR,
     max_voxels_for_memory,
     memory_bytes,
+    peak_memory_bytes,
 )
 
 _SETTING = """
@@ -46,11 +47,43 @@ def test_a_lone_ct_gets_the_system_allocator_a_batch_the_pool_unless_the_user_ch
     assert _allocator("late", "lone") == "None"
 
 
-def test_the_voxel_limit_follows_the_memory() -> None:
-    gib = 1024**3
-    assert max_voxels_for_memory(4 * gib) == (4 * gib - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL  # 465 M voxels
-    assert max_voxels_for_memory(64 * gib) == MAX_VOXELS_CAP  # a 512 x 512 x 4096 scan at most
+def test_the_voxel_limit_is_the_largest_ct_the_memory_model_fits() -> None:
+    """The limit is the largest CT whose modelled peak, with the SCN at its largest input, fits the memory; the
+    refusal says why, and the whole networks (`--slab-memory off`) need more."""
+    gb = 1_000_000_000
+    for memory in (2 * gb, 3 * gb, 4 * gb):
+        limit = max_voxels_for_memory(memory)
+        assert peak_memory_bytes(limit) <= memory < peak_memory_bytes(limit + 1)
+        assert f"{memory / gb:.1f} GB of memory" in limit.reason
+        assert max_voxels_for_memory(memory, slabs=False) <= limit
+    assert max_voxels_for_memory(2 * gb, slabs=False) < max_voxels_for_memory(2 * gb)  # there the SCN decides
+    # 2 GB: about 270 M voxels (a 512 x 512 x 1030 scan), reading and writing decide; 4 GB: about 770 M
+    assert 260_000_000 < max_voxels_for_memory(2 * gb) < 280_000_000
+    assert max_voxels_for_memory(64 * gb) == MAX_VOXELS_CAP  # a 512 x 512 x 4096 scan at most
     assert max_voxels_for_memory(BASE_MEMORY_BYTES // 2) == MIN_VOXELS_LIMIT  # a common CT is always tried
+
+
+def test_the_memory_model_takes_the_larger_of_reading_and_the_networks() -> None:
+    """A small CT's peak is the networks' (the SCN input decides), a large one's reading and writing it."""
+    small, large = 512 * 512 * 20, 512 * 512 * 1208
+    assert peak_memory_bytes(small, 160 * 128 * 160) > peak_memory_bytes(small, 64 * 64 * 96)
+    assert peak_memory_bytes(large, 160 * 128 * 160) == peak_memory_bytes(large, 64 * 64 * 96)
+    assert peak_memory_bytes(large) == BASE_MEMORY_BYTES + BYTES_PER_VOXEL * large
+    assert peak_memory_bytes(small, slabs=False) > peak_memory_bytes(small)
+
+
+def test_a_ct_over_the_limit_is_refused_from_its_header_with_the_reason(tmp_path: Path) -> None:
+    """A machine refuses, before reading its voxels, a scan its memory cannot hold, and names the memory."""
+    import SimpleITK as sitk
+
+    from efficientscn.errors import InputError
+    from efficientscn.imaging.canonical import CanonicalCT
+
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.Image([64, 64, 40], sitk.sitkInt16), str(path))
+    limit = runtime.VoxelLimit(64 * 64 * 39, "what 1.0 GB of memory holds")
+    with pytest.raises(InputError, match=r"163,840 voxels .*the limit is 159,744, what 1.0 GB of memory holds"):
+        CanonicalCT.read(path, max_voxels=limit)
 
 
 def test_a_container_limit_below_the_machine_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -59,6 +92,6 @@ def test_a_container_limit_below_the_machine_counts(monkeypatch: pytest.MonkeyPa
     unlimited.write_text("max\n")
     monkeypatch.setattr(runtime, "_CGROUP_LIMITS", (unlimited, limit, tmp_path / "missing"))
     assert memory_bytes() == 3_000_000_000
-    assert max_voxels_for_memory() == (3_000_000_000 - BASE_MEMORY_BYTES) // BYTES_PER_VOXEL
+    assert max_voxels_for_memory() == max_voxels_for_memory(3_000_000_000)
     monkeypatch.setattr(runtime, "_CGROUP_LIMITS", (unlimited,))
     assert memory_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
