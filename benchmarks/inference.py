@@ -55,8 +55,9 @@ import numpy as np
 import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", SHARED / "reference" / "original-repo"))
+DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
+"""The test CTs (`cases.json` and the files it names), as the tests find them."""
+ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo"))
 """A clone of the original repository (its released models in submitted_saved_models/)."""
 STAGES = ("read", "localization", "segmentation", "write")
 T = TypeVar("T")
@@ -75,7 +76,7 @@ def synthetic_ct(
     from efficientscn.imaging.resample import AIR_HU, resample_onto
     from efficientscn.imaging.write import write_image_atomic
 
-    source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
+    source = read_ct(DATA / "totalsegmentator" / "example_ct.nii.gz")
     source.SetSpacing((*source.GetSpacing()[:2], source.GetSpacing()[2] * Z_STRETCH))
     centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
     corner = np.array(centre) - np.array(source.GetDirection()).reshape(3, 3) @ (
@@ -97,7 +98,7 @@ def repeated_abdomen_ct(
     from efficientscn.imaging.resample import AIR_HU, resample_onto
     from efficientscn.imaging.write import write_image_atomic
 
-    source = read_ct(SHARED / "data" / "totalsegmentator" / "example_ct.nii.gz")
+    source = read_ct(DATA / "totalsegmentator" / "example_ct.nii.gz")
     centre = source.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in source.GetSize()])
     slices = round(source.GetSize()[2] * source.GetSpacing()[2] / spacing[2])
     one_size = np.array([size_xyz[0], size_xyz[1], slices])
@@ -324,7 +325,8 @@ def modelled_peak_gb(record: dict, ct: Path) -> float:
     from efficientscn.infer.runtime import peak_memory_bytes
 
     sizes = record["cases"][0]["details"]["segmentation_input_zyx"]
-    slabs = all(network.get("slab_budget_mb") is not None for network in record["models"].values())
+    networks = [record["models"][stage] for stage in ("localization", "segmentation")]  # beside them: "utils"
+    slabs = all(network.get("slab_budget_mb") is not None for network in networks)
     return peak_memory_bytes(math.prod(header_size(ct)), math.prod(sizes), slabs=slabs) / 2**30
 
 
@@ -416,7 +418,7 @@ def against_baseline(ct: Path, models: Path, work: Path, revision: str, rounds: 
 
 def make_inputs(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], set[str]]:
     """The benchmark's CTs by name, and those too slow to repeat (one lone run, a batch of two)."""
-    cases_json = {case["id"]: case for case in json.loads((SHARED / "data" / "cases.json").read_text())}
+    cases_json = {case["id"]: case for case in json.loads((DATA / "cases.json").read_text())}
     inputs = {
         "synthetic 512x512x200": in_child(synthetic_ct, work / "synthetic_0000.nii.gz"),
         ABDOMEN_128: in_child(
@@ -427,7 +429,7 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], 
         ),
     }
     for case_id in args.cases:
-        inputs[case_id] = SHARED / "data" / cases_json[case_id]["image"]
+        inputs[case_id] = DATA / cases_json[case_id]["image"]
     once = set()
     if args.large or args.huge:
         large = (512, 512, 1208), (0.8, 0.8, 0.8)
