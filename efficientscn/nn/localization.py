@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from efficientscn.nn.config import LocalizationNetConfig
-from efficientscn.nn.slabs import LEVELS_BY_SLABS, LevelHalos, slabs_for_budget, unet_level_by_slabs
+from efficientscn.nn.slabs import LEVELS_BY_SLABS, LevelHalos, slab_levels, slabs_for_budget, unet_level_by_slabs
 from efficientscn.nn.unet import UNet3D
 from efficientscn.nn.weights import assign_weights_by_order, numbered_variable_keys, read_checkpoint_arrays
 
@@ -65,6 +65,7 @@ def localization_logits_by_slabs(
     whole network's, bit for bit on the CPUs tested. `halos`: see `unet_level_by_slabs`."""
     unet, head, logits = model.get_layer("unet"), model.get_layer("prediction"), model.get_layer("logits")
     x = tf.cast(image, unet.compute_dtype)
+    levels_by_slabs = slab_levels(unet, levels_by_slabs)
     slabs = slabs_for_budget(unet, x, budget_bytes, 2**levels_by_slabs, levels_by_slabs)
     (finished,) = unet_level_by_slabs(
         unet, x, slabs, lambda features: [finish(logits(head(features)))], [finished_dtype],

@@ -26,6 +26,7 @@ from efficientscn.nn.slabs import (
     LEVELS_BY_SLABS,
     LevelHalos,
     joined,
+    slab_levels,
     slabs_for_budget,
     slices_first,
     unet_level_by_slabs,
@@ -275,6 +276,7 @@ def scn_probabilities_by_slabs(
     spatial = model.get_layer(SPATIAL_SCOPE)
     combine = model.get_layer("probabilities")
     x = tf.cast(image, local_unet.compute_dtype)
+    levels_by_slabs = slab_levels(local_unet, levels_by_slabs)
     multiple = math.lcm(2**levels_by_slabs, spatial.downsample_factor)  # slabs pool on both parts' grids
     slabs = slabs_for_budget(local_unet, x, budget_bytes, multiple, levels_by_slabs)
 

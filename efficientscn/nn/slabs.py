@@ -41,6 +41,13 @@ LEVELS_BY_SLABS = 2
 """U-Net levels run by slabs by default: level 0 and level 1 (an eighth of the voxels, but its skip and expanding
 block at once still as large as a fifth of level 0's); the deeper ones run whole."""
 
+
+def slab_levels(unet: UNet3D, wanted: int = LEVELS_BY_SLABS) -> int:
+    """How many of `unet`'s upper levels run by slabs: `wanted`, but never its deepest level, which runs whole (a
+    two-level U-Net runs its level 0 by slabs only)."""
+    return max(1, min(wanted, unet.levels - 1))
+
+
 SLAB_FEATURE_MAPS = 4
 """Full-resolution feature maps of the U-Net's width a slab holds per slice at its peak (the skip, the upsampled
 deeper output and their two-wide concatenation): what `slabs_for_budget` charges the budget per slice."""
