@@ -78,6 +78,7 @@ def test_the_stand_in_has_the_original_segmentation_layout(original_models: Path
     assert not any(is_original_savedmodel(SHIPPED_MODELS / stage, stage) for stage in STAGE_NAMES)  # ours
 
 
+@pytest.mark.slow  # about a minute: the import, verified against the original's graph under XLA
 def test_import_writes_our_export_with_the_originals_weights_and_the_verification(
     imported: Path, original_models: Path
 ) -> None:

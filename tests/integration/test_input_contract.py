@@ -24,6 +24,8 @@ from efficientscn.train.stages import LOCALIZATION, SEGMENTATION
 
 from helpers import shared_case
 
+pytestmark = pytest.mark.slow  # about 1.5 minutes: both networks trained and exported
+
 SHORT = {"test_iter": 100, "snapshot_iter": 30, "log_iter": 10, "ema_decay": 0.5, "workers": 0}
 LOCALIZATION_RUN = LocalizationRunConfig(
     # 8 mm; z only 64 or 128: ts_example_ct (366 x 303 x 336 mm) is 46 x 38 x 42 voxels at 8 mm, which the

@@ -103,6 +103,7 @@ def test_network_space_box_maps_to_the_physical_organ_box(phantoms):
         assert np.abs(np.array(box[3:]) - high).max() <= 12.0
 
 
+@pytest.mark.slow  # half a minute: a localization run and its resumption
 def test_resume_restores_iteration_weights_average_optimizer_clipping_and_loss_scale(phantoms, tmp_path):
     config = replace(FAST, training=replace(FAST.training, max_iter=3, snapshot_iter=3, precision="float16", workers=0))
     task = LocalizationTask(FlareDataset(phantoms), 0, config.data, config.network)

@@ -108,6 +108,7 @@ def test_exported_scn_reloads_and_gives_the_in_memory_probabilities(scn_run, one
     np.testing.assert_allclose(exported.astype(np.float32), expected, atol=2.0**-10)
 
 
+@pytest.mark.slow  # half a minute: an SCN run resumed
 def test_an_scn_run_resumes_from_its_checkpoint_in_the_same_folder(scn_run, one_case_dataset, tmp_path):
     copy = tmp_path / "segmentation" / "cv1" / scn_run.name
     shutil.copytree(scn_run, copy)
