@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
+"""The test CTs (`cases.json` and the files it names), as the tests find them."""
 
 
 def case_image(case_id: str) -> Path:
-    cases = json.loads((SHARED_DATA / "cases.json").read_text())
-    return SHARED_DATA / next(case["image"] for case in cases if case["id"] == case_id)
+    cases = json.loads((DATA / "cases.json").read_text())
+    return DATA / next(case["image"] for case in cases if case["id"] == case_id)
 
 
 def batch(folder: Path, image: Path, count: int) -> Path:

@@ -13,8 +13,9 @@ For each input it measures, in fresh processes, peak RSS by GNU time (`/usr/bin/
 - a batch mixing the large CT with three 512 x 512 x 200 ones against the large CT alone (with `--large`);
 - each `--slab-sizes` value of `--slab-memory` on the CT giving the SCN its largest input: lone seconds and peak, a
   batch's seconds per case and peak, and its label's differing voxels against the whole networks' ("off");
-- with `--baseline REV`: batches of 6 of the 512 x 512 x 151 CT by this package and by git revision REV's,
-  alternately over `--rounds` (seconds per case, peak RSS, the load average seen, differing label voxels).
+- with `--baseline REV`: batches of 6 of the 512 x 512 x 151 CT by this package and by git revision REV's (one that
+  reads this version's exports, e.g. eb3ca70, the last before slab-wise inference), alternately over `--rounds`
+  (seconds per case, peak RSS, the load average seen, differing label voxels).
 
 Inputs: a synthetic 512 x 512 x 200 CT (a real abdomen stretched along z and resampled to 0.8 x 0.8 x 2 mm), two
 512 x 512 x 151 CTs at 0.8 x 0.8 x 2.5 mm made of a real abdomen repeated along z, whose organ boxes give the SCN
@@ -24,7 +25,7 @@ whose organ box spans the scan; with `--huge` a 512 x 512 x 2416 one of those (6
 largest input is timed as well, since the organ box decides the size it runs at.
 
     python benchmarks/inference.py [--models DIR] [--repeats 5] [--device cpu] [--precision auto] [--large]
-        [--huge] [--slab-sizes off 32 64 128 256] [--rounds 3] [--baseline db09321]
+        [--huge] [--slab-sizes off 32 64 128 256] [--rounds 3] [--baseline eb3ca70]
 
 Without --models it builds a temporary models folder: the original's released localization weights in our network
 (the boxes are the real ones) and an untrained SCN of the paper's size (its labels are meaningless, its speed is not).
@@ -142,7 +143,7 @@ TIME = Path("/usr/bin/time")
 def predict_command(
     inputs: Path, output: Path, models: Path, extra: list[str], *, python_path: Path | None = None
 ) -> tuple[float, float, dict]:
-    """`efficientscn predict -i inputs -o output` in a fresh process: (wall seconds, peak RSS in GB, its report).
+    """`efficientscn predict -i inputs -o output` in a fresh process: (wall seconds, peak RSS in GiB, its report).
     `python_path`: a package folder put first on PYTHONPATH (another version of the package)."""
     report = output.with_name(f"{output.name}.json")
     command = [str(Path(sys.executable).with_name("efficientscn")), "predict", "-q", "-i", str(inputs)]
@@ -212,7 +213,7 @@ def io_floor(ct: Path, repeats: int, work: Path) -> tuple[float, float]:
 
 
 def largest_scn_seconds(models: Path, device: str, precision: str, repeats: int = 3) -> tuple[float, float]:
-    """Median seconds of the SCN on its largest input, 160 x 128 x 160, and the peak RSS (GB) of a process doing it."""
+    """Median seconds of the SCN on its largest input, 160 x 128 x 160, and the peak RSS (GiB) of a process doing it."""
     script = f"""
 import json, statistics, time
 import tensorflow as tf
@@ -303,12 +304,12 @@ def startup_split(ct: Path, models: Path, work: Path, device: str, precision: st
 
 
 def lone_run(ct: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float, dict]:
-    """Seconds from process start to exit of `efficientscn predict -i <ct>`, its peak RSS (GB) and its report."""
+    """Seconds from process start to exit of `efficientscn predict -i <ct>`, its peak RSS (GiB) and its report."""
     return predict_command(ct, work / f"{ct.name}.lone", models, extra)
 
 
 def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra: list[str]) -> tuple[float, float]:
-    """Peak RSS (GB) of a batch of `other` three times and `large` in between, and of a batch of `large` alone."""
+    """Peak RSS (GiB) of a batch of `other` three times and `large` in between, and of a batch of `large` alone."""
     peaks = []
     for name, cts in (("mixed", (other, large, other, other)), ("large alone", (large,))):
         inputs = work / f"{name}.inputs"
@@ -320,7 +321,7 @@ def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra:
 
 
 def modelled_peak_gb(record: dict, ct: Path) -> float:
-    """The README's memory model (`runtime.peak_memory_bytes`) for a case of a predict report, in GB."""
+    """The README's memory model (`runtime.peak_memory_bytes`) for a case of a predict report, in GiB."""
     from efficientscn.imaging.read import header_size
     from efficientscn.infer.runtime import peak_memory_bytes
 
@@ -452,6 +453,73 @@ SPANNING = "512x512x1208, 0.8 mm, abdomens along it"
 HUGE = "512x512x2416, 0.8 mm, abdomens along it"
 
 
+def print_inputs(first_run: tuple[float, float, dict], rows: list, splits: dict[str, list]) -> None:
+    """Each input's lone and batch figures, with the memory model, and where a lone run's time and memory go."""
+    print(
+        f"\nprecision: {rows[0][3]['precision']}; first run on a machine (graphs traced into the cache): "
+        f"{first_run[0]:.1f} s, peak {first_run[1]:.2f} GiB for the synthetic 512x512x200 CT"
+    )
+    print("\ninput | loc / SCN input (z,y,x) | lone: seconds | lone: peak RSS | batch: peak RSS | memory model")
+    for name, seconds, peak, result, _, modelled in rows:
+        network_sizes = " / ".join("x".join(map(str, size)) for size in result["sizes"])
+        print(
+            f"{name} | {network_sizes} | {seconds:.1f} s | {peak:.2f} GiB | {result['peak_gb']:.2f} GiB | "
+            f"{modelled:.2f} GiB ({100 * (modelled / peak - 1):+.0f} % / "
+            f"{100 * (modelled / result['peak_gb'] - 1):+.0f} %)"
+        )
+    for name, steps in splits.items():
+        print(f"\nwhere a lone run of {name} goes: step | seconds | RSS after | peak within")
+        for step, seconds, rss, peak in steps:
+            print(f"{step} | {seconds:.2f} | {rss / 1024:.2f} GiB | {peak / 1024:.2f} GiB")
+    print("\nbatch: medians of cases 2..n (s)")
+    header = "input | read | localization | segmentation | write | total | first case | "
+    print(header + "batch wall / case | peak RSS | I/O floor read + write")
+    for name, _, _, result, (read, write), _ in rows:
+        m = result["medians"]
+        print(
+            f"{name} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
+            f"{m['write']:.2f} | {result['total']:.2f} | {result['first']:.2f} | "
+            f"{result['wall'] / result['cases']:.2f} | {result['peak_gb']:.2f} GiB | {read:.2f} + {write:.2f}"
+        )
+    sys.stdout.flush()
+
+
+def print_mixed(mixed: tuple[float, float]) -> None:
+    """The peaks of a batch mixing the large CT with smaller ones and of a batch of the large one alone."""
+    print(
+        f"\nbatch of three 512x512x200 CTs and the 512x512x1208 one: peak {mixed[0]:.2f} GiB; "
+        f"a batch of the 512x512x1208 CT alone: {mixed[1]:.2f} GiB",
+        flush=True,
+    )
+
+
+def print_slab_sizes(sizes: dict[str, dict], rounds: int) -> None:
+    """Memory, time and label differences per `--slab-memory` value."""
+    print(f"\n--slab-memory on {ABDOMEN_160} (medians of {rounds} alternating rounds)")
+    print("slab memory | lone: seconds | lone: peak RSS | batch: s per case | batch: peak RSS | label voxels != off")
+    for budget, found in sizes.items():
+        print(
+            f"{budget} | {found['lone']:.1f} | {found['lone_peak']:.2f} GiB | {found['case']:.2f} | "
+            f"{found['batch_peak']:.2f} GiB | {found['differing']}",
+            flush=True,
+        )
+
+
+def print_baseline(baseline: dict, revision: str, rounds: int) -> None:
+    """This package's batches against another revision's."""
+    print(
+        f"\nagainst {revision}, batches of 6 of {ABDOMEN_128}, {rounds} alternating rounds; "
+        f"load average {min(baseline['loads']):.1f}-{max(baseline['loads']):.1f}"
+    )
+    for name in ("old", "new"):
+        found = baseline[name]
+        print(
+            f"{name}: per case {found['case']:.2f} s (rounds: {', '.join(f'{c:.2f}' for c in found['cases'])}), "
+            f"wall / case {found['wall']:.2f} s, peak {found['peak']:.2f} GiB"
+        )
+    print(f"labels: {baseline['differing']} voxels differ", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, help="models folder (default: a temporary one, see above)")
@@ -479,7 +547,6 @@ def main() -> int:
         models = args.models or temporary_models(work / "models")
         inputs, once = make_inputs(args, work)
         first_run = lone_run(inputs["synthetic 512x512x200"], models, work, extra)
-        logger.info("first run on this machine (tracing into the cache): %.1f s", first_run[0])
         rows, splits = [], {}
         for name, ct in inputs.items():
             logger.info("%s: lone runs, the start-up split, %d cases in one batch ...", name, args.repeats)
@@ -490,69 +557,17 @@ def main() -> int:
             modelled = modelled_peak_gb(lone[0][2], ct)
             lone_figures = statistics.median(s for s, _, _ in lone), max(p for _, p, _ in lone)
             rows.append((name, *lone_figures, result, floor, modelled))
-        mixed = None
+        print_inputs(first_run, rows, splits)
         if args.large or args.huge:
-            mixed = mixed_batch_peaks(inputs[LARGE], inputs["synthetic 512x512x200"], models, work, extra)
+            print_mixed(mixed_batch_peaks(inputs[LARGE], inputs["synthetic 512x512x200"], models, work, extra))
         largest = largest_scn_seconds(models, args.device or "cpu", args.precision)
-        sizes = slab_sizes(inputs[ABDOMEN_160], models, work, args.slab_sizes, args.rounds, extra)
-        baseline = None
+        print(f"SCN alone at its largest input 160x128x160: {largest[0]:.2f} s, peak RSS {largest[1]:.2f} GiB")
+        if args.slab_sizes:
+            sizes = slab_sizes(inputs[ABDOMEN_160], models, work, args.slab_sizes, args.rounds, extra)
+            print_slab_sizes(sizes, args.rounds)
         if args.baseline:
             baseline = against_baseline(inputs[ABDOMEN_128], models, work, args.baseline, args.rounds, extra)
-
-    print(
-        f"\nprecision: {rows[0][3]['precision']}; first run on a machine (graphs traced into the cache): "
-        f"{first_run[0]:.1f} s, peak {first_run[1]:.2f} GB for the synthetic 512x512x200 CT"
-    )
-    print("\ninput | loc / SCN input (z,y,x) | lone: seconds | lone: peak RSS | batch: peak RSS | memory model")
-    for name, seconds, peak, result, _, modelled in rows:
-        network_sizes = " / ".join("x".join(map(str, size)) for size in result["sizes"])
-        print(
-            f"{name} | {network_sizes} | {seconds:.1f} s | {peak:.2f} GB | {result['peak_gb']:.2f} GB | "
-            f"{modelled:.2f} GB ({100 * (modelled / peak - 1):+.0f} % / "
-            f"{100 * (modelled / result['peak_gb'] - 1):+.0f} %)"
-        )
-    for name, steps in splits.items():
-        print(f"\nwhere a lone run of {name} goes: step | seconds | RSS after | peak within")
-        for step, seconds, rss, peak in steps:
-            print(f"{step} | {seconds:.2f} | {rss / 1024:.2f} GB | {peak / 1024:.2f} GB")
-    print("\nbatch: medians of cases 2..n (s)")
-    header = "input | read | localization | segmentation | write | total | first case | "
-    print(header + "batch wall / case | peak RSS | I/O floor read + write")
-    for name, _, _, result, (read, write), _ in rows:
-        m = result["medians"]
-        print(
-            f"{name} | {m['read']:.2f} | {m['localization']:.2f} | {m['segmentation']:.2f} | "
-            f"{m['write']:.2f} | {result['total']:.2f} | {result['first']:.2f} | "
-            f"{result['wall'] / result['cases']:.2f} | {result['peak_gb']:.2f} GB | {read:.2f} + {write:.2f}"
-        )
-    if mixed:
-        print(
-            f"\nbatch of three 512x512x200 CTs and the 512x512x1208 one: peak {mixed[0]:.2f} GB; "
-            f"a batch of the 512x512x1208 CT alone: {mixed[1]:.2f} GB"
-        )
-    print(f"SCN alone at its largest input 160x128x160: {largest[0]:.2f} s, peak RSS {largest[1]:.2f} GB")
-    if sizes:
-        print(f"\n--slab-memory on {ABDOMEN_160} (medians of {args.rounds} alternating rounds)")
-        print(
-            "slab memory | lone: seconds | lone: peak RSS | batch: s per case | batch: peak RSS | label voxels != off"
-        )
-        for budget, found in sizes.items():
-            print(
-                f"{budget} | {found['lone']:.1f} | {found['lone_peak']:.2f} GB | {found['case']:.2f} | "
-                f"{found['batch_peak']:.2f} GB | {found['differing']}"
-            )
-    if baseline:
-        print(
-            f"\nagainst {args.baseline}, batches of 6 of {ABDOMEN_128}, {args.rounds} alternating rounds; "
-            f"load average {min(baseline['loads']):.1f}-{max(baseline['loads']):.1f}"
-        )
-        for name in ("old", "new"):
-            found = baseline[name]
-            print(
-                f"{name}: per case {found['case']:.2f} s (rounds: {', '.join(f'{c:.2f}' for c in found['cases'])}), "
-                f"wall / case {found['wall']:.2f} s, peak {found['peak']:.2f} GB"
-            )
-        print(f"labels: {baseline['differing']} voxels differ")
+            print_baseline(baseline, args.baseline, args.rounds)
     return 0
 
 
