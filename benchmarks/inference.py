@@ -320,15 +320,18 @@ def mixed_batch_peaks(large: Path, other: Path, models: Path, work: Path, extra:
     return peaks[0], peaks[1]
 
 
-def modelled_peak_gb(record: dict, ct: Path) -> float:
-    """The README's memory model (`runtime.peak_memory_bytes`) for a case of a predict report, in GiB."""
+def modelled_peak_gb(record: dict, ct: Path) -> tuple[float, float]:
+    """The README's memory model (`runtime.peak_memory_bytes`) for a case of a predict report, in GiB: lone (the
+    system allocator) and in a batch (TensorFlow's pool)."""
     from efficientscn.imaging.read import header_size
     from efficientscn.infer.runtime import peak_memory_bytes
 
     sizes = record["cases"][0]["details"]["segmentation_input_zyx"]
     networks = [record["models"][stage] for stage in ("localization", "segmentation")]  # beside them: "utils"
     slabs = all(network.get("slab_budget_mb") is not None for network in networks)
-    return peak_memory_bytes(math.prod(header_size(ct)), math.prod(sizes), slabs=slabs) / 2**30
+    voxels, scn = math.prod(header_size(ct)), math.prod(sizes)
+    lone, batch = (peak_memory_bytes(voxels, scn, slabs=slabs, allocator_name=name) for name in ("system", "pool"))
+    return lone / 2**30, batch / 2**30
 
 
 def labels_differing(first: Path, second: Path) -> int:
@@ -459,13 +462,16 @@ def print_inputs(first_run: tuple[float, float, dict], rows: list, splits: dict[
         f"\nprecision: {rows[0][3]['precision']}; first run on a machine (graphs traced into the cache): "
         f"{first_run[0]:.1f} s, peak {first_run[1]:.2f} GiB for the synthetic 512x512x200 CT"
     )
-    print("\ninput | loc / SCN input (z,y,x) | lone: seconds | lone: peak RSS | batch: peak RSS | memory model")
-    for name, seconds, peak, result, _, modelled in rows:
+    print(
+        "\ninput | loc / SCN input (z,y,x) | lone: seconds | lone: peak RSS | memory model | batch: peak RSS | "
+        "memory model"
+    )
+    for name, seconds, peak, result, _, (lone_model, batch_model) in rows:
         network_sizes = " / ".join("x".join(map(str, size)) for size in result["sizes"])
         print(
-            f"{name} | {network_sizes} | {seconds:.1f} s | {peak:.2f} GiB | {result['peak_gb']:.2f} GiB | "
-            f"{modelled:.2f} GiB ({100 * (modelled / peak - 1):+.0f} % / "
-            f"{100 * (modelled / result['peak_gb'] - 1):+.0f} %)"
+            f"{name} | {network_sizes} | {seconds:.1f} s | {peak:.2f} GiB | "
+            f"{lone_model:.2f} GiB ({100 * (lone_model / peak - 1):+.0f} %) | {result['peak_gb']:.2f} GiB | "
+            f"{batch_model:.2f} GiB ({100 * (batch_model / result['peak_gb'] - 1):+.0f} %)"
         )
     for name, steps in splits.items():
         print(f"\nwhere a lone run of {name} goes: step | seconds | RSS after | peak within")

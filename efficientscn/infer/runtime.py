@@ -36,9 +36,9 @@ MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
 _M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter number of the mmap threshold (malloc.h)."""
 
-BASE_MEMORY_BYTES = 920_000_000
-"""Peak memory of inference beside the CT and the SCN: TensorFlow, the package, the networks' graphs, what the
-allocators keep (`peak_memory_bytes`)."""
+BASE_MEMORY_BYTES = {"system": 1_030_000_000, "pool": 1_150_000_000}
+"""Peak memory of inference beside the CT and the SCN (`peak_memory_bytes`): TensorFlow, the package, the networks'
+graphs and what the allocator keeps, with the system allocator (a lone CT) and with TensorFlow's pool (a batch)."""
 BYTES_PER_VOXEL = 4
 """Peak memory per CT voxel while it is read (ITK holds the int16 CT twice) or its label written (the CT, the label
 on the processing grid and on the CT's own, a slab-wise label filled in where the organ box lies)."""
@@ -97,13 +97,27 @@ def memory_bytes() -> int | None:
     return min(limits) if limits else None
 
 
-def peak_memory_bytes(ct_voxels: int, scn_input_voxels: int = LARGEST_SCN_INPUT_VOXELS, *, slabs: bool = True) -> int:
+def allocator() -> str:
+    """The allocator TensorFlow uses in this process ("system" or "pool", a key of `BASE_MEMORY_BYTES`), as
+    `prepare_environment` or the user set it: the pool unless `SYSTEM_ALLOCATOR` is "1"."""
+    return "system" if os.environ.get(SYSTEM_ALLOCATOR) == "1" else "pool"
+
+
+def peak_memory_bytes(
+    ct_voxels: int,
+    scn_input_voxels: int = LARGEST_SCN_INPUT_VOXELS,
+    *,
+    slabs: bool = True,
+    allocator_name: str = "pool",
+) -> int:
     """The memory model of inference: the peak resident memory of segmenting a CT of `ct_voxels` whose organ box
     gives the SCN an input of `scn_input_voxels`, whatever the box's size on the CT (the README compares it with
     measured peaks, lone and in a batch): the larger of reading or writing (`BYTES_PER_VOXEL`) and running the
-    networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside `BASE_MEMORY_BYTES`."""
+    networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside the `allocator_name`'s
+    `BASE_MEMORY_BYTES`."""
     scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * scn_input_voxels
-    return BASE_MEMORY_BYTES + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
+    base = BASE_MEMORY_BYTES[allocator_name]
+    return base + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
 
 
 class VoxelLimit(int):
@@ -117,14 +131,18 @@ class VoxelLimit(int):
         return limit
 
 
-def max_voxels_for_memory(memory: int | None = None, *, slabs: bool = True) -> VoxelLimit:
+def max_voxels_for_memory(
+    memory: int | None = None, *, slabs: bool = True, allocator_name: str | None = None
+) -> VoxelLimit:
     """The largest CT, in voxels, whose inference `peak_memory_bytes` fits in `memory` bytes (this machine's, or
     its container's limit, by default) whatever its organ box, between `MIN_VOXELS_LIMIT` and `MAX_VOXELS_CAP` (the
-    cap when memory is unknown); `slabs`: the networks run by slabs (see `BYTES_PER_SCN_INPUT_VOXEL`)."""
+    cap when memory is unknown); `slabs`: the networks run by slabs (see `BYTES_PER_SCN_INPUT_VOXEL`);
+    `allocator_name`: TensorFlow's allocator (default: this process's, `allocator`)."""
     memory = memory_bytes() if memory is None else memory
     if memory is None:
         return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for (the memory is unknown)")
-    beside = memory - BASE_MEMORY_BYTES
+    base = BASE_MEMORY_BYTES[allocator_name or allocator()]
+    beside = memory - base
     scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * LARGEST_SCN_INPUT_VOXELS
     fits = min(beside // BYTES_PER_VOXEL, (beside - scn) // BYTES_PER_VOXEL_HELD)
     if fits >= MAX_VOXELS_CAP:
@@ -134,5 +152,5 @@ def max_voxels_for_memory(memory: int | None = None, *, slabs: bool = True) -> V
     return VoxelLimit(
         fits,
         f"what {memory / 1e9:.1f} GB of memory (this machine's, or its container's limit) holds at "
-        f"{BASE_MEMORY_BYTES / 1e9:.2f} GB plus {BYTES_PER_VOXEL} bytes per voxel (the README's memory model)",
+        f"{base / 1e9:.2f} GB plus {BYTES_PER_VOXEL} bytes per voxel (the README's memory model)",
     )
