@@ -170,10 +170,11 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _slab_memory(text: str) -> int | None:
-    """An argparse type: megabytes (at least 1) as bytes, or "off" (None)."""
-    if text == "off":
-        return None
+def _slab_memory(text: str) -> int | str | None:
+    """An argparse type: megabytes (at least 1) as bytes, "off" (None), or "auto" (kept: resolved by the run's
+    allocator, `runtime.default_slab_budget`)."""
+    if text in ("off", "auto"):
+        return None if text == "off" else text
     return _positive_int(text) * 2**20
 
 
@@ -329,7 +330,7 @@ def _add_inference_device_options(parser: argparse.ArgumentParser, precision_not
 
 def _predict_options(parser: argparse.ArgumentParser) -> None:
     from efficientscn.imaging.geometry import SPACING_FALLBACKS
-    from efficientscn.infer.runtime import SLAB_BUDGET_BYTES
+    from efficientscn.infer.runtime import POOL_SLAB_BUDGET_BYTES, SLAB_BUDGET_BYTES
     from efficientscn.model.folder import EXPORTED_MODELS, SHIPPED_MODELS
     from efficientscn.outputs.writers import COMPANIONS, DICOM_SEG_SUFFIX, LABEL_FORMATS, RTSTRUCT_SUFFIX
     from efficientscn.predict.plausibility import AIR, DENSE, SOFT_TISSUE
@@ -382,12 +383,13 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slab-memory",
         type=_slab_memory,
-        default=SLAB_BUDGET_BYTES,
-        metavar="MB|off",
+        default="auto",
+        metavar="MB|off|auto",
         help=(
             f"memory for one slab of the networks' full-resolution levels, which run slab by slab along z with the "
-            f"whole networks' results (default: {SLAB_BUDGET_BYTES // 2**20}; larger: faster, more memory); off: "
-            "run the networks whole, as exported"
+            f"whole networks' results (larger: faster, more memory); auto (default): {SLAB_BUDGET_BYTES // 2**20} "
+            f"for a lone CT, {POOL_SLAB_BUDGET_BYTES // 2**20} for a folder of CTs; off: run the networks whole, as "
+            "exported"
         ),
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing label maps and report")
@@ -460,7 +462,7 @@ def _shard(text: str) -> object:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from efficientscn.imaging.read import is_dicom_folder
-    from efficientscn.infer.runtime import prepare_environment
+    from efficientscn.infer.runtime import default_slab_budget, prepare_environment
 
     try:
         lone_ct = args.input.is_file() or is_dicom_folder(args.input)
@@ -486,7 +488,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         force=args.force,
         shard=args.shard,
         cluster=args.cluster,
-        slab_budget_bytes=args.slab_memory,
+        slab_budget_bytes=default_slab_budget() if args.slab_memory == "auto" else args.slab_memory,
     )
     return finish_batch(predict(options), "predict")
 

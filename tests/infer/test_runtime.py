@@ -16,7 +16,10 @@ from efficientscn.infer.runtime import (
     BYTES_PER_VOXEL,
     MAX_VOXELS_CAP,
     MIN_VOXELS_LIMIT,
+    POOL_SLAB_BUDGET_BYTES,
+    SLAB_BUDGET_BYTES,
     SYSTEM_ALLOCATOR,
+    default_slab_budget,
     max_voxels_for_memory,
     memory_bytes,
     peak_memory_bytes,
@@ -100,3 +103,13 @@ def test_a_container_limit_below_the_machine_counts(monkeypatch: pytest.MonkeyPa
     assert max_voxels_for_memory() == max_voxels_for_memory(3_000_000_000)
     monkeypatch.setattr(runtime, "_CGROUP_LIMITS", (unlimited,))
     assert memory_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_a_lone_ct_gets_small_slabs_a_batch_deeper_ones_by_its_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--slab-memory auto`: memory first with the system allocator of a lone CT, speed with a batch's pool."""
+    monkeypatch.setenv(SYSTEM_ALLOCATOR, "1")
+    assert default_slab_budget() == SLAB_BUDGET_BYTES == 64 * 2**20
+    monkeypatch.setenv(SYSTEM_ALLOCATOR, "0")
+    assert default_slab_budget() == POOL_SLAB_BUDGET_BYTES > SLAB_BUDGET_BYTES
+    monkeypatch.delenv(SYSTEM_ALLOCATOR)
+    assert default_slab_budget() == POOL_SLAB_BUDGET_BYTES  # TensorFlow's own default: the pool

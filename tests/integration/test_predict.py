@@ -32,6 +32,7 @@ from efficientscn.infer.pipeline import (
     InferenceConfig,
     localization_spacing,
 )
+from efficientscn.infer.runtime import default_slab_budget
 from efficientscn.infer.utils_module import load_utils
 from efficientscn.labels import ORGAN_NAMES
 from efficientscn.model.contract import PAPER_LOCALIZATION
@@ -177,6 +178,7 @@ def test_labels_land_on_each_inputs_exact_grid_in_any_orientation(
     assert {report["models"][stage]["source"] for stage in ("localization", "segmentation")} == {"rebuilt"}
     for stage in ("localization", "segmentation"):  # the shipped models say what they are, and the report too
         assert "trained on two patients" in report["models"][stage]["demonstration"]
+        assert report["models"][stage]["slab_budget_mb"] == default_slab_budget() / 2**20  # --slab-memory auto
     assert report["versions"]["tensorflow"].startswith("2.21")
     cases = {Path(case["input"]).name: case for case in report["cases"]}
     assert len(cases) == len(GEOMETRY_CASES) + 1
