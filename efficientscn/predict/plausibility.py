@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from efficientscn.errors import InputError
-from efficientscn.imaging.pieces import piece_sizes
+from efficientscn.imaging.pieces import piece_sizes, slab_depth
 from efficientscn.labels import NUM_LABELS, ORGANS
 from efficientscn.outputs.statistics import ScanEnd, cut_off_ends
 
@@ -180,5 +180,6 @@ def _main_pieces_share(label_zyx: np.ndarray, label: int, box: tuple[slice, ...]
     """The share of an organ's voxels in its `pieces` largest connected pieces (26-connectivity), counted at full
     resolution inside its bounding box (thin organs fall apart when sampled)."""
     region = label_zyx[box]
-    sizes = piece_sizes(lambda begin, end: region[begin:end] == label, region.shape[0])  # a slab at a time
+    depth = slab_depth(region.shape)  # a large region a slab at a time
+    sizes = piece_sizes(lambda begin, end: region[begin:end] == label, region.shape[0], depth)
     return float(sizes[:pieces].sum() / sizes.sum())

@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
+from efficientscn.imaging import canonical as canonical_module
 from efficientscn.imaging.canonical import CanonicalCT, canonical_reorientation, to_canonical
 from efficientscn.imaging.geometry import FLARE21_MEAN_SPACING_XYZ, grid_of, physical_bounding_box
 from efficientscn.imaging.read import read_ct, read_label, spacing_is_stored
@@ -35,6 +36,19 @@ def test_label_through_canonical_space_is_written_back_on_the_input_grid(
     assert reread.GetOrigin() == pytest.approx(original.GetOrigin(), abs=1e-4)
     assert reread.GetDirection() == pytest.approx(original.GetDirection(), abs=1e-6)
     assert np.array_equal(sitk.GetArrayFromImage(reread), sitk.GetArrayFromImage(original))
+
+
+def test_a_large_label_is_restored_without_a_contiguous_copy_and_equally(
+    monkeypatch: pytest.MonkeyPatch, any_shared_case: SharedCase
+) -> None:
+    """Beyond `CONTIGUOUS_COPY_MAX_VOXELS` SimpleITK copies the reoriented view itself: the same image."""
+    canonical, reorientation = to_canonical(read_label(any_shared_case.label))
+    array = sitk.GetArrayFromImage(canonical)
+    through_copy = reorientation.to_original_image(array)
+    monkeypatch.setattr(canonical_module, "CONTIGUOUS_COPY_MAX_VOXELS", 0)
+    from_view = reorientation.to_original_image(array)
+    assert np.array_equal(sitk.GetArrayViewFromImage(from_view), sitk.GetArrayViewFromImage(through_copy))
+    assert from_view.GetDirection() == through_copy.GetDirection() and from_view.GetOrigin() == through_copy.GetOrigin()
 
 
 def test_canonical_image_keeps_every_voxel_at_its_physical_place(any_shared_case: SharedCase) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from efficientscn.imaging.pieces import piece_sizes
+from efficientscn.imaging.pieces import PIECES_SLAB, piece_sizes, slab_depth
 
 
 def _whole_mask_sizes(mask: np.ndarray) -> np.ndarray:
@@ -35,3 +35,8 @@ def test_pieces_touching_only_diagonally_across_a_boundary_are_one() -> None:
 
 def test_an_empty_mask_has_no_pieces() -> None:
     assert piece_sizes(lambda begin, end: np.zeros((end - begin, 3, 3), bool), 5, slab=2).size == 0
+
+
+def test_a_small_mask_is_labelled_at_once_a_large_one_by_slabs() -> None:
+    assert slab_depth((200, 100, 100)) == 200
+    assert slab_depth((1208, 512, 512)) == PIECES_SLAB
