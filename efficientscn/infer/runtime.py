@@ -48,8 +48,10 @@ BYTES_PER_VOXEL = 4
 on the processing grid and on the CT's own, a slab-wise label filled in where the organ box lies)."""
 BYTES_PER_VOXEL_HELD = 2
 """Memory per CT voxel while the networks run: the int16 CT; its box passes through them a slab at a time."""
-BYTES_PER_SCN_INPUT_VOXEL = {"slabs": 120, "whole": 250}
-"""The SCN's working memory per voxel of its input, run by slabs (the default) or whole (`--slab-memory off`)."""
+BYTES_PER_SCN_INPUT_VOXEL = {"system": {"slabs": 120, "whole": 250}, "pool": {"slabs": 230, "whole": 440}}
+"""The SCN's working memory per voxel of its input, by allocator, run by the default slabs (64 MB with the system
+allocator of a lone CT, 256 MB with a batch's pool) or whole (`--slab-memory off`): the pool keeps what it once
+held."""
 LARGEST_SCN_INPUT_VOXELS = 160 * 128 * 160
 """The SCN's largest valid input (the paper's contract): any box is segmented at most at this size."""
 MAX_VOXELS_CAP = 1024 * 1024 * 1024
@@ -125,7 +127,7 @@ def peak_memory_bytes(
     measured peaks, lone and in a batch): the larger of reading or writing (`BYTES_PER_VOXEL`) and running the
     networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside the `allocator_name`'s
     `BASE_MEMORY_BYTES`."""
-    scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * scn_input_voxels
+    scn = BYTES_PER_SCN_INPUT_VOXEL[allocator_name]["slabs" if slabs else "whole"] * scn_input_voxels
     base = BASE_MEMORY_BYTES[allocator_name]
     return base + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
 
@@ -151,9 +153,10 @@ def max_voxels_for_memory(
     memory = memory_bytes() if memory is None else memory
     if memory is None:
         return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for (the memory is unknown)")
-    base = BASE_MEMORY_BYTES[allocator_name or allocator()]
+    allocator_name = allocator_name or allocator()
+    base = BASE_MEMORY_BYTES[allocator_name]
     beside = memory - base
-    scn = BYTES_PER_SCN_INPUT_VOXEL["slabs" if slabs else "whole"] * LARGEST_SCN_INPUT_VOXELS
+    scn = BYTES_PER_SCN_INPUT_VOXEL[allocator_name]["slabs" if slabs else "whole"] * LARGEST_SCN_INPUT_VOXELS
     fits = min(beside // BYTES_PER_VOXEL, (beside - scn) // BYTES_PER_VOXEL_HELD)
     if fits >= MAX_VOXELS_CAP:
         return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for")
