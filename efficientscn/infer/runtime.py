@@ -7,8 +7,9 @@ largest block freed so far (up to 32 MB): the medium-sized tensors of slab-wise 
 heap as well (a lone 512 x 512 x 151 CT peaked at 1.50 GB instead of 1.20 GB). So a lone CT, where memory is what a
 user waits on, gets the system allocator with a fixed mmap threshold (`MMAP_THRESHOLD_BYTES`), which returns every
 freed tensor larger than it at once; a folder of CTs, where each case would pay for mapping those pages anew (about
-1 s of the SCN's CPU time), keeps the pool, which slab-wise inference keeps small. The settings are made before
-TensorFlow is imported, which `prepare_environment` does for the command line; values the user set stand.
+1 s of the SCN's CPU time), keeps the pool, and runs deeper slabs (`POOL_SLAB_BUDGET_BYTES`), which the pool would
+keep anyway. The settings are made before TensorFlow is imported, which `prepare_environment` does for the command
+line; values the user set stand.
 """
 
 from __future__ import annotations
