@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
-"""The test CTs (`cases.json` and the files it names), as the tests find them."""
+from locations import DATA
 
 
 def case_image(case_id: str) -> Path:

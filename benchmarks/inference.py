@@ -54,12 +54,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
+from locations import DATA, ORIGINAL, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
-"""The test CTs (`cases.json` and the files it names), as the tests find them."""
-ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo"))
-"""A clone of the original repository (its released models in submitted_saved_models/)."""
 STAGES = ("read", "localization", "segmentation", "write")
 T = TypeVar("T")
 Z_STRETCH = 1.6

@@ -26,11 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EFFICIENTSCN_SHARED_DATA", REPO_ROOT / "tests" / "ct_data"))
-"""The test CTs (`cases.json` and the files it names), as the tests find them."""
-ORIGINAL = Path(os.environ.get("EFFICIENTSCN_ORIGINAL", REPO_ROOT.parent / "shared" / "reference" / "original-repo"))
-"""A clone of the original repository (its released models in submitted_saved_models/)."""
+from locations import DATA, ORIGINAL, REPO_ROOT
+
 SHIPPED = REPO_ROOT / "submitted_saved_models"
 CASES = (
     "ts_example_ct",
