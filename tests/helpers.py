@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,3 +234,27 @@ def seg_source_slices(headers: list[pydicom.Dataset], grid: sitk.Image) -> dict[
         sop_instance_uid(ds): grid.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]
         for ds in headers
     }
+
+
+def hand_made_nifti(voxels: np.ndarray, order: str, *, version: int) -> bytes:
+    """A minimal NIfTI-1 or NIfTI-2 file (`version`) of int16 `voxels` (z, y, x), 1 mm, built by hand in byte order
+    `order` ("<" or ">"): SimpleITK writes only little-endian NIfTI-1."""
+    dims = (3, *reversed(voxels.shape), 1, 1, 1, 1)
+    if version == 1:
+        header = bytearray(348)
+        struct.pack_into(order + "i", header, 0, 348)
+        struct.pack_into(order + "8h", header, 40, *dims)
+        struct.pack_into(order + "2h", header, 70, 4, 16)  # datatype int16, bitpix 16
+        struct.pack_into(order + "8f", header, 76, 1, 1, 1, 1, 0, 0, 0, 0)  # qfac and 1 mm spacing
+        struct.pack_into(order + "2f", header, 108, 352.0, 1.0)  # vox_offset, scl_slope
+        header[344:348] = b"n+1\0"
+    else:
+        header = bytearray(540)
+        struct.pack_into(order + "i", header, 0, 540)
+        header[4:12] = b"n+2\0\r\n\x1a\n"
+        struct.pack_into(order + "2h", header, 12, 4, 16)
+        struct.pack_into(order + "8q", header, 16, *dims)
+        struct.pack_into(order + "8d", header, 104, 1, 1, 1, 1, 0, 0, 0, 0)
+        struct.pack_into(order + "q", header, 168, 544)  # vox_offset
+        struct.pack_into(order + "d", header, 176, 1.0)  # scl_slope
+    return bytes(header) + bytes(4) + voxels.astype(order + "i2").tobytes()

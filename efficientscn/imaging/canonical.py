@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from efficientscn.errors import InputError
+from efficientscn.imaging.buffers import voxels_of
 from efficientscn.imaging.geometry import (
     OBLIQUE_TOLERANCE_DEGREES,
     Grid,
@@ -141,21 +142,6 @@ def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
             f"CT too large: {voxels:,} voxels (size {tuple(size)}); the limit is {max_voxels:,}"
             + (f", {reason}" if reason else "")
         )
-
-
-class _ImageVoxels:
-    """The voxels of a SimpleITK image for NumPy (`__array_interface__`), holding the image: a NumPy view of it then
-    keeps the image alive, which `sitk.GetArrayViewFromImage` alone does not (its view outlived a temporary
-    `CanonicalCT` as freed memory)."""
-
-    def __init__(self, image: sitk.Image) -> None:
-        self.image = image
-        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
-
-
-def voxels_of(image: sitk.Image) -> np.ndarray:
-    """A read-only view of `image`'s voxels (z, y, x), without a copy, that keeps the image alive."""
-    return np.asarray(_ImageVoxels(image))
 
 
 @dataclass(frozen=True)

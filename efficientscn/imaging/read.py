@@ -23,6 +23,7 @@ from efficientscn.imaging.itk_path import itk_path
 from efficientscn.imaging.metaimage_check import check_metaimage_decoded, check_metaimage_length
 from efficientscn.imaging.names import image_suffix
 from efficientscn.imaging.nifti_check import check_nifti_complete, check_nifti_header, nifti_states_orientation
+from efficientscn.imaging.nifti_read import read_nifti_voxels
 from efficientscn.labels import NUM_LABELS
 
 logger = logging.getLogger(__name__)
@@ -229,25 +230,31 @@ def _read_image(path: Path, readable: Path, notes: list[str]) -> sitk.Image:
         _check_3d_volume(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), pixel)
         suffix = image_suffix(path)
         nifti, metaimage = suffix in (".nii", ".nii.gz"), suffix in (".mha", ".mhd")
+        image = None
         if nifti:
             check_nifti_header(path)
+            image = read_nifti_voxels(path, reader)  # None where ITK changes the values stored: read below
         elif metaimage:
             _check_metaimage_spacing(path)
             check_metaimage_length(readable, path)  # ITK calls a truncated one "No such file or directory"
-        try:
-            image = reader.Execute()
-        except RuntimeError as error:
-            if nifti:
-                check_nifti_complete(path)  # the precise reason, when it lies in the data
-            raise InputError(
-                f"{path}: image data cannot be read (truncated or corrupt?): {itk_reason(error)}"
-            ) from error
-        if nifti:  # ITK's NIfTI reader pads a truncated file with zeros without a word
-            check_nifti_complete(path, decoded=sitk.GetArrayViewFromImage(image))
-        elif metaimage:  # and its MetaImage reader decodes a corrupt zlib stream into garbage
-            check_metaimage_decoded(readable, sitk.GetArrayViewFromImage(image), path)
+        if image is None:
+            image = _execute(reader, path, nifti=nifti)
+            if nifti:  # ITK's NIfTI reader pads a truncated file with zeros without a word
+                check_nifti_complete(path, decoded=sitk.GetArrayViewFromImage(image))
+            elif metaimage:  # and its MetaImage reader decodes a corrupt zlib stream into garbage
+                check_metaimage_decoded(readable, sitk.GetArrayViewFromImage(image), path)
     _check_geometry(path, image)
     return image
+
+
+def _execute(reader: sitk.ImageFileReader, path: Path, *, nifti: bool) -> sitk.Image:
+    """The image ITK's `reader` (its header read) reads from the file at `path`; InputError naming it if it fails."""
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        if nifti:
+            check_nifti_complete(path)  # the precise reason, when it lies in the data
+        raise InputError(f"{path}: image data cannot be read (truncated or corrupt?): {itk_reason(error)}") from error
 
 
 def _read_dicom_series(folder: Path, readable: Path, notes: list[str]) -> sitk.Image:

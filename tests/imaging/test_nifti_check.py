@@ -15,6 +15,8 @@ import SimpleITK as sitk
 from efficientscn.errors import InputError
 from efficientscn.imaging.nifti_check import check_nifti_complete
 
+from helpers import hand_made_nifti
+
 SHAPE_ZYX = (8, 16, 16)
 VOXELS = np.random.default_rng(0).integers(-1000, 1000, SHAPE_ZYX, dtype=np.int16)
 """Random voxels, so that the deflate stream is long and a cut in its middle stays inside it."""
@@ -29,31 +31,6 @@ def _itk_nifti(path: Path) -> Path:
 def _itk_nifti_bytes(tmp_path: Path) -> bytes:
     """The uncompressed bytes of an ITK-written NIfTI-1 file of VOXELS: header, extension flag, voxel data."""
     return _itk_nifti(tmp_path / "source.nii").read_bytes()
-
-
-def _nifti1_bytes(order: str) -> bytes:
-    """A minimal NIfTI-1 file of VOXELS built by hand in byte order `order` ("<" or ">")."""
-    header = bytearray(348)
-    struct.pack_into(order + "i", header, 0, 348)
-    struct.pack_into(order + "8h", header, 40, 3, *reversed(SHAPE_ZYX), 1, 1, 1, 1)
-    struct.pack_into(order + "2h", header, 70, 4, 16)  # datatype int16, bitpix 16
-    struct.pack_into(order + "8f", header, 76, 1, 1, 1, 1, 0, 0, 0, 0)  # qfac and 1 mm spacing
-    struct.pack_into(order + "2f", header, 108, 352.0, 1.0)  # vox_offset, scl_slope
-    header[344:348] = b"n+1\0"
-    return bytes(header) + bytes(4) + VOXELS.astype(order + "i2").tobytes()
-
-
-def _nifti2_bytes(order: str) -> bytes:
-    """A minimal NIfTI-2 file of VOXELS built by hand in byte order `order` (SimpleITK 2.5 writes only NIfTI-1)."""
-    header = bytearray(540)
-    struct.pack_into(order + "i", header, 0, 540)
-    header[4:12] = b"n+2\0\r\n\x1a\n"
-    struct.pack_into(order + "2h", header, 12, 4, 16)  # datatype int16, bitpix 16
-    struct.pack_into(order + "8q", header, 16, 3, *reversed(SHAPE_ZYX), 1, 1, 1, 1)
-    struct.pack_into(order + "8d", header, 104, 1, 1, 1, 1, 0, 0, 0, 0)
-    struct.pack_into(order + "q", header, 168, 544)  # vox_offset
-    struct.pack_into(order + "d", header, 176, 1.0)  # scl_slope
-    return bytes(header) + bytes(4) + VOXELS.astype(order + "i2").tobytes()
 
 
 def _named(path: Path, problem: str) -> str:
@@ -99,7 +76,7 @@ def test_plain_nifti_bytes_under_a_gz_name_are_checked_as_plain_nifti(tmp_path: 
 
 @pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
 def test_a_nifti1_file_in_either_byte_order_is_checked_against_its_own_header(tmp_path: Path, order: str) -> None:
-    raw = _nifti1_bytes(order)
+    raw = hand_made_nifti(VOXELS, order, version=1)
     path = tmp_path / "ct.nii"
     path.write_bytes(raw)
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), VOXELS)  # a real NIfTI-1 file
@@ -114,7 +91,7 @@ def test_a_nifti1_file_in_either_byte_order_is_checked_against_its_own_header(tm
 def test_a_nifti2_file_in_either_byte_order_is_checked_against_its_own_header(
     tmp_path: Path, order: str, compress: bool
 ) -> None:
-    raw = _nifti2_bytes(order)
+    raw = hand_made_nifti(VOXELS, order, version=2)
     path = tmp_path / ("ct.nii.gz" if compress else "ct.nii")
     path.write_bytes(gzip.compress(raw) if compress else raw)
     assert check_nifti_complete(path) is None
@@ -200,7 +177,7 @@ def test_voxel_data_is_counted_from_the_headers_vox_offset(tmp_path: Path) -> No
 
 def test_a_nifti2_file_cut_inside_its_header_is_reported_as_truncated(tmp_path: Path) -> None:
     path = tmp_path / "ct.nii"
-    path.write_bytes(_nifti2_bytes("<")[:400])
+    path.write_bytes(hand_made_nifti(VOXELS, "<", version=2)[:400])
     with pytest.raises(InputError, match=_named(path, "truncated")):
         check_nifti_complete(path)
 
@@ -277,7 +254,7 @@ def test_header_values_itk_would_silently_change_are_refused(
     tmp_path: Path, order: str, offset: int, value: float, problem: str
 ) -> None:
     """ITK reads a pixdim of 0 as 1 mm, ignores a NaN slope and clips what a slope of 1e30 makes of the CT."""
-    content = bytearray(_nifti1_bytes(order))
+    content = bytearray(hand_made_nifti(VOXELS, order, version=1))
     struct.pack_into(order + "f", content, offset, value)
     path = tmp_path / "odd.nii"
     path.write_bytes(bytes(content))
