@@ -127,7 +127,7 @@ def check_organs(label_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> list[st
     as `statistics.cut_off_ends` judges, else missed in part), or scattered into more pieces than it has."""
     sample = np.ascontiguousarray(label_zyx[::SAMPLING, ::SAMPLING, ::SAMPLING])
     voxel_ml = float(np.prod(spacing_zyx)) * SAMPLING**3 / 1000.0
-    counts = np.bincount(sample.ravel(), minlength=NUM_LABELS)
+    counts = [np.count_nonzero(sample == label) for label in range(NUM_LABELS)]  # bincount: 8 bytes per voxel
     warnings = []
     for label, organ in ORGANS.items():
         (smallest, largest), name, volume = organ.volume_ml, organ.name, counts[label] * voxel_ml
