@@ -145,6 +145,25 @@ def check_voxel_count(size: Sequence[int], max_voxels: int) -> None:
 
 
 @dataclass(frozen=True)
+class WayBack:
+    """How a label on the processing grid goes back onto the exact grid of the CT as read. It holds none of the CT's
+    voxels, so that they can be freed before the label is restored and written (`predict` does, where no output
+    reads them)."""
+
+    reorientation: Reorientation
+    oblique_grid: Grid | None = None
+    """The grid of an oblique CT as read, which the label is resampled onto; None if not oblique."""
+
+    def restore(self, label_zyx: np.ndarray) -> sitk.Image:
+        """A label on the canonical grid, put on the exact grid of the CT as read (size, spacing, origin,
+        direction)."""
+        label = self.reorientation.to_original_image(label_zyx)
+        if self.oblique_grid is None:
+            return label
+        return resample_onto(label, self.oblique_grid, "nearest", 0)
+
+
+@dataclass(frozen=True)
 class CanonicalCT:
     """A CT on the processing grid (canonical LPS, axis-aligned) and the exact way back for its label.
 
@@ -247,9 +266,11 @@ class CanonicalCT:
         array = reorientation.to_canonical_array(voxels_of(ct))  # no copy of the CT
         return cls(ct, array, tuple(spacing_xyz)[::-1], reorientation, spacing_source, oblique_grid, oblique_image)
 
+    @property
+    def way_back(self) -> WayBack:
+        """How its label goes back onto the grid of the CT as read, without the CT."""
+        return WayBack(self.reorientation, self.oblique_grid)
+
     def restore(self, label_zyx: np.ndarray) -> sitk.Image:
-        """A label on the canonical grid, put on the exact grid of the CT as read (size, spacing, origin, direction)."""
-        label = self.reorientation.to_original_image(label_zyx)
-        if self.oblique_grid is None:
-            return label
-        return resample_onto(label, self.oblique_grid, "nearest", 0)
+        """A label on the canonical grid, put on the exact grid of the CT as read (see `WayBack.restore`)."""
+        return self.way_back.restore(label_zyx)

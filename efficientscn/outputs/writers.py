@@ -49,11 +49,13 @@ STATISTICS_CSV = "statistics.csv"
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One segmented case: the CT on its processing grid, the label there and on the CT's own grid."""
+    """One segmented case: the label on the CT's own grid and, where a writer of the run reads them
+    (`CaseWriter.needs_ct`), the CT on its processing grid and the label there."""
 
-    ct: CanonicalCT
-    label_zyx: np.ndarray
-    """uint8 on the canonical grid."""
+    ct: CanonicalCT | None
+    """None where no writer reads it: `predict` then frees it before the label is restored and written."""
+    label_zyx: np.ndarray | None
+    """uint8 on the canonical grid; None where the CT is."""
     label: sitk.Image
     """uint8 on the exact grid of the CT as read."""
     source: Path
@@ -61,10 +63,17 @@ class CaseResult:
     notice: str | None = None
     """What a reader of the outputs must know about how they were made (demonstration models), or None."""
 
+    @property
+    def on_processing_grid(self) -> tuple[CanonicalCT, np.ndarray]:
+        """The CT and its label on the processing grid, for a writer that `needs_ct`."""
+        if self.ct is None or self.label_zyx is None:
+            raise ValueError(f"{self.source}: the CT was not kept: no writer of the run declared that it needs it")
+        return self.ct, self.label_zyx
+
     @cached_property
     def statistics(self) -> dict[str, OrganStatistics]:
         """Per-organ statistics on the grid as read, computed once for whichever writer asks first."""
-        return organ_statistics(self.ct.image_as_read, self.label)
+        return organ_statistics(self.on_processing_grid[0].image_as_read, self.label)
 
     def cut_off_labels(self) -> list[int]:
         """The label values of the organs touching the scan's first or last slice (likely cut off)."""
@@ -94,8 +103,10 @@ class CaseWriter:
 
     name: str = ""
     """What the run report calls it (its seconds per case) and, for a companion, its `predict` flag."""
-    needs_ct_as_read: bool = False
-    """Whether it reads the CT on its grid as read (`CanonicalCT.image_as_read`), which an oblique CT then keeps."""
+    needs_ct: bool = False
+    """Whether it reads the CT (`CaseResult.on_processing_grid`, or `statistics`, which read it on its grid as read:
+    an oblique CT then keeps that too). Without such a writer in the run, a case's CT is freed before its label is
+    restored and written, the peak of a large CT."""
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         """Where this writer puts case `case_id`'s output inside the output folder (`source`: the case's CT)."""
@@ -258,7 +269,7 @@ class StatisticsWriter(CaseWriter):
     gathered from these files at the end of the run."""
 
     name = "statistics"
-    needs_ct_as_read = True
+    needs_ct = True
     help = (
         f"also write OUTPUT/<case>{STATISTICS_SUFFIX} and OUTPUT/{STATISTICS_CSV}: per organ the voxels, volume "
         "(ml), mean, median, 5th and 95th percentile HU, bounding box (mm), connected components, and whether it "
@@ -308,17 +319,18 @@ class PreviewWriter(CaseWriter):
     attempt or run); organs touching the scan's first or last slice (likely cut off) are hatched."""
 
     name = "preview"
-    needs_ct_as_read = True  # the cut-off organs come from the statistics
+    needs_ct = True
     help = f"also write OUTPUT/{PREVIEW_FOLDER}/<case>.png (organs likely cut off by the scan are hatched)"
 
     def path(self, output: Path, case_id: str, source: Path | None = None) -> Path:
         return output / PREVIEW_FOLDER / f"{case_id}.png"
 
     def write(self, result: CaseResult, path: Path, *, overwrite: bool) -> None:
+        ct, label_zyx = result.on_processing_grid
         write_preview(
-            result.ct.array_zyx,
-            result.label_zyx,
-            result.ct.spacing_zyx,
+            ct.array_zyx,
+            label_zyx,
+            ct.spacing_zyx,
             path,
             overwrite=True,
             hatched=result.cut_off_labels(),

@@ -16,9 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from efficientscn.batch import Outcome
 from efficientscn.errors import LabelMapGiven
-from efficientscn.imaging.canonical import CanonicalCT
+from efficientscn.imaging.canonical import CanonicalCT, WayBack
 from efficientscn.infer.pipeline import InferenceConfig
 from efficientscn.outputs.writers import CaseOutput, CaseResult, CaseWriter, write_case
 from efficientscn.predict.cases import Case
@@ -72,6 +74,8 @@ class CaseRunner:
         assert isinstance(self.label, CaseOutput)
         self.output = output
         self.force = force
+        self.keep_ct = any(writer.needs_ct for writer in self.writers)
+        """Whether a case's CT is kept for its writers; otherwise it is freed before its label is restored."""
         self._engine = threading.Lock()
 
     def run(self, case: Case, claim: Claim, record: CaseRecord, reads: CaseReads, meter: CaseMeter) -> Outcome:
@@ -104,16 +108,15 @@ class CaseRunner:
                 record.status = "skipped"
                 record.warn([f"skipped: {str(error).removeprefix(f'{case.source}: ')}"])
                 return "skipped"
-            record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
-            with self._engine:
-                segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
-            record.warn(gate_organs(segmentation.label, ct.spacing_zyx, case.source))  # no organ: the case fails
-            record.seconds.update(segmentation.seconds)
-            record.details = {"spacing": ct.spacing_source, **segmentation.details}
+            label_zyx, way_back = self._label(case, record, ct)
+            kept = ct if self.keep_ct else None
+            del ct  # freed unless kept: the label of a large CT is restored and written without the CT beside it
             start = time.perf_counter()
             demonstration = self.segmenter.demonstration
             notice = f"DEMONSTRATION MODELS: {demonstration}" if demonstration else None
-            result = CaseResult(ct, segmentation.label, ct.restore(segmentation.label), case.source, notice)
+            label = way_back.restore(label_zyx)
+            result = CaseResult(kept, label_zyx if kept else None, label, case.source, notice)
+            del label_zyx, label
             restore_seconds = time.perf_counter() - start
             for written in write_case(result, self.writers, self.output, case.id, overwrite=overwrite):
                 if written.path is None:  # a companion that does not apply to this CT
@@ -124,6 +127,17 @@ class CaseRunner:
             record.seconds[self.label.name] += restore_seconds  # the way back onto the CT's grid
             record.status = "done"
         return "done"
+
+    def _label(self, case: Case, record: CaseRecord, ct: CanonicalCT) -> tuple[np.ndarray, WayBack]:
+        """The label of `case`'s CT on its processing grid, checked (no organ: the case fails) and recorded, and the
+        way back to the CT's grid."""
+        record.warnings.extend(ct.reading_warnings)  # logged when read; the label depends on what they assume
+        with self._engine:
+            segmentation = self.segmenter.segment_canonical(ct, gate=partial(self._gate, case, record))
+        record.warn(gate_organs(segmentation.label, ct.spacing_zyx, case.source))
+        record.seconds.update(segmentation.seconds)
+        record.details = {"spacing": ct.spacing_source, **segmentation.details}
+        return segmentation.label, ct.way_back
 
     def _gate(self, case: Case, record: CaseRecord, ct: CanonicalCT) -> None:
         """The plausibility check of a CT the networks can take, before they run: refused, or warned about."""

@@ -165,7 +165,7 @@ class SegmenterPlugin(WorkerPlugin):
         segmenter = load_segmenter(options, device, precision, config, probe=None)
         writers = BatchPlan.writers_for(options)
         self.runner = CaseRunner(segmenter, writers, options.output, force=options.force)
-        keep_as_read = any(writer.needs_ct_as_read for writer in writers)
+        keep_as_read = any(writer.needs_ct for writer in writers)
         self.reads = ReadNow(config.max_voxels, config.spacing_fallback, keep_as_read=keep_as_read)
         self.meter = CaseMeter(device, per_case=threads == 1)  # cases at once share the process's peak
         self.facts = WorkerFacts(device, precision, threads, 0.0, described_networks(segmenter) or {})

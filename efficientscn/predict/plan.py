@@ -74,7 +74,7 @@ class BatchPlan:
     @property
     def keep_as_read(self) -> bool:
         """Whether an oblique CT is kept as read too, for an output that needs it."""
-        return any(writer.needs_ct_as_read for writer in self.writers)
+        return any(writer.needs_ct for writer in self.writers)
 
     @property
     def batch_writers(self) -> list[CaseWriter]:
