@@ -44,9 +44,10 @@ _M_MMAP_THRESHOLD = -3
 BASE_MEMORY_BYTES = {"system": 1_030_000_000, "pool": 1_150_000_000}
 """Peak memory of inference beside the CT and the SCN (`peak_memory_bytes`): TensorFlow, the package, the networks'
 graphs and what the allocator keeps, with the system allocator (a lone CT) and with TensorFlow's pool (a batch)."""
-BYTES_PER_VOXEL = 4
-"""Peak memory per CT voxel while it is read (ITK holds the int16 CT twice) or its label written (the CT, the label
-on the processing grid and on the CT's own, a slab-wise label filled in where the organ box lies)."""
+BYTES_PER_VOXEL = 3
+"""Peak memory per CT voxel while its label is filled in on the processing grid where the organ box lies (at most
+the whole CT) beside the int16 CT. Reading holds the CT once (`nifti_read`), and writing the label on the CT's own
+grid holds two labels of 1 byte per voxel, the CT freed (`CaseRunner`, unless statistics or a preview read it)."""
 BYTES_PER_VOXEL_HELD = 2
 """Memory per CT voxel while the networks run: the int16 CT; its box passes through them a slab at a time."""
 BYTES_PER_SCN_INPUT_VOXEL = {"system": {"slabs": 120, "whole": 250}, "pool": {"slabs": 230, "whole": 440}}
@@ -125,7 +126,7 @@ def peak_memory_bytes(
 ) -> int:
     """The memory model of inference: the peak resident memory of segmenting a CT of `ct_voxels` whose organ box
     gives the SCN an input of `scn_input_voxels`, whatever the box's size on the CT (the README compares it with
-    measured peaks, lone and in a batch): the larger of reading or writing (`BYTES_PER_VOXEL`) and running the
+    measured peaks, lone and in a batch): the larger of filling in the label (`BYTES_PER_VOXEL`) and running the
     networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside the `allocator_name`'s
     `BASE_MEMORY_BYTES`."""
     scn = BYTES_PER_SCN_INPUT_VOXEL[allocator_name]["slabs" if slabs else "whole"] * scn_input_voxels

@@ -72,8 +72,9 @@ def test_the_voxel_limit_is_the_largest_ct_the_memory_model_fits() -> None:
     assert max_voxels_for_memory(BASE_MEMORY_BYTES["system"] // 2) == MIN_VOXELS_LIMIT  # a common CT is always tried
 
 
-def test_the_memory_model_takes_the_larger_of_reading_and_the_networks() -> None:
-    """A small CT's peak is the networks' (the SCN input decides), a large one's reading and writing it."""
+def test_the_memory_model_takes_the_larger_of_the_label_and_the_networks() -> None:
+    """A small CT's peak is the networks' (the SCN input decides), a large one's filling in its label unless the SCN
+    input is large."""
     small, large = 512 * 512 * 20, 512 * 512 * 1208
     for name in BASE_MEMORY_BYTES:
         allocated = {"allocator_name": name}
@@ -81,10 +82,11 @@ def test_the_memory_model_takes_the_larger_of_reading_and_the_networks() -> None
             small, 64 * 64 * 96, **allocated
         )
         assert peak_memory_bytes(small, slabs=False, **allocated) > peak_memory_bytes(small, **allocated)
-    # a lone whole-body CT: reading and writing decide
+    # a lone whole-body CT with a small SCN input: filling in its label decides
     lone = {"allocator_name": "system"}
-    assert peak_memory_bytes(large, 160 * 128 * 160, **lone) == peak_memory_bytes(large, 64 * 64 * 96, **lone)
-    assert peak_memory_bytes(large, **lone) == BASE_MEMORY_BYTES["system"] + BYTES_PER_VOXEL * large
+    assert peak_memory_bytes(large, 64 * 64 * 96, **lone) == peak_memory_bytes(large, 64 * 64 * 64, **lone)
+    assert peak_memory_bytes(large, 64 * 64 * 96, **lone) == BASE_MEMORY_BYTES["system"] + BYTES_PER_VOXEL * large
+    assert peak_memory_bytes(large, 160 * 128 * 160, **lone) > peak_memory_bytes(large, 64 * 64 * 96, **lone)
     # in a batch the pool keeps the largest SCN input's slabs, more than reading such a CT needs
     assert peak_memory_bytes(large, 160 * 128 * 160) > peak_memory_bytes(large, 64 * 64 * 96)
 
