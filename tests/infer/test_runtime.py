@@ -1,4 +1,5 @@
-"""The inference process's settings: TensorFlow's allocator set before it is imported, the voxel limit from memory."""
+"""The inference process's settings: TensorFlow's allocator and threads set before it is imported, the voxel limit from
+memory."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from efficientscn.infer import runtime
 from efficientscn.infer.runtime import (
     BASE_MEMORY_BYTES,
     BYTES_PER_VOXEL,
+    INTER_OP_THREADS,
     MAX_VOXELS_CAP,
     MIN_VOXELS_LIMIT,
     POOL_SLAB_BUDGET_BYTES,
@@ -27,19 +29,25 @@ from efficientscn.infer.runtime import (
 
 _SETTING = """
 import os, sys
-from efficientscn.infer.runtime import SYSTEM_ALLOCATOR, prepare_environment
+from efficientscn.infer.runtime import prepare_environment
 if sys.argv[1] == "late":
     import tensorflow
 prepare_environment(lone_ct=sys.argv[2] == "lone")
-print(os.environ.get(SYSTEM_ALLOCATOR))
+print(os.environ.get(sys.argv[3]))
 """
 
 
-def _allocator(when: str, inputs: str, **environment: str) -> str:
-    clean = {key: value for key, value in os.environ.items() if key != SYSTEM_ALLOCATOR}
-    command = [sys.executable, "-c", _SETTING, when, inputs]
+def _setting(variable: str, when: str, inputs: str, **environment: str) -> str:
+    """The value of environment `variable` after `prepare_environment` for a lone CT or a batch (`inputs`), called
+    before or after TensorFlow is imported (`when`), in a fresh process with `environment` set."""
+    clean = {key: value for key, value in os.environ.items() if key not in (SYSTEM_ALLOCATOR, INTER_OP_THREADS)}
+    command = [sys.executable, "-c", _SETTING, when, inputs, variable]
     done = subprocess.run(command, env={**clean, **environment}, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
+
+
+def _allocator(when: str, inputs: str, **environment: str) -> str:
+    return _setting(SYSTEM_ALLOCATOR, when, inputs, **environment)
 
 
 def test_a_lone_ct_gets_the_system_allocator_a_batch_the_pool_unless_the_user_chose() -> None:
@@ -49,6 +57,13 @@ def test_a_lone_ct_gets_the_system_allocator_a_batch_the_pool_unless_the_user_ch
     assert _allocator("early", "batch", **{SYSTEM_ALLOCATOR: "1"}) == "1"
     # too late once TensorFlow is imported: left alone rather than set without effect
     assert _allocator("late", "lone") == "None"
+
+
+def test_tensorflow_runs_one_operation_at_a_time_unless_the_user_chose() -> None:
+    assert _setting(INTER_OP_THREADS, "early", "lone") == "1"
+    assert _setting(INTER_OP_THREADS, "early", "batch") == "1"
+    assert _setting(INTER_OP_THREADS, "early", "batch", **{INTER_OP_THREADS: "4"}) == "4"
+    assert _setting(INTER_OP_THREADS, "late", "batch") == "None"
 
 
 def test_the_voxel_limit_is_the_largest_ct_the_memory_model_fits() -> None:
