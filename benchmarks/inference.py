@@ -258,6 +258,7 @@ mark("import TensorFlow")
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.segmenter import Segmenter
 from efficientscn.imaging.write import write_label
+from efficientscn.predict.plausibility import check_organs
 mark("import the package")
 ct_path, models, output = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 segmenter = Segmenter(models, device=sys.argv[4] or None, precision=sys.argv[5], probe=ct_path)
@@ -281,11 +282,17 @@ with segmenter.running():
     pipeline.segmentation = marked(plain[1], "segmentation: box, mask, input", "segmentation: SCN")
     label = pipeline.segment(ct.array_zyx, ct.spacing_zyx).label
     mark("segmentation: label on the CT grid")
-    write_label(ct.restore(label), output / "label.nii.gz", overwrite=True)
+    check_organs(label, ct.spacing_zyx)
+    mark("organ checks")
+    way_back = ct.way_back
+    del ct  # as predict frees it where no output reads it
+    write_label(way_back.restore(label), output / "label.nii.gz", overwrite=True)
     mark("restore and write the label")
+    del label
     pipeline.localization, pipeline.segmentation = plain
+    ct = CanonicalCT.read(ct_path)
     pipeline.segment(ct.array_zyx, ct.spacing_zyx)
-    mark("the same case again (instantiated)")
+    mark("the same case again (read, segmented)")
 print(json.dumps(steps))
 """
 
