@@ -39,8 +39,8 @@ of them, within about 6 % of the whole networks' speed where 64 MB costs about 2
 INTER_OP_THREADS = "TF_NUM_INTEROP_THREADS"
 """TensorFlow's environment variable for its inter-op thread pool, which runs independent operations of a graph at
 once (by default as many as the machine has cores). At "1" they run one after the other, each on all the intra-op
-threads, so their tensors are not all held at once: the same batch of five 512 x 512 x 200 CTs peaked at 1.71, 1.92
-and 2.34 GB in three runs with the default, and at 1.71 GB in each of three with 1, at the same speed."""
+threads, so their tensors are not all held at once: the same batch of five 512 x 512 x 200 CTs peaked at 1.67, 1.87
+and 2.28 GiB in three runs with the default, and at 1.67 GiB in each of three with 1, at the same speed."""
 
 MMAP_THRESHOLD_BYTES = 4 * 2**20
 """With the system allocator, malloc blocks from this size on are mapped on their own and unmapped when freed."""
@@ -49,7 +49,7 @@ MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
 _M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter number of the mmap threshold (malloc.h)."""
 
-BASE_MEMORY_BYTES = {"system": 1_030_000_000, "pool": 1_150_000_000}
+BASE_MEMORY_BYTES = {"system": 1_030_000_000, "pool": 1_120_000_000}
 """Peak memory of inference beside the CT and the SCN (`peak_memory_bytes`): TensorFlow, the package, the networks'
 graphs and what the allocator keeps, with the system allocator (a lone CT) and with TensorFlow's pool (a batch)."""
 BYTES_PER_VOXEL = 3
@@ -58,7 +58,7 @@ the whole CT) beside the int16 CT. Reading holds the CT once (`nifti_read`), and
 grid holds two labels of 1 byte per voxel, the CT freed (`CaseRunner`, unless statistics or a preview read it)."""
 BYTES_PER_VOXEL_HELD = 2
 """Memory per CT voxel while the networks run: the int16 CT; its box passes through them a slab at a time."""
-BYTES_PER_SCN_INPUT_VOXEL = {"system": {"slabs": 120, "whole": 250}, "pool": {"slabs": 230, "whole": 440}}
+BYTES_PER_SCN_INPUT_VOXEL = {"system": {"slabs": 120, "whole": 250}, "pool": {"slabs": 205, "whole": 440}}
 """The SCN's working memory per voxel of its input, by allocator, run by the default slabs (64 MB with the system
 allocator of a lone CT, 256 MB with a batch's pool) or whole (`--slab-memory off`): the pool keeps what it once
 held."""
@@ -127,6 +127,12 @@ def default_slab_budget() -> int:
     return SLAB_BUDGET_BYTES if allocator() == "system" else POOL_SLAB_BUDGET_BYTES
 
 
+READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
+"""In a batch, a next CT up to this size (128 MB in int16, a 512 x 512 x 256 scan) is read while the current one is
+segmented (`predict.read_ahead`); a larger one when its turn comes, so that a batch needs little more memory than its
+largest case."""
+
+
 def peak_memory_bytes(
     ct_voxels: int,
     scn_input_voxels: int = LARGEST_SCN_INPUT_VOXELS,
@@ -136,12 +142,19 @@ def peak_memory_bytes(
 ) -> int:
     """The memory model of inference: the peak resident memory of segmenting a CT of `ct_voxels` whose organ box
     gives the SCN an input of `scn_input_voxels`, whatever the box's size on the CT (the README compares it with
-    measured peaks, lone and in a batch): the larger of filling in the label (`BYTES_PER_VOXEL`) and running the
-    networks (`BYTES_PER_VOXEL_HELD` and the SCN's `BYTES_PER_SCN_INPUT_VOXEL`), beside the `allocator_name`'s
-    `BASE_MEMORY_BYTES`."""
+    measured peaks, lone and in a batch), beside the `allocator_name`'s `BASE_MEMORY_BYTES`.
+
+    With the system allocator of a lone CT, what the SCN held is returned before the label is filled in: the larger
+    of filling it in (`BYTES_PER_VOXEL`) and running the networks (`BYTES_PER_VOXEL_HELD` and the SCN's
+    `BYTES_PER_SCN_INPUT_VOXEL`). In a batch TensorFlow's pool keeps what the SCN held: the sum of both, and the
+    next CT read meanwhile, in a batch of CTs of this size small enough to be read ahead (`READ_AHEAD_MAX_VOXELS`).
+    """
     scn = BYTES_PER_SCN_INPUT_VOXEL[allocator_name]["slabs" if slabs else "whole"] * scn_input_voxels
     base = BASE_MEMORY_BYTES[allocator_name]
-    return base + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
+    if allocator_name == "system":
+        return base + max(BYTES_PER_VOXEL * ct_voxels, BYTES_PER_VOXEL_HELD * ct_voxels + scn)
+    read_ahead = BYTES_PER_VOXEL_HELD * ct_voxels if ct_voxels <= READ_AHEAD_MAX_VOXELS else 0
+    return base + scn + BYTES_PER_VOXEL * ct_voxels + read_ahead
 
 
 class VoxelLimit(int):
@@ -166,16 +179,21 @@ def max_voxels_for_memory(
     if memory is None:
         return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for (the memory is unknown)")
     allocator_name = allocator_name or allocator()
-    base = BASE_MEMORY_BYTES[allocator_name]
-    beside = memory - base
-    scn = BYTES_PER_SCN_INPUT_VOXEL[allocator_name]["slabs" if slabs else "whole"] * LARGEST_SCN_INPUT_VOXELS
-    fits = min(beside // BYTES_PER_VOXEL, (beside - scn) // BYTES_PER_VOXEL_HELD)
-    if fits >= MAX_VOXELS_CAP:
+
+    def fits(voxels: int) -> bool:
+        return peak_memory_bytes(voxels, slabs=slabs, allocator_name=allocator_name) <= memory
+
+    if fits(MAX_VOXELS_CAP):
         return VoxelLimit(MAX_VOXELS_CAP, "the largest size inference is tested for")
-    if fits <= MIN_VOXELS_LIMIT:
+    if not fits(MIN_VOXELS_LIMIT + 1):
         return VoxelLimit(MIN_VOXELS_LIMIT, "the size always tried, however little memory there is")
+    low, high = MIN_VOXELS_LIMIT + 1, MAX_VOXELS_CAP  # the model grows with the voxels above MIN_VOXELS_LIMIT
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
     return VoxelLimit(
-        fits,
+        low,
         f"what {memory / 1e9:.1f} GB of memory (this machine's, or its container's limit) holds at "
-        f"{base / 1e9:.2f} GB plus {BYTES_PER_VOXEL} bytes per voxel (the README's memory model)",
+        f"{BASE_MEMORY_BYTES[allocator_name] / 1e9:.2f} GB plus about {BYTES_PER_VOXEL} bytes per voxel "
+        "(the README's memory model)",
     )

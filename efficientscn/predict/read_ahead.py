@@ -11,11 +11,8 @@ from efficientscn.errors import InputError
 from efficientscn.imaging.canonical import CanonicalCT
 from efficientscn.imaging.geometry import SpacingFallback
 from efficientscn.imaging.read import header_size
+from efficientscn.infer.runtime import READ_AHEAD_MAX_VOXELS
 from efficientscn.predict.cases import Case
-
-READ_AHEAD_MAX_VOXELS = 64 * 1024 * 1024
-"""A next CT larger than this (128 MB in int16, a 512 x 512 x 256 scan) is read when its turn comes, not while the
-current one is segmented, so that a batch needs little more memory than its largest case."""
 
 
 def read_case(
