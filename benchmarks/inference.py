@@ -3,8 +3,9 @@ the slab size of slab-wise inference, and another version of the package.
 
 For each input it measures, in fresh processes, peak RSS by GNU time (`/usr/bin/time -v`) as a user would:
 - a lone CT, `efficientscn predict -i <CT>`, from process start to exit (median of `--repeats` runs with the
-  graph cache filled; the first run on a machine, which traces the networks into the cache, once), its peak RSS,
-  and beside it the README's memory model (`efficientscn.infer.runtime.peak_memory_bytes`);
+  graph cache filled with a lone CT's graphs and a folder's; the first run on a machine, which traces a lone CT's
+  networks into the cache, once), its peak RSS, and beside it the README's memory model
+  (`efficientscn.infer.runtime.peak_memory_bytes`);
 - where that time and memory go (`startup_split`): importing TensorFlow and the package, loading the networks'
   graphs, the first case's stages and the same stages again (a first call instantiates the graphs), with the
   resident memory after each step and the peak within it;
@@ -561,6 +562,8 @@ def main() -> int:
         models = args.models or temporary_models(work / "models")
         inputs, once = make_inputs(args, work)
         first_run = lone_run(inputs["synthetic 512x512x200"], models, work, extra)
+        # a folder's graphs (TensorFlow's pool, deeper slabs) traced too, outside the batches' figures
+        run_batch(inputs["synthetic 512x512x200"], models, 1, work, extra)
         rows, splits = [], {}
         for name, ct in {} if args.comparisons_only else inputs.items():
             logger.info("%s: lone runs, the start-up split, %d cases in one batch ...", name, args.repeats)
