@@ -115,8 +115,8 @@ class CaseRunner:
             demonstration = self.segmenter.demonstration
             notice = f"DEMONSTRATION MODELS: {demonstration}" if demonstration else None
             label = way_back.restore(label_zyx)
-            result = CaseResult(kept, label_zyx if kept else None, label, case.source, notice)
-            del label_zyx, label
+            result = CaseResult(kept, label_zyx if kept is not None else None, label, case.source, notice)
+            del label_zyx  # freed unless kept, as the CT
             restore_seconds = time.perf_counter() - start
             for written in write_case(result, self.writers, self.output, case.id, overwrite=overwrite):
                 if written.path is None:  # a companion that does not apply to this CT
