@@ -58,9 +58,9 @@ def read_nifti_voxels(path: Path, header: sitk.ImageFileReader) -> sitk.Image | 
     pixel_id = PIXEL_IDS.get(layout.datatype)
     if pixel_id is None or pixel_id != header.GetPixelID() or not _unscaled(layout):
         return None
-    image, voxels = blank_image_and_voxels(size, pixel_id)
-    if voxels.nbytes != layout.data_bytes:  # a header ITK reads as another shape (more dimensions, say)
+    if math.prod(size) * _item_bytes(pixel_id) != layout.data_bytes:  # ITK reads another shape (more dimensions)
         return None
+    image, voxels = blank_image_and_voxels(size, pixel_id)
     _decode_into(path, compressed, layout, memoryview(voxels).cast("B"))
     if layout.byte_order != _NATIVE_ORDER:
         voxels.byteswap(inplace=True)
@@ -77,11 +77,16 @@ def read_nifti_voxels(path: Path, header: sitk.ImageFileReader) -> sitk.Image | 
 def _unscaled(layout: NiftiLayout) -> bool:
     """Whether the header's intensity scaling leaves the stored values as they are (a slope of 0 means none)."""
     slope, intercept = layout.scaling
-    return slope in (0.0, 1.0) and intercept == 0.0 and math.isfinite(slope)
+    return slope in (0.0, 1.0) and intercept == 0.0
+
+
+def _item_bytes(pixel_id: int) -> int:
+    """The bytes of one voxel of a SimpleITK pixel type."""
+    return sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel_id)).itemsize
 
 
 def _decode_into(path: Path, compressed: bool, layout: NiftiLayout, target: memoryview) -> None:
-    """Fill `target` with the voxel bytes of the file, read to its end when compressed (the gzip module checks each
+    """Fill `target` with the voxel bytes of the file, read to its end when compressed (the gzip reader checks each
     member's CRC-32 and length there); InputError if the data is cut short or the stream corrupt."""
     filled = 0
     try:

@@ -139,3 +139,15 @@ def test_non_finite_float_voxels_are_refused_where_itk_reads_zero(tmp_path: Path
     assert sitk.ReadImage(str(path))[4, 3, 2] == 0
     with pytest.raises(InputError, match=r"ct\.nii\.gz: image contains 1 NaN or infinite values$"):
         read_nifti_voxels(path, _header_reader(path))
+
+
+def test_a_fourth_dimension_of_one_reads_as_itk_reads_it_in_3d(tmp_path: Path) -> None:
+    voxels = _random_voxels(np.dtype(np.int16), (6, 10, 12))
+    raw = bytearray(hand_made_nifti(voxels, "<", version=1))
+    struct.pack_into("<8h", raw, 40, 4, 12, 10, 6, 1, 1, 1, 1)  # dim[0] = 4, dim[4] = 1
+    path = tmp_path / "ct.nii"
+    path.write_bytes(raw)
+    ours, itk = _read_both(path)
+    _assert_same_image(ours, itk)
+    assert ours is not None and ours.GetDimension() == 3
+    assert np.array_equal(sitk.GetArrayViewFromImage(ours), voxels)
