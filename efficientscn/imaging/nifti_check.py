@@ -49,12 +49,16 @@ class NiftiLayout:
     """The NIfTI datatype code of the voxels (4: int16, 16: float32, ...)."""
     byte_order: str
     """"<" (little-endian) or ">" (big-endian), as NumPy writes it."""
-    float_dtype: str | None
-    """NumPy dtype of floating-point voxels (with byte order), None for integer voxels."""
     spacing: tuple[float, ...]
     scaling: tuple[float, float]
     form_codes: tuple[int, int]
     """qform_code and sform_code: both 0 means no orientation, nor a spacing that anything stated."""
+
+    @property
+    def float_dtype(self) -> str | None:
+        """NumPy dtype of floating-point voxels (with byte order), None for integer voxels."""
+        kind = _FLOAT_DATATYPES.get(self.datatype)
+        return None if kind is None else self.byte_order + kind
 
 
 def _nifti_layout(header: bytes, path: Path) -> NiftiLayout:
@@ -88,7 +92,6 @@ def _nifti_layout(header: bytes, path: Path) -> NiftiLayout:
     if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
         raise InputError(f"{path}: corrupt NIfTI header (dim[0]={ndim}, bitpix={bitpix})")
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
-    float_dtype = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
     spacing = tuple(float(p) for p in pixdim[1 : min(ndim, 3) + 1])
     scale = (float(scaling[0]), float(scaling[1]))
     return NiftiLayout(
@@ -96,7 +99,6 @@ def _nifti_layout(header: bytes, path: Path) -> NiftiLayout:
         voxels * (bitpix // 8),
         int(datatype),
         order,
-        float_dtype,
         spacing,
         scale,
         (int(form_codes[0]), int(form_codes[1])),
